@@ -1,0 +1,116 @@
+"""Command line: `python -m lenet_fmnist COMMAND ...` (also installed as `lenet-fmnist`).
+
+Hydra has no subcommands, so the command word is taken off argv here and the rest goes to the
+Hydra app of that command. Nothing here imports torch: `--help` and config errors answer at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lenet_fmnist.errors import Interrupted, UserError
+
+log = logging.getLogger("lenet_fmnist")
+
+USAGE = """\
+usage: python -m lenet_fmnist COMMAND [ARGS]     (or: lenet-fmnist COMMAND [ARGS])
+
+Commands:
+  train [OVERRIDES]                  train LeNet-5 on Fashion-MNIST, e.g.
+                                       train activation=relu pool=max epochs=20
+                                       train -m activation=relu,tanh,sigmoid seed=0,1,2
+  eval checkpoint=PATH [OVERRIDES]   test a checkpoint: accuracy, per-class accuracy, confusion matrix
+
+Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
+               dropout=none|standard  augmentation=none|standard
+Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
+Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
+"""
+
+# Overrides that name where and how fast a run goes, not what it computes; left out of the
+# resume hint, which adds its own.
+_RESUME_DROPPED = ("resume=", "hydra.run.dir=", "hydra.sweep.dir=")
+
+
+def config_dir() -> Path:
+    """conf/ ships inside the wheel as lenet_fmnist/conf; a source checkout has it at the top."""
+    packaged = Path(__file__).parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """The command that continues this run, or this sweep when it is one."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        where = ["-m", f"hydra.sweep.dir={hydra_cfg.sweep.dir}"]
+    else:
+        where = [f"hydra.run.dir={run_dir}"]
+    kept = [arg for arg in sys.argv[1:] if arg not in ("-m", "--multirun") and not arg.startswith(_RESUME_DROPPED)]
+    return " ".join(["python -m lenet_fmnist train", *where, *kept, "resume=true"])
+
+
+def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from lenet_fmnist import config
+
+    config.register()
+    failures: list[str] = []
+
+    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            task(cfg, run_dir)
+        except UserError as error:  # the user's mistake: one paragraph, no traceback
+            log.error("%s", error)
+            failures.append(str(run_dir))
+        except Interrupted as error:
+            log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
+            raise SystemExit(130) from None
+
+    sys.argv = [f"lenet-fmnist {command}", *args]
+    app()
+    return 1 if failures else 0
+
+
+def _train(cfg: object, run_dir: Path) -> None:
+    from lenet_fmnist import train
+    from lenet_fmnist.config import TrainConfig, validate
+
+    train.run(validate(cfg, TrainConfig), run_dir)
+
+
+def _eval(cfg: object, run_dir: Path) -> None:
+    from lenet_fmnist import evaluate
+    from lenet_fmnist.config import EvalConfig, validate
+
+    evaluate.run(validate(cfg, EvalConfig), run_dir)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": lambda args: _run_hydra("train", "train", _train, args),
+    "eval": lambda args: _run_hydra("eval", "eval", _eval, args),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help", "help"}:
+        sys.stdout.write(USAGE)
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        sys.stderr.write(
+            f"lenet-fmnist: unknown command {args[0]!r}. The commands are: {', '.join(COMMANDS)}. See --help.\n"
+        )
+        return 2
+    return command(args[1:])

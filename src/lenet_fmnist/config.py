@@ -1,0 +1,249 @@
+"""Typed schema of every configuration, registered in Hydra's ConfigStore.
+
+The YAML files in conf/ hold the values and the comments that explain them; these dataclasses hold
+the types and the ranges. Hydra rejects a wrong option, a wrong type or an unknown key while it
+composes; `validate` then rejects values that are well typed but out of range, before any work.
+This module must not import torch: `--help` and config errors stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lenet_fmnist.errors import UserError
+
+_DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class Activation(Enum):
+    relu = "relu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+
+
+class Pool(Enum):
+    max = "max"
+    avg = "avg"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
+
+
+def _check_name(name: str, expected: str) -> None:
+    # The optimizer's knobs come with its group option, so its name is chosen there, not here.
+    _require(
+        name == expected, "optimizer.name", name, f"{expected!r}; choose optimizers with optimizer=sgd|adam|rmsprop"
+    )
+
+
+@dataclass
+class ActivationConfig:
+    name: Activation = Activation.tanh
+
+
+@dataclass
+class PoolConfig:
+    name: Pool = Pool.avg
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
+    schedule: Schedule = Schedule.constant
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0 and self.lr < float("inf"), "optimizer.lr", self.lr, "a finite number > 0")
+        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
+        _require(self.warmup_epochs >= 0, "optimizer.warmup_epochs", self.warmup_epochs, ">= 0")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
+        _check_name(self.name, "sgd")
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_name(self.name, "adam")
+        _require(0 <= self.beta1 < 1, "optimizer.beta1", self.beta1, "in [0, 1)")
+        _require(0 <= self.beta2 < 1, "optimizer.beta2", self.beta2, "in [0, 1)")
+        _require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    name: str = "rmsprop"
+    alpha: float = 0.99
+    momentum: float = 0.0
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_name(self.name, "rmsprop")
+        _require(0 <= self.alpha < 1, "optimizer.alpha", self.alpha, "in [0, 1)")
+        _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
+        _require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
+
+
+@dataclass
+class DropoutConfig:
+    p: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.p < 1, "dropout.p", self.p, "in [0, 1)")
+
+
+@dataclass
+class AugmentationConfig:
+    flip: bool = False
+    max_shift: int = 0
+    test_flip: bool = False
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.max_shift <= 8, "augmentation.max_shift", self.max_shift, "in [0, 8] pixels")
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    val_size: int = 10_000
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.val_size >= 1, "data.val_size", self.val_size, ">= 1")
+
+
+def _check_device(device: str) -> None:
+    _require(bool(_DEVICE_PATTERN.fullmatch(device)), "device", device, "auto, cpu, cuda or cuda:N")
+
+
+def _check_threads(threads: int | None) -> None:
+    _require(threads is None or threads >= 1, "threads", threads, "null (automatic) or >= 1")
+
+
+@dataclass
+class TrainConfig:
+    activation: ActivationConfig = field(default_factory=ActivationConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    optimizer: OptimizerConfig = MISSING
+    dropout: DropoutConfig = field(default_factory=DropoutConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+        _check_device(self.device)
+        _check_threads(self.threads)
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    eval_batch_size: int = 1000
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+        _check_device(self.device)
+        _check_threads(self.threads)
+
+
+def register() -> None:
+    """Make the schemas known to Hydra; conf/*.yaml name them in their defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="eval_schema", node=EvalConfig)
+    for name, node in (("sgd", SGDConfig), ("adam", AdamConfig), ("rmsprop", RMSpropConfig)):
+        store.store(group="schema/optimizer", name=name, node=node)
+
+
+Schema = TypeVar("Schema")
+
+
+def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
+    """Keys in `node` that the dataclass `obj` has no field for (Hydra lets `+key=value` add them)."""
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    unknown = []
+    for key in node:
+        if key not in names:
+            unknown.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(getattr(obj, key)):
+            unknown += _unknown_keys(node[key], getattr(obj, key), f"{prefix}{key}.")
+    return unknown
+
+
+def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
+    """Return the composed `cfg` as a `schema` instance, or raise UserError naming the bad value.
+
+    Hydra's typed composition has already caught wrong options, types and misspelt keys; building
+    the dataclasses runs each `__post_init__` range check, and the key comparison catches keys
+    added with `+key=value`, which Hydra accepts even on a typed config.
+    """
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except ValueError as error:
+        raise UserError(f"Invalid configuration: {error}") from None
+    except OmegaConfBaseException as error:
+        # OmegaConf wraps what __post_init__ raised; its own message is the one to show.
+        cause = error.__cause__ or error.__context__
+        message = str(cause) if isinstance(cause, ValueError) else str(error).splitlines()[0]
+        raise UserError(f"Invalid configuration: {message}") from None
+    if not isinstance(typed, schema):
+        raise UserError(f"Invalid configuration: expected a {schema.__name__} configuration.")
+    unknown = _unknown_keys(cfg, typed)
+    if unknown:
+        allowed = ", ".join(f.name for f in dataclasses.fields(typed))
+        raise UserError(
+            f"Invalid configuration: unknown key(s) {', '.join(unknown)}. "
+            f"The top-level keys are: {allowed} (see `--cfg job` for the full tree)."
+        )
+    return typed
+
+
+def to_plain(cfg: Any) -> dict:
+    """The resolved configuration as plain Python values (enums as strings), fit for
+    checkpoints, JSON and TensorBoard."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]

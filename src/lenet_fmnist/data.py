@@ -1,0 +1,154 @@
+"""Fashion-MNIST: find the four official IDX files, read them with torchvision, split off validation.
+
+The result is three pairs of tensors (uint8 images N x 28 x 28, int64 labels N) that the trainer
+moves to its device once; nothing here runs per sample.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import FashionMNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from lenet_fmnist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Debian's package `dataset-fashion-mnist` installs the official files here.
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CLASSES = tuple(FashionMNIST.classes)
+# Mean and std of the 60,000 training images' pixels scaled to [0, 1] (measured; the usual values).
+MEAN, STD = 0.2860406, 0.3530242
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8, N x 28 x 28
+    labels: torch.Tensor  # int64, N
+
+
+@dataclass(frozen=True)
+class FashionMNISTData:
+    train: Split
+    val: Split
+    test: Split
+    source: Path
+
+
+def cache_dir() -> Path:
+    """Per-user cache, where the downloader puts the data (torchvision's FashionMNIST layout)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lenet_fmnist"
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _holds_dataset(directory: Path) -> bool:
+    names = [name for pair in FILES.values() for name in pair]
+    return all(_find_file(directory, name) for name in names)
+
+
+def _how_to_provide() -> str:
+    return (
+        "Provide the data in one of three ways: (1) pass data.root=DIR, a directory holding "
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+        "t10k-labels-idx1-ubyte (each may be .gz); (2) install Debian's package as root: "
+        "`apt-get install -y dataset-fashion-mnist` (files land in "
+        f"{SYSTEM_DIR}); (3) run once with internet access so torchvision downloads them into "
+        f"{cache_dir() / 'FashionMNIST' / 'raw'}."
+    )
+
+
+def locate(root: str | None) -> Path:
+    """The directory holding the four files: data.root, Debian's, the user cache, or a download."""
+    if root is not None:
+        given = Path(root).expanduser()
+        if not given.is_dir():
+            raise UserError(f"data.root={root!r} is not an existing directory. {_how_to_provide()}")
+        for directory in (given, given / "FashionMNIST" / "raw"):
+            if _holds_dataset(directory):
+                return directory
+        raise UserError(f"data.root={root!r} does not hold the four Fashion-MNIST files. {_how_to_provide()}")
+    cached = cache_dir() / "FashionMNIST" / "raw"
+    for directory in (SYSTEM_DIR, cached):
+        if _holds_dataset(directory):
+            return directory
+    log.info("Fashion-MNIST not found locally; downloading it into %s", cache_dir())
+    try:
+        FashionMNIST(str(cache_dir()), train=True, download=True)
+    except Exception as error:  # any network or disk failure means the same to the user
+        raise UserError(f"Fashion-MNIST could not be found or downloaded ({error}). {_how_to_provide()}") from None
+    return cached
+
+
+def _read_idx(path: Path, labels: bool) -> torch.Tensor:
+    """Read one IDX file (plain or gzip) with torchvision's reader; a bad file is a UserError."""
+    reader = read_label_file if labels else read_image_file
+    try:
+        if path.suffix != ".gz":
+            return reader(str(path))
+        # torchvision's reader takes plain files only; decompress into a private temporary file.
+        with tempfile.TemporaryDirectory() as tmp, gzip.open(path, "rb") as packed:
+            plain = Path(tmp) / path.stem
+            with open(plain, "wb") as out:
+                shutil.copyfileobj(packed, out)
+            return reader(str(plain))
+    except Exception as error:  # torchvision signals malformed files with asserts and view errors
+        kind = "label" if labels else "image"
+        raise UserError(
+            f"{path} is not a valid IDX {kind} file ({type(error).__name__}: {error or 'bad header'}). "
+            "It may be truncated or corrupt: replace it with the official Fashion-MNIST file."
+        ) from None
+
+
+def _read_split(directory: Path, split: str) -> Split:
+    image_name, label_name = FILES[split]
+    image_path, label_path = _find_file(directory, image_name), _find_file(directory, label_name)
+    assert image_path is not None and label_path is not None  # locate() checked both
+    images = _read_idx(image_path, labels=False)
+    labels = _read_idx(label_path, labels=True)
+    if images.shape[1:] != (28, 28):
+        raise UserError(f"{image_path} holds images of size {tuple(images.shape[1:])}; Fashion-MNIST's are 28 x 28.")
+    if len(images) != len(labels):
+        raise UserError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels.")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(CLASSES):
+        raise UserError(f"{label_path} holds labels outside 0..9.")
+    return Split(images, labels.long())
+
+
+def load(root: str | None, val_size: int, split_seed: int) -> FashionMNISTData:
+    """Train / validation / test splits. Validation is `val_size` training images chosen by
+    `split_seed` alone, so every run of a study sees the same split whatever its own seed."""
+    directory = locate(root)
+    train_full, test = _read_split(directory, "train"), _read_split(directory, "test")
+    n = len(train_full.labels)
+    if val_size >= n:
+        raise UserError(
+            f"data.val_size={val_size} leaves no training data: {directory} has {n} training "
+            f"images, so data.val_size must be between 1 and {n - 1}."
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    train = Split(train_full.images[train_idx], train_full.labels[train_idx])
+    val = Split(train_full.images[val_idx], train_full.labels[val_idx])
+    log.info(
+        "Data from %s: %d train, %d validation, %d test images", directory, n - val_size, val_size, len(test.labels)
+    )
+    return FashionMNISTData(train, val, test, directory)

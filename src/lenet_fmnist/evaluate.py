@@ -1,0 +1,95 @@
+"""Evaluation: loss, accuracy and confusion matrix of a model on a split, and the `eval` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lenet_fmnist import checkpoint, data
+from lenet_fmnist.augment import normalise
+from lenet_fmnist.config import EvalConfig
+from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.storage import write_json
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, test_flip: bool
+) -> tuple[float, float, torch.Tensor]:
+    """Mean cross-entropy, accuracy and predicted classes over `images` (uint8 on the model's
+    device). With `test_flip` the logits are averaged over each image and its mirror image."""
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    predictions = []
+    for start in range(0, len(labels), batch_size):
+        inputs = normalise(images[start : start + batch_size])
+        logits = model(inputs)
+        if test_flip:
+            logits = (logits + model(inputs.flip(-1))) / 2
+        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
+        predictions.append(logits.argmax(dim=1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == labels).double().mean().item()
+    return loss_sum.item() / len(labels), accuracy, predicted
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> torch.Tensor:
+    """classes x classes counts on the CPU: row = true class, column = predicted class."""
+    pairs = labels.cpu() * classes + predicted.cpu()
+    return torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> dict[str, float]:
+    correct = confusion.diagonal().double()
+    totals = confusion.sum(dim=1).clamp(min=1).double()
+    return dict(zip(data.CLASSES, (correct / totals).tolist(), strict=True))
+
+
+def format_confusion(confusion: torch.Tensor) -> str:
+    short = [name.split("/")[0][:7] for name in data.CLASSES]
+    lines = ["true \\ predicted".ljust(14) + " ".join(f"{name:>7}" for name in short)]
+    for name, row in zip(data.CLASSES, confusion.tolist(), strict=True):
+        lines.append(f"{name[:13]:<14}" + " ".join(f"{count:>7}" for count in row))
+    return "\n".join(lines)
+
+
+def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
+    """The `eval` command: test accuracy, per-class accuracy and confusion matrix of a checkpoint,
+    logged and written to eval.json in the run directory."""
+    state = checkpoint.load(cfg.checkpoint)
+    model = checkpoint.model_from(state, cfg.checkpoint)
+    device = select_device(cfg.device)
+    configure_threads(cfg.threads)
+    test = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).test
+    test_flip = bool(state["config"]["augmentation"]["test_flip"])
+    model.to(device)
+    loss, accuracy, predicted = evaluate(
+        model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size, test_flip
+    )
+    confusion = confusion_matrix(test.labels, predicted)
+    per_class = per_class_accuracy(confusion)
+    result = {
+        "checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()),
+        "epoch": state["epoch"],
+        "test_acc": accuracy,
+        "test_loss": loss,
+        "test_images": len(test.labels),
+        "per_class_acc": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "classes": list(data.CLASSES),
+    }
+    write_json(run_dir / "eval.json", result)
+    log.info(
+        "Checkpoint %s (epoch %d): test accuracy %.4f, test loss %.4f", cfg.checkpoint, state["epoch"], accuracy, loss
+    )
+    log.info("Per-class accuracy:\n%s", "\n".join(f"  {name:<12} {acc:.4f}" for name, acc in per_class.items()))
+    log.info("Confusion matrix (rows: true class):\n%s", format_confusion(confusion))
+    log.info("Wrote %s", run_dir / "eval.json")
+    return result

@@ -1,0 +1,38 @@
+"""LeNet-5 as in the study: two 5x5 convolutions with pooling, then three fully connected layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class LeNet5(nn.Module):
+    """conv 1->6 5x5 pad 2, act, pool 2 -> conv 6->16 5x5, act, pool 2 -> FC 400->120 -> 84 -> 10.
+
+    61,706 parameters whatever the activation, pooling or dropout. Dropout (when p > 0) sits before
+    each fully connected layer. Inputs are normalised 1 x 28 x 28 images; outputs are logits.
+    """
+
+    def __init__(self, activation: str = "tanh", pool: str = "avg", dropout: float = 0.0) -> None:
+        super().__init__()
+        act, pooling = ACTIVATIONS[activation], POOLS[pool]
+
+        def drop() -> nn.Module:  # p=0 adds no layer, so "no dropout" costs nothing per step
+            return nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, kernel_size=5, padding=2), act(), pooling(2),
+            nn.Conv2d(6, 16, kernel_size=5), act(), pooling(2),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            drop(), nn.Linear(16 * 5 * 5, 120), act(),
+            drop(), nn.Linear(120, 84), act(),
+            drop(), nn.Linear(84, 10),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

@@ -1,0 +1,93 @@
+"""TensorBoard logging of one run, into the run's own directory.
+
+The hyperparameters go in as ONE HParams session in the run's own event file (`add_hparams`
+would open a sub-run per call), so `tensorboard --logdir outputs` lines up every run of a sweep
+in the HParams table. Events are flushed every epoch: a killed run keeps its curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+from torchvision.utils import make_grid
+
+# The metrics the HParams table shows for each run; each is also written as a scalar.
+HPARAM_METRICS = ("accuracy/val", "accuracy/test", "loss/val", "loss/test")
+
+
+def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The values that tell runs apart, flattened to TensorBoard's scalar types."""
+    return {
+        "activation": config["activation"]["name"],
+        "pool": config["pool"]["name"],
+        "optimizer": config["optimizer"]["name"],
+        "lr": config["optimizer"]["lr"],
+        "schedule": config["optimizer"]["schedule"],
+        "dropout": config["dropout"]["p"],
+        "flip": config["augmentation"]["flip"],
+        "max_shift": config["augmentation"]["max_shift"],
+        "test_flip": config["augmentation"]["test_flip"],
+        "epochs": config["epochs"],
+        "batch_size": config["batch_size"],
+        "seed": config["seed"],
+    }
+
+
+class TensorBoardLog:
+    def __init__(self, run_dir: Path, config: dict[str, Any], start_epoch: int) -> None:
+        # purge_step drops events a resumed run wrote after its last checkpoint, so the curves
+        # continue without duplicate steps.
+        resumed = start_epoch > 1
+        self.writer = SummaryWriter(str(run_dir), purge_step=start_epoch if resumed else None)
+        if not resumed:
+            for summary in hparams(hyperparameters(config), dict.fromkeys(HPARAM_METRICS, 0.0)):
+                self.writer.file_writer.add_summary(summary)
+
+    def epoch(self, epoch: int, record: dict[str, float], lr: float) -> None:
+        self.writer.add_scalar("loss/train", record["train_loss"], epoch)
+        self.writer.add_scalar("loss/val", record["val_loss"], epoch)
+        self.writer.add_scalar("accuracy/train", record["train_acc"], epoch)
+        self.writer.add_scalar("accuracy/val", record["val_acc"], epoch)
+        self.writer.add_scalar("learning_rate", lr, epoch)
+        self.writer.add_scalar("speed/images_per_second", record["images_per_second"], epoch)
+        self.writer.flush()
+
+    def samples(self, images: torch.Tensor) -> None:
+        """A grid of augmented training inputs (uint8 B x H x W), to see what the model sees."""
+        self.writer.add_image("inputs/augmented", make_grid(images[:64, None].cpu(), nrow=8, pad_value=255))
+        self.writer.flush()
+
+    def test(self, step: int, accuracy: float, loss: float, confusion: torch.Tensor, classes: tuple[str, ...]) -> None:
+        self.writer.add_scalar("accuracy/test", accuracy, step)
+        self.writer.add_scalar("loss/test", loss, step)
+        self.writer.add_figure("confusion_matrix/test", confusion_figure(confusion, classes), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def confusion_figure(confusion: torch.Tensor, classes: tuple[str, ...]) -> Any:
+    """A labelled heat map of a confusion matrix (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    figure, axes = plt.subplots(figsize=(7, 6))
+    axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    axes.set_yticks(range(len(classes)), classes)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for row in range(len(classes)):
+        for col in range(len(classes)):
+            colour = "white" if rates[row, col] > 0.5 else "black"
+            axes.text(col, row, str(int(confusion[row, col])), ha="center", va="center", fontsize=7, color=colour)
+    figure.tight_layout()
+    return figure
