@@ -4,6 +4,8 @@ with `weights_only=True`, so loading a file never runs code from it."""
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,21 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             f"checkpoint={str(path)!r} does not exist or is not a file: give the path of a best.pt or last.pt written by a training run."
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0]
+        # torch's message advises weights_only=False, the wrong advice for a file that may be hostile:
+        # keep only its reason (e.g. "Unsupported global: GLOBAL os.system ...").
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\.\s*Please use|\n|$)", str(error))
         raise UserError(
-            f"{path} was refused: it holds objects other than tensors and plain values, so it is "
-            f"not a lenet_fmnist checkpoint and was not unpickled (its code did not run). {first_line}"
+            f"{path} was refused: it holds objects other than tensors and plain values"
+            f"{f' ({reason.group(1).strip()})' if reason else ''}, so it is not a lenet_fmnist checkpoint "
+            "and was not unpickled (its code did not run)."
         ) from None
     except Exception as error:  # zip, EOF and format errors all mean "not a checkpoint"
-        raise UserError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {error}).") from None
+        detail = " ".join(str(error).split())
+        raise UserError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {detail}).") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is a PyTorch file but not a lenet_fmnist checkpoint (format {FORMAT} expected).")
     return state
@@ -49,7 +57,8 @@ def model_from(state: dict[str, Any], source: str | Path) -> LeNet5:
         model = LeNet5(config["activation"]["name"], config["pool"]["name"], config["dropout"]["p"])
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0]
+        # load_state_dict lists each missing key and size mismatch on its own line: one paragraph.
+        detail = " ".join(line.strip() for line in str(error).strip().splitlines())
         raise UserError(
             f"{source} does not hold weights of this LeNet-5 (another architecture or a damaged file): {detail}"
         ) from None

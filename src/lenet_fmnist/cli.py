@@ -7,6 +7,7 @@ Hydra app of that command. Nothing here imports torch: `--help` and config error
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,11 @@ Commands:
                                        train activation=relu pool=max epochs=20
                                        train -m activation=relu,tanh,sigmoid seed=0,1,2
   eval checkpoint=PATH [OVERRIDES]   test a checkpoint: accuracy, per-class accuracy, confusion matrix
+  report DIR [DIR ...]               tables, effects with 95% CIs and figures of the runs under DIRs,
+                                       written to the first DIR (report.md, report.csv, *.png)
+
+Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
+  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best
 
 Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
@@ -78,27 +84,60 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             raise SystemExit(130) from None
 
     sys.argv = [f"lenet-fmnist {command}", *args]
-    app()
+    # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
+    # own handlers turn both into a saved, resumable stop; elsewhere they end up below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        app()
+    except KeyboardInterrupt:
+        log.warning("Interrupted before training started or after it ended; no training was lost.")
+        return 130
     return 1 if failures else 0
 
 
 def _train(cfg: object, run_dir: Path) -> None:
-    from lenet_fmnist import train
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from lenet_fmnist.config import TrainConfig, validate
 
-    train.run(validate(cfg, TrainConfig), run_dir)
+    typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
+    from lenet_fmnist import train
+    from lenet_fmnist.runtime import sweep_job_device
+
+    hydra_cfg = HydraConfig.get()
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
+    typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
+    # A sweep run again with resume=true starts the jobs it never reached from scratch.
+    train.run(typed, run_dir, start_if_unsaved=sweep)
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
-    from lenet_fmnist import evaluate
     from lenet_fmnist.config import EvalConfig, validate
 
-    evaluate.run(validate(cfg, EvalConfig), run_dir)
+    typed = validate(cfg, EvalConfig)
+    from lenet_fmnist import evaluate
+
+    evaluate.run(typed, run_dir)
+
+
+def _report(args: list[str]) -> int:
+    """Plain argparse, no Hydra: it reads runs, it does not configure one."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from lenet_fmnist import report
+
+    try:
+        return report.main(args)
+    except UserError as error:  # no runs, no such directory: one paragraph, no traceback
+        sys.stderr.write(f"lenet-fmnist report: {error}\n")
+        return 1
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": lambda args: _run_hydra("train", "train", _train, args),
     "eval": lambda args: _run_hydra("eval", "eval", _eval, args),
+    "report": _report,
 }
 
 

@@ -133,6 +133,20 @@ def _read_split(directory: Path, split: str) -> Split:
     return Split(images, labels.long())
 
 
+def load_test(root: str | None) -> Split:
+    """The 10,000 test images alone (what `eval` needs; the training file is not read)."""
+    directory = locate(root)
+    test = _read_split(directory, "test")
+    log.info("Data from %s: %d test images", directory, len(test.labels))
+    return test
+
+
+def split_indices(count: int, val_size: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the training and the validation images among `count` official training images."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(split_seed))
+    return order[val_size:], order[:val_size]
+
+
 def load(root: str | None, val_size: int, split_seed: int) -> FashionMNISTData:
     """Train / validation / test splits. Validation is `val_size` training images chosen by
     `split_seed` alone, so every run of a study sees the same split whatever its own seed."""
@@ -144,8 +158,7 @@ def load(root: str | None, val_size: int, split_seed: int) -> FashionMNISTData:
             f"data.val_size={val_size} leaves no training data: {directory} has {n} training "
             f"images, so data.val_size must be between 1 and {n - 1}."
         )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    train_idx, val_idx = split_indices(n, val_size, split_seed)
     train = Split(train_full.images[train_idx], train_full.labels[train_idx])
     val = Split(train_full.images[val_idx], train_full.labels[val_idx])
     log.info(

@@ -13,6 +13,7 @@ from torch import nn
 from lenet_fmnist import checkpoint, data
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import EvalConfig
+from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_json
 
@@ -67,9 +68,9 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     model = checkpoint.model_from(state, cfg.checkpoint)
     device = select_device(cfg.device)
     configure_threads(cfg.threads)
-    test = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).test
+    test = data.load_test(cfg.data.root)  # data.val_size is irrelevant here: the test set is fixed
     test_flip = bool(state["config"]["augmentation"]["test_flip"])
-    model.to(device)
+    model.to(device, memory_format=CHANNELS_LAST)
     loss, accuracy, predicted = evaluate(
         model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size, test_flip
     )

@@ -7,6 +7,9 @@ from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+# Weights (and so activations) in NHWC order: oneDNN's convolutions and pooling run markedly
+# faster in it on CPU (see scripts/bench.py). 1-channel inputs are valid NHWC as they are.
+CHANNELS_LAST = torch.channels_last
 
 
 class LeNet5(nn.Module):

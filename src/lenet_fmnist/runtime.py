@@ -28,6 +28,22 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def spread_over_gpus(device: str, job_num: int | None, gpu_count: int) -> str:
+    """The device for job `job_num` of a sweep: with `auto` and several GPUs, job N gets GPU
+    N mod gpu_count, so parallel jobs (hydra/launcher=joblib on a multi-GPU machine) do not all
+    crowd onto cuda:0. An explicit device, a single run (job_num None) or fewer than two GPUs
+    keep `device` as given. Sequential sweeps alternate GPUs too, which changes nothing."""
+    if device != "auto" or job_num is None or gpu_count < 2:
+        return device
+    return f"cuda:{job_num % gpu_count}"
+
+
+def sweep_job_device(device: str, job_num: int | None) -> str:
+    """`spread_over_gpus` over the GPUs visible to this process (CUDA_VISIBLE_DEVICES; a SLURM job
+    with one GPU sees only its own)."""
+    return spread_over_gpus(device, job_num, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
 def default_threads() -> int:
     """The cores this process may run on (its CPU affinity, which job schedulers and launchers
     narrow), capped by OMP_NUM_THREADS when a launcher set it to give each job its share.

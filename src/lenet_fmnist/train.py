@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lenet_fmnist import checkpoint, data
-from lenet_fmnist.augment import augment, normalise
+from lenet_fmnist.augment import augment, augmented_batch, normalise, pad_images
 from lenet_fmnist.config import (
     AdamConfig,
     AugmentationConfig,
@@ -36,15 +36,17 @@ from lenet_fmnist.config import (
 )
 from lenet_fmnist.errors import Interrupted, UserError
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
-from lenet_fmnist.model import LeNet5
+from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_json
 from lenet_fmnist.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
-# Config keys that may change when a run is resumed: they change speed, never results.
-RESUMABLE_CHANGES = {"resume", "device", "threads", "eval_batch_size"}
+# Config keys that may change when a run is resumed: they change speed, not what is computed.
+# (The device may not: CPU and CUDA draw different random numbers. Bit-identical resumes on CPU
+# also need the same thread count, as float sums may be split differently across threads.)
+RESUMABLE_CHANGES = {"resume", "threads", "eval_batch_size"}
 
 
 class Diverged(UserError):
@@ -52,17 +54,30 @@ class Diverged(UserError):
 
 
 def build_optimizer(cfg: OptimizerConfig, parameters: Any) -> torch.optim.Optimizer:
+    """The configured optimizer in its fastest exact form: fused kernels where torch has them
+    (SGD, Adam; one kernel for all parameters instead of several per tensor), else foreach."""
     if isinstance(cfg, SGDConfig):
         return torch.optim.SGD(
-            parameters, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            parameters,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+            fused=True,
         )
     if isinstance(cfg, AdamConfig):
         return torch.optim.Adam(
-            parameters, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+            parameters, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
         )
     if isinstance(cfg, RMSpropConfig):
         return torch.optim.RMSprop(
-            parameters, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay
+            parameters,
+            lr=cfg.lr,
+            alpha=cfg.alpha,
+            momentum=cfg.momentum,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            foreach=True,
         )
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
 
@@ -103,12 +118,16 @@ def train_epoch(
     """
     model.train()
     count = len(train.labels)
+    padded = pad_images(train.images, augmentation.max_shift)
     order = torch.randperm(count, device=train.labels.device, generator=generator)
     loss_sum = torch.zeros((), device=train.labels.device)
     correct = torch.zeros((), dtype=torch.long, device=train.labels.device)
     for start in tqdm(range(0, count, batch_size), desc=description, leave=False, disable=None):
         index = order[start : start + batch_size]
-        inputs = normalise(augment(train.images[index], augmentation.flip, augmentation.max_shift, generator))
+        images = augmented_batch(
+            padded, index, augmentation.max_shift, augmentation.flip, augmentation.max_shift, generator
+        )
+        inputs = normalise(images)
         targets = train.labels[index]
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets)
@@ -168,8 +187,12 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], prefix: str
     return changed
 
 
-def _prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
-    """Return last.pt's state when resuming, None for a fresh run; refuse to overwrite a run."""
+def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> dict[str, Any] | None:
+    """Return last.pt's state when resuming, None for a fresh run; refuse to overwrite a run.
+
+    Resuming a run stopped before its first epoch was saved (it left metrics.json but no
+    last.pt) starts it again; so does resuming, with `start_if_unsaved`, a sweep's job that
+    never started. Otherwise resume=true without last.pt is a mistake."""
     last = run_dir / "checkpoints" / "last.pt"
     if not cfg.resume:
         if last.exists() or (run_dir / "metrics.json").exists():
@@ -179,6 +202,9 @@ def _prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
             )
         return None
     if not last.exists():
+        if start_if_unsaved or (run_dir / "metrics.json").exists():
+            log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
+            return None
         raise UserError(
             f"resume=true, but there is nothing to resume: {last} does not exist. Point "
             "hydra.run.dir at the directory of the run to continue, or drop resume=true."
@@ -216,9 +242,9 @@ def _summary(
     }
 
 
-def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` and return what metrics.json holds."""
-    resumed = _prepare_run_dir(cfg, run_dir)
+    resumed = _prepare_run_dir(cfg, run_dir, start_if_unsaved)
     if resumed is not None and (run_dir / "metrics.json").exists():
         done = json.loads((run_dir / "metrics.json").read_text())
         if done.get("status") == "completed":
@@ -233,7 +259,8 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)  # initial weights and dropout masks
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
-    model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p).to(device)
+    model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
+    model.to(device, memory_format=CHANNELS_LAST)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
     schedule = build_schedule(optimizer, cfg.optimizer, steps_per_epoch, cfg.epochs)
@@ -261,6 +288,8 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
         preview = torch.Generator(device=device).manual_seed(cfg.seed)
         board.samples(augment(train.images[:64], cfg.augmentation.flip, cfg.augmentation.max_shift, preview))
     status, test_figures = "running", {}
+    # scripts/bench.py times start-up up to this line.
+    log.info("Training starts: %d steps of %d images per epoch", steps_per_epoch, cfg.batch_size)
     try:
         with stop_on_signals() as stop:
             for epoch in range(start_epoch, cfg.epochs + 1):
@@ -279,6 +308,8 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
                 if result is None:
                     raise Interrupted(
                         f"Interrupted in epoch {epoch}; {run_dir / 'checkpoints' / 'last.pt'} holds epoch {epoch - 1}."
+                        if epoch > 1
+                        else "Interrupted in epoch 1, before any epoch was saved; resuming starts the run again."
                     )
                 train_seconds = time.perf_counter() - started
                 val_loss, val_acc, _ = evaluate(
@@ -340,6 +371,14 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
             "Best epoch %d: val acc %.4f, test acc %.4f, test loss %.4f", best_epoch, best_val_acc, test_acc, test_loss
         )
     except Interrupted:
+        status = "interrupted"
+        raise
+    except KeyboardInterrupt:  # SIGINT or SIGTERM while testing, after the signal handlers were restored
+        status = "interrupted"
+        raise Interrupted(
+            f"Interrupted while testing; {run_dir / 'checkpoints' / 'last.pt'} holds every epoch."
+        ) from None
+    except SystemExit:  # submitit stops a pre-empted job this way after saving; it is resumed later
         status = "interrupted"
         raise
     except Diverged:

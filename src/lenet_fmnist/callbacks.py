@@ -1,0 +1,109 @@
+"""Hydra callback that checks the output directory before Hydra creates it or writes into it.
+
+Hydra makes the run directory and writes `.hydra/*.yaml` into it before the task starts, so the
+task itself comes too late for these checks: an unwritable directory would end in Hydra's
+traceback, and a run directory given again would have its `.hydra/` record overwritten before
+the task refuses it. Named in `hydra.callbacks` of conf/train.yaml and conf/eval.yaml. This
+module must not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("lenet_fmnist")
+
+# Files whose presence means a directory already holds a run (training or evaluation).
+RUN_FILES = ("metrics.json", "checkpoints/last.pt", "eval.json")
+
+
+def holds_run(directory: Path) -> bool:
+    return any((directory / name).exists() for name in RUN_FILES)
+
+
+def _refuse(message: str) -> None:
+    """Stop before Hydra touches anything: one logged paragraph, exit status 1, no traceback
+    (Hydra reports an ordinary exception with a stack trace, but lets SystemExit through)."""
+    log.error("%s", message)
+    raise SystemExit(1)
+
+
+def _output_dir(config: DictConfig, key: str) -> Path:
+    HydraConfig.instance().set_config(config)  # for ${hydra:...} in the directory's name; run_job sets it again
+    return Path(str(OmegaConf.select(config, key))).expanduser()
+
+
+def _check_writable(directory: Path, key: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        _refuse(
+            f"The output directory {directory} cannot be written ({error.strerror or error}). "
+            f"Choose a writable directory with {key}=DIR, or run from a directory where outputs/ can be created."
+        )
+
+
+class OutputDirCheck(Callback):
+    """Refuses, before any work: an output directory that cannot be written; a new run in a
+    directory that already holds one (it is never overwritten); and `resume=true` where there
+    is nothing to resume."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        directory = _output_dir(config, "hydra.run.dir")
+        resume = bool(config.get("resume", False))
+        if holds_run(directory) and not resume:
+            _refuse(
+                f"{directory} already holds a run; it is left untouched. Pass resume=true to continue "
+                "it, or choose another directory with hydra.run.dir=DIR."
+            )
+        if resume and not holds_run(directory):
+            _refuse(
+                f"resume=true, but there is nothing to resume: {directory} holds no run "
+                "(no metrics.json or checkpoints/last.pt). Point hydra.run.dir at the directory of the "
+                "run to continue (for a sweep: -m hydra.sweep.dir=DIR), or drop resume=true."
+            )
+        _check_writable(directory, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        directory = _output_dir(config, "hydra.sweep.dir")
+        resume = bool(config.get("resume", False))
+        started = (directory / "multirun.yaml").exists()
+        if started and not resume:
+            _refuse(
+                f"{directory} already holds a sweep; it is left untouched. Pass resume=true to finish it "
+                "(completed jobs are skipped, the others resumed), or choose another hydra.sweep.dir=DIR."
+            )
+        if resume and not started:
+            _refuse(
+                f"resume=true, but there is nothing to resume: {directory} holds no sweep (no "
+                "multirun.yaml). Point hydra.sweep.dir at the sweep to finish, or drop resume=true."
+            )
+        _check_writable(directory, "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Exit non-zero when any job of the sweep did not complete. Jobs may have run in other
+        processes (joblib, submitit), so their metrics.json files are the one record of how each
+        ended; a job refused before training (a bad value) has none."""
+        directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+        unfinished = [
+            job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != "completed"
+        ]
+        if unfinished:
+            _refuse(f"{len(unfinished)} job(s) of the sweep in {directory} did not complete: {', '.join(unfinished)}.")
+
+
+def _status(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None

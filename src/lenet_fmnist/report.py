@@ -1,0 +1,283 @@
+"""The `report` command: the study's table, effects and figures from the runs under some directories.
+
+`python -m lenet_fmnist report DIR [DIR ...]` writes report.md, report.csv and PNG figures into
+the first DIR and prints the table. Reading runs, the statistics and the figures live in runs.py,
+analysis.py, stats.py and figures.py; this module puts them into words, tables and files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lenet_fmnist import analysis, runs, stats
+from lenet_fmnist.analysis import Comparison, Configuration, ExperimentAnalysis
+from lenet_fmnist.errors import UserError
+from lenet_fmnist.runs import COMPLETED, Run
+
+log = logging.getLogger(__name__)
+
+# Decimals per metric: accuracies and losses to 4 places, times and epochs to 1.
+_DECIMALS = {"seconds_per_epoch": 1, "best_epoch": 1, "epochs_to_99": 1}
+
+
+@dataclass
+class Report:
+    directories: list[Path]
+    runs: list[Run]
+    groups: list[str]  # config-group columns (activation, pool, ...)
+    configurations: list[Configuration]
+    experiments: list[ExperimentAnalysis]
+
+
+def build(directories: list[Path]) -> Report:
+    found = runs.load_all(directories)
+    groups = analysis.group_keys(found)
+    configs = analysis.configurations(found)
+    analysis.label(configs, groups)
+    names = list(dict.fromkeys(config.experiment for config in configs))
+    experiments = [
+        analysis.analyse(name, [config for config in configs if config.experiment == name], groups) for name in names
+    ]
+    return Report(directories, found, groups, configs, experiments)
+
+
+# ---- formatting ----------------------------------------------------------------------------
+
+
+def _format(values: list[float], decimals: int) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{decimals}f}"
+    return f"{stats.mean(values):.{decimals}f} ± {stats.std(values):.{decimals}f}"
+
+
+def _format_interval(interval: stats.Interval | None) -> str:
+    if interval is None or math.isnan(interval.estimate):
+        return "—"
+    if not interval.defined:
+        return f"{interval.estimate:+.4f} (no CI: fewer than 2 runs)"
+    return f"{interval.estimate:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+def _columns(report: Report) -> list[str]:
+    """Label columns: experiment, the groups, and `settings` only when some configuration has any."""
+    show_settings = any(config.labels.get("settings") for config in report.configurations)
+    return ["experiment", *report.groups, *(["settings"] if show_settings else [])]
+
+
+def _config_label(config: Configuration, groups: list[str]) -> str:
+    parts = [f"{group}={config.labels[group]}" for group in groups]
+    if config.labels.get("settings"):
+        parts.append(config.labels["settings"])
+    return f"{config.experiment}: " + ", ".join(parts)
+
+
+def configurations_table(report: Report) -> str:
+    columns = _columns(report)
+    header = [*columns, "n", "runs", *(heading for _, heading in analysis.METRICS)]
+    rows = []
+    for config in report.configurations:
+        labels = [config.experiment, *(config.labels.get(column, "") for column in columns[1:])]
+        figures = [_format(config.values(metric), _DECIMALS.get(metric, 4)) for metric, _ in analysis.METRICS]
+        rows.append([*labels, str(len(config.completed)), config.status_text(), *figures])
+    return _table(header, rows)
+
+
+def _effects_table(comparisons: list[Comparison]) -> str:
+    header = ["factor", "level", "n", "runs"]
+    for _, heading in analysis.EFFECT_METRICS:
+        header += [heading, f"Δ {heading} vs base [95% CI]"]
+    rows = []
+    for comparison in comparisons:
+        for index, level in enumerate(comparison.levels):
+            row = [comparison.factor, level.label + (" (base)" if index == 0 else ""), str(len(level.completed))]
+            row.append(", ".join(config.status_text() for config in level.configurations))
+            for metric, _ in analysis.EFFECT_METRICS:
+                row += [_format(level.values(metric), 4), _format_interval(level.effects.get(metric))]
+            rows.append(row)
+    return _table(header, rows)
+
+
+_DESIGN_TEXT = {
+    "one factor": "Each level against the base level (the sweep's first): difference of means with a 95% "
+    "Welch t interval over seeds.",
+    "one factor at a time": "Every configuration differs from the base in one factor. Per factor, each level "
+    "against the base: difference of means with a 95% Welch t interval over seeds.",
+    "factorial": "Main effects: per factor, each level against the base level, as the mean difference over every "
+    "combination of the other factors and seed (paired), with a 95% paired t interval. The mean and n of a "
+    "level pool all its configurations.",
+}
+
+
+def _unfinished(report: Report) -> list[Run]:
+    return [run for run in report.runs if run.status != COMPLETED]
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
+    counts: dict[str, int] = {}
+    for run in report.runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    where = ", ".join(f"`{directory}`" for directory in report.directories)
+    parts = [
+        "# Report",
+        "",
+        f"Runs under {where}: {len(report.runs)} runs in {len(report.configurations)} configurations "
+        f"({', '.join(f'{count} {status}' for status, count in counts.items())}).",
+        "",
+        "## Configurations",
+        "",
+        "One row per configuration (everything but the seed), seeds pooled: mean ± standard deviation over its "
+        "completed runs, n of them. Train and val are at the epoch of best validation accuracy, whose weights "
+        "are tested. *s / epoch*: wall time per epoch (training and validation). *epochs to 99% val*: the first "
+        "epoch whose validation accuracy reached 99% of the last epoch's. *runs*: every run found, completed or not.",
+        "",
+        configurations_table(report),
+    ]
+    for experiment in report.experiments:
+        if not experiment.comparisons and not experiment.note:
+            continue
+        parts += ["", f"## Experiment `{experiment.name}` ({experiment.design})", ""]
+        if experiment.note:
+            parts += [f"Not analysed: {experiment.note}"]
+            continue
+        parts += [_DESIGN_TEXT[experiment.design], "", _effects_table(experiment.comparisons)]
+    unfinished = _unfinished(report)
+    parts += ["", "## Runs not completed", ""]
+    if unfinished:
+        parts.append("Counted in the *runs* column above, left out of the means.")
+        parts.append("")
+        rows = [[_relative(run.path, report.directories[0]), run.status, run.detail] for run in unfinished]
+        parts.append(_table(["run", "status", "detail"], rows))
+    else:
+        parts.append("None: every run completed.")
+    duplicates = analysis.duplicates(report.configurations)
+    if duplicates:
+        parts += ["", "## Repeated runs", "", "Counted as separate runs in the means above:", ""]
+        parts += [f"- {note}" for note in duplicates]
+    if figures:
+        parts += ["", "## Figures", ""]
+        for title, name in figures:
+            parts += [f"![{title}]({name})", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def csv_text(report: Report) -> str:
+    columns = _columns(report)
+    header = [*columns, "n", "runs", "statuses"]
+    for metric, _ in analysis.METRICS:
+        header += [f"{metric}_mean", f"{metric}_std"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for config in report.configurations:
+        row: list[object] = [config.experiment, *(config.labels.get(column, "") for column in columns[1:])]
+        row += [len(config.completed), len(config.runs), config.status_text()]
+        for metric, _ in analysis.METRICS:
+            values = config.values(metric)
+            row += [stats.mean(values) if values else "", stats.std(values) if len(values) > 1 else ""]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+
+def _file_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(dict.fromkeys(parts))) + ".png"
+
+
+def draw_figures(report: Report, directory: Path) -> list[tuple[str, str]]:
+    """Per compared factor, validation curves of its levels; then train vs validation curves of
+    the best and the worst configuration by mean test accuracy. Returns (title, file name)s."""
+    from lenet_fmnist import figures  # matplotlib: only now that figures are drawn
+
+    drawn = []
+    for experiment in report.experiments:
+        for comparison in experiment.comparisons:
+            # One comparison per experiment (experiment=activation): the experiment names the file.
+            parts = (
+                ("curves", experiment.name)
+                if len(experiment.comparisons) == 1
+                else ("curves", experiment.name, comparison.factor)
+            )
+            name = _file_name(*parts)
+            title = f"{experiment.name}: validation curves by {comparison.factor} (mean ± std over seeds)"
+            levels = [(level.label, level.completed) for level in comparison.levels]
+            figures.level_curves(directory / name, title, levels)
+            drawn.append((title, name))
+    ranked = [config for config in report.configurations if config.values("test_acc")]
+    ranked.sort(key=lambda config: stats.mean(config.values("test_acc")), reverse=True)
+    if ranked:
+        panels = [(ranked[0], "best")] + ([(ranked[-1], "worst")] if len(ranked) > 1 else [])
+        titled = [
+            (
+                f"{rank}: {_config_label(config, report.groups)}, test acc {stats.mean(config.values('test_acc')):.4f}",
+                config.completed,
+            )
+            for config, rank in panels
+        ]
+        figures.train_vs_val(directory / "best_worst.png", titled)
+        drawn.append(("Train vs validation: best and worst configuration by mean test accuracy", "best_worst.png"))
+    return drawn
+
+
+# ---- command -------------------------------------------------------------------------------
+
+
+def write(report: Report) -> tuple[Path, Path, list[str]]:
+    directory = report.directories[0]
+    drawn = draw_figures(report, directory)
+    markdown_path, csv_path = directory / "report.md", directory / "report.csv"
+    try:
+        markdown_path.write_text(markdown(report, drawn))
+        csv_path.write_text(csv_text(report))
+    except OSError as error:
+        raise UserError(f"Cannot write the report into {directory} ({error.strerror or error}).") from None
+    return markdown_path, csv_path, [name for _, name in drawn]
+
+
+def parser() -> argparse.ArgumentParser:
+    arguments = argparse.ArgumentParser(
+        prog="lenet-fmnist report",
+        description="Summarise the training runs under DIRs: per configuration (seeds pooled) mean ± std of "
+        "accuracy, loss, speed and convergence; per experiment each level's effect against the base with a 95% "
+        "confidence interval; validation curves. Writes report.md, report.csv and PNGs into the first DIR and "
+        "prints the table.",
+    )
+    arguments.add_argument("directories", nargs="+", type=Path, metavar="DIR", help="directories holding runs")
+    return arguments
+
+
+def main(argv: list[str]) -> int:
+    options = parser().parse_args(argv)
+    report = build(options.directories)
+    markdown_path, csv_path, pngs = write(report)
+    sys.stdout.write(configurations_table(report) + "\n\n")
+    unfinished = len(_unfinished(report))
+    if unfinished:
+        sys.stdout.write(f"{unfinished} run(s) did not complete; see {markdown_path}.\n")
+    sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
+    return 0

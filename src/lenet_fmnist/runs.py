@@ -1,0 +1,164 @@
+"""Find the training runs under some directories and read what each one recorded.
+
+A run is a directory holding `.hydra/config.yaml` (what was asked for) and/or `metrics.json`
+(what happened, written by train.py after every epoch and at the end). Every run found comes
+back, whatever its state, so the report can show failures instead of silently leaving them out.
+This module must not import torch: reading a report should not wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lenet_fmnist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COMPLETED, DIVERGED, FAILED, UNFINISHED = "completed", "diverged", "failed", "unfinished"
+# metrics.json's status -> the report's: a run still "running" (or killed while it was) and an
+# "interrupted" one both lack a final test, so both count as unfinished.
+_STATUS = {
+    "completed": COMPLETED,
+    "diverged": DIVERGED,
+    "failed": FAILED,
+    "running": UNFINISHED,
+    "interrupted": UNFINISHED,
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+    config: dict[str, Any] | None  # .hydra/config.yaml as plain data; None when absent or unreadable
+    choices: dict[str, str]  # Hydra's config-group choices (activation: relu, experiment: study, ...)
+    job_num: int | None  # position in its sweep; the sweep's first job holds the base levels
+    experiment: str  # the experiment (or sweep, or "single runs") the run belongs to
+    status: str  # COMPLETED, DIVERGED, FAILED or UNFINISHED
+    detail: str  # why it is not completed, for the report ("" when completed)
+    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} when absent)
+
+    @property
+    def seed(self) -> Any:
+        return (self.config or {}).get("seed")
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.metrics.get("history") or [])
+
+
+def _is_run(directory: Path) -> bool:
+    return (directory / ".hydra" / "config.yaml").is_file() or (directory / "metrics.json").is_file()
+
+
+def find(directories: list[Path]) -> list[Path]:
+    """Every run directory under `directories`, in a stable order. Raises UserError for a
+    directory that does not exist and when there is no run at all."""
+    for directory in directories:
+        if not directory.is_dir():
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise UserError(
+                f"{directory} {what}. Give the report one or more directories that hold training runs, "
+                "such as a sweep directory (outputs/sweeps/...) or outputs/ itself."
+            )
+    found: list[Path] = []
+    for directory in directories:
+        for root, subdirs, _ in os.walk(directory):
+            here = Path(root)
+            if _is_run(here):
+                found.append(here)
+                subdirs.clear()  # a run's own subdirectories (checkpoints/) hold no runs
+            else:
+                subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+    unique = sorted(set(found), key=lambda path: (str(path.parent), _job_order(path), path.name))
+    if not unique:
+        raise UserError(
+            f"No training runs found under {', '.join(map(str, directories))}: no directory there holds "
+            ".hydra/config.yaml or metrics.json. Point the report at the directory given to (or printed by) "
+            "`python -m lenet_fmnist train`, e.g. outputs/sweeps/study/<date>."
+        )
+    return unique
+
+
+def _job_order(path: Path) -> tuple[float, str]:
+    """Sweep jobs are named `<num>_<overrides>`: sort 2 before 10."""
+    head = path.name.split("_", 1)[0]
+    return (int(head), path.name) if head.isdigit() else (math.inf, path.name)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        log.warning("Cannot read %s (%s); the run is reported without it.", path, error)
+        return None
+
+
+def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """metrics.json and, when it cannot be used, the reason."""
+    if not path.is_file():
+        return None, "no metrics.json (never started, or stopped before its first epoch ended)"
+    try:
+        metrics = json.loads(path.read_text())  # train.py writes NaN for a diverged loss; json reads it
+    except (OSError, ValueError) as error:
+        return None, f"unreadable metrics.json ({error})"
+    if not isinstance(metrics, dict):
+        return None, "metrics.json holds no JSON object"
+    return metrics, ""
+
+
+def _experiment(path: Path, choices: dict[str, str]) -> str:
+    """The experiment's name; else the sweep directory's (a sweep without one); else "single runs"."""
+    if choices.get("experiment"):
+        return str(choices["experiment"])
+    if (path.parent / "multirun.yaml").is_file():
+        return path.parent.name
+    return "single runs"
+
+
+def load(path: Path) -> Run:
+    config = _read_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").exists() else None
+    hydra_file = path / ".hydra" / "hydra.yaml"
+    hydra = (_read_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.exists() else {}
+    choices = {str(key): str(value) for key, value in (hydra.get("runtime", {}).get("choices") or {}).items()}
+    job_num = hydra.get("job", {}).get("num")
+    metrics, problem = _read_metrics(path / "metrics.json")
+    if metrics is None:
+        status, detail = UNFINISHED, problem
+    else:
+        raw = str(metrics.get("status", "unknown"))
+        status = _STATUS.get(raw, FAILED)
+        epochs = metrics.get("epochs_completed", len(metrics.get("history") or []))
+        detail = "" if status == COMPLETED else f"status {raw!r} after {epochs} epoch(s)"
+    return Run(
+        path=path,
+        config=config if isinstance(config, dict) else None,
+        choices=choices,
+        job_num=job_num if isinstance(job_num, int) else None,
+        experiment=_experiment(path, choices),
+        status=status,
+        detail=detail,
+        metrics=metrics or {},
+    )
+
+
+def is_training_run(run: Run) -> bool:
+    """Evaluation runs (`python -m lenet_fmnist eval`) also have a .hydra/config.yaml; skip them."""
+    return run.config is None or "optimizer" in run.config
+
+
+def load_all(directories: list[Path]) -> list[Run]:
+    runs = [run for run in map(load, find(directories)) if is_training_run(run)]
+    if not runs:
+        raise UserError(
+            f"No training runs found under {', '.join(map(str, directories))} (only evaluation runs). "
+            "Point the report at a directory written by `python -m lenet_fmnist train`."
+        )
+    return runs

@@ -1,0 +1,127 @@
+"""Batch augmentation on the device: per-image random flips and bounded shifts that keep every
+image in its place in the batch (so its label still fits), and normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lenet_fmnist.augment import augment, normalise
+from lenet_fmnist.data import MEAN, STD
+
+
+def random_images(count: int, seed: int = 0) -> torch.Tensor:
+    """Images with no zero pixel, so a shift shows as a zero border and no two differ by one."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
+
+
+def shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`image` moved down by dy and right by dx pixels, the uncovered border zero."""
+    padded = F.pad(image, (8, 8, 8, 8))
+    return padded[8 - dy : 8 - dy + 28, 8 - dx : 8 - dx + 28]
+
+
+def transform_of(output: torch.Tensor, image: torch.Tensor, max_shift: int) -> tuple[bool, int, int] | None:
+    """(mirrored, dy, dx) such that `output` is `image`, mirrored or not, shifted by (dy, dx);
+    None when it is no such transform of `image`. Shifts one pixel beyond `max_shift` are
+    searched too, so that the callers' bound checks can fail."""
+    reach = range(-max_shift - 1, max_shift + 2)
+    for mirrored in (False, True):
+        source = image.flip(-1) if mirrored else image
+        for dy in reach:
+            for dx in reach:
+                if torch.equal(output, shift(source, dy, dx)):
+                    return mirrored, dy, dx
+    return None
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(("flip", "max_shift"), [(False, 0), (True, 0), (False, 2), (True, 2), (True, 4)])
+def test_shape_dtype_and_input_preserved(flip: bool, max_shift: int) -> None:
+    images = random_images(16)
+    before = images.clone()
+    out = augment(images, flip, max_shift, seeded(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8 and out.device == images.device
+    assert torch.equal(images, before), "augment must not change its input in place"
+
+
+def test_no_augmentation_is_the_identity() -> None:
+    images = random_images(8)
+    assert torch.equal(augment(images, False, 0, seeded(0)), images)
+
+
+@pytest.mark.parametrize(("flip", "max_shift"), [(True, 0), (False, 2), (True, 2)])
+def test_each_image_stays_in_its_place(flip: bool, max_shift: int) -> None:
+    """Output i is a flip/shift of input i, never of another image: labels still match."""
+    images = random_images(32, seed=1)
+    out = augment(images, flip, max_shift, seeded(1))
+    for index in range(len(images)):
+        found = transform_of(out[index], images[index], max_shift)
+        assert found is not None, f"image {index} is not a flip/shift of its input"
+        mirrored, dy, dx = found
+        assert flip or not mirrored
+        assert max(abs(dy), abs(dx)) <= max_shift
+
+
+def test_flip_really_mirrors_about_half_of_the_images() -> None:
+    images = random_images(400, seed=2)
+    out = augment(images, True, 0, seeded(2))
+    mirrored = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)])
+    unchanged = torch.tensor([torch.equal(o, i) for o, i in zip(out, images, strict=True)])
+    assert (mirrored ^ unchanged).all(), "every image is either itself or its mirror image"
+    assert 0.4 < mirrored.double().mean().item() < 0.6
+    # A mirrored image has its columns reversed, rows untouched.
+    first = int(mirrored.nonzero()[0])
+    assert torch.equal(out[first][:, 0], images[first][:, -1])
+    assert torch.equal(out[first][0], images[first][0].flip(0))
+
+
+def test_shifts_are_bounded_and_cover_the_range() -> None:
+    images = random_images(300, seed=3)
+    out = augment(images, False, 2, seeded(3))
+    shifts = set()
+    for o, i in zip(out, images, strict=True):
+        found = transform_of(o, i, 2)
+        assert found is not None and not found[0]
+        shifts.add(found[1:])
+    assert shifts <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert len(shifts) >= 20, f"only {sorted(shifts)} of the 25 shifts occurred"
+
+
+def test_random_per_image_not_per_batch() -> None:
+    same = random_images(1, seed=4).expand(64, 28, 28).contiguous()
+    out = augment(same, True, 2, seeded(4))
+    distinct = {tuple(o.flatten().tolist()) for o in out}
+    assert len(distinct) > 20, "identical inputs in one batch must get their own random transforms"
+    flips = augment(same, True, 0, seeded(4))
+    assert any(torch.equal(o, same[0]) for o in flips) and any(torch.equal(o, same[0].flip(-1)) for o in flips)
+
+
+def test_reproducible_from_the_generator_alone() -> None:
+    images = random_images(64, seed=5)
+    global_state = torch.get_rng_state()
+    first = augment(images, True, 2, seeded(7))
+    assert torch.equal(torch.get_rng_state(), global_state), "augmentation must not draw from the global RNG"
+    torch.manual_seed(999)
+    assert torch.equal(augment(images, True, 2, seeded(7)), first)
+    assert not torch.equal(augment(images, True, 2, seeded(8)), first)
+
+
+def test_generator_advances_between_batches() -> None:
+    images = random_images(64, seed=6)
+    generator = seeded(0)
+    assert not torch.equal(augment(images, True, 2, generator), augment(images, True, 2, generator))
+
+
+def test_normalise() -> None:
+    images = random_images(4)
+    out = normalise(images)
+    assert out.shape == (4, 1, 28, 28) and out.dtype == torch.float32
+    expected = (images.double() / 255 - MEAN) / STD
+    torch.testing.assert_close(out[:, 0].double(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(images, random_images(4)), "normalise must not change its input"

@@ -1,0 +1,179 @@
+"""The command line in a subprocess, as a user runs it: the outputs contract of a training run
+(metrics.json, checkpoints, TensorBoard events), `eval`, help, and one run on the real data."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import CLI, HISTORY_KEYS, METRICS_KEYS, assert_ok, output, read_metrics
+from lenet_fmnist.model import LeNet5
+
+SCALAR_TAGS = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test", "learning_rate"}
+REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
+
+
+def python_c(code: str, cli: CLI) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cli.cwd, env=cli.env, capture_output=True, text=True, timeout=60
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Help and fast failures
+
+
+def test_help_lists_the_commands_without_importing_torch(cli: CLI) -> None:
+    result = python_c(
+        "import sys\n"
+        "from lenet_fmnist.cli import main\n"
+        "assert main(['--help']) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n",
+        cli,
+    )
+    assert_ok(result)
+    assert "train [OVERRIDES]" in result.stdout and "eval checkpoint=PATH" in result.stdout
+    for group in ("activation=relu|tanh|sigmoid", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
+        assert group in result.stdout
+
+
+def test_hydra_flags_work_after_the_command_without_torch(cli: CLI, tmp_path: Path) -> None:
+    result = python_c(
+        "import sys\n"
+        "from lenet_fmnist.cli import main\n"
+        "try:\n"
+        "    main(['train', '--cfg', 'job', 'activation=relu', 'pool=max'])\n"
+        "except SystemExit as stop:\n"
+        "    assert not stop.code, stop.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n",
+        cli,
+    )
+    assert_ok(result)
+    job = result.stdout
+    assert "name: relu" in job and "name: max" in job and "lr: 0.01" in job
+
+
+def test_a_bad_value_fails_before_torch_is_imported(cli: CLI, tmp_path: Path) -> None:
+    result = python_c(
+        "import sys\n"
+        "from lenet_fmnist.cli import main\n"
+        f"code = main(['train', 'epochs=0', 'hydra.run.dir={tmp_path / 'run'}'])\n"
+        "assert code == 1, code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n",
+        cli,
+    )
+    assert_ok(result)
+    assert "epochs=0 is not allowed" in output(result)
+
+
+def test_unknown_command(cli: CLI) -> None:
+    result = cli.run("fit")
+    assert result.returncode == 2 and "unknown command 'fit'" in result.stderr and "Traceback" not in output(result)
+
+
+def test_module_and_console_script_agree() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "lenet-fmnist"]
+    assert script.value == "lenet_fmnist.cli:main"
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch through the command line: the outputs contract
+
+
+def test_metrics_json_contract(tiny_run: Path) -> None:
+    metrics = read_metrics(tiny_run)
+    assert metrics.keys() >= METRICS_KEYS
+    assert metrics["status"] == "completed" and metrics["epochs_completed"] == 1 and metrics["best_epoch"] == 1
+    (record,) = metrics["history"]
+    assert record.keys() >= HISTORY_KEYS and record["epoch"] == 1
+    for key in ("train_acc", "val_acc", "test_acc"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+    assert metrics["train_seconds"] > 0 and metrics["images_per_second"] > 0 and record["seconds"] > 0
+    # The summary holds the best-validation epoch's figures.
+    assert (metrics["train_acc"], metrics["val_acc"]) == (record["train_acc"], record["val_acc"])
+
+
+@pytest.mark.parametrize("name", ["best.pt", "last.pt"])
+def test_checkpoints_load_safely_and_hold_the_model(tiny_run: Path, name: str) -> None:
+    state = torch.load(tiny_run / "checkpoints" / name, weights_only=True)
+    assert state["epoch"] == 1
+    assert state["config"]["activation"]["name"] == "tanh" and state["config"]["epochs"] == 1
+    json.dumps(state["config"])  # plain values only
+    model = LeNet5("tanh", "avg", 0.0)
+    model.load_state_dict(state["model"])  # strict: every key and shape fits
+    assert "state" in state["optimizer"] and "param_groups" in state["optimizer"]
+    assert not list(tiny_run.glob("checkpoints/.*.tmp")), "a temporary file was left behind"
+
+
+def test_tensorboard_events(tiny_run: Path) -> None:
+    events = EventAccumulator(str(tiny_run))
+    events.Reload()
+    tags = events.Tags()
+    assert set(tags["scalars"]) >= SCALAR_TAGS
+    for tag in SCALAR_TAGS - {"accuracy/test"}:
+        assert [e.step for e in events.Scalars(tag)] == [1], tag
+    metrics = read_metrics(tiny_run)
+    assert events.Scalars("accuracy/val")[0].value == pytest.approx(metrics["val_acc"])
+    assert events.Scalars("accuracy/test")[0].value == pytest.approx(metrics["test_acc"])
+    assert events.Scalars("learning_rate")[0].value == pytest.approx(0.01)
+    assert tags["images"], "the grid of augmented inputs and the confusion matrix are images"
+
+    # One HParams session in the run's own directory, not a sub-run per call.
+    content = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["activation"].string_value == "tanh"
+    assert start.hparams["pool"].string_value == "avg"
+    assert start.hparams["lr"].number_value == pytest.approx(0.01)
+    assert not [p for p in tiny_run.rglob("events.out.tfevents.*") if p.parent != tiny_run]
+
+
+def test_eval_reproduces_the_test_accuracy(cli: CLI, tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    eval_dir = tmp_path / "eval"
+    result = cli.run(
+        "eval", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"data.root={tiny_data}", "device=cpu",
+        "threads=1", f"hydra.run.dir={eval_dir}",
+    )  # fmt: skip
+    assert_ok(result)
+    report = json.loads((eval_dir / "eval.json").read_text())
+    metrics = read_metrics(tiny_run)
+    assert report["test_acc"] == metrics["test_acc"]
+    assert report["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+    assert report["epoch"] == 1 and report["test_images"] == 64
+    confusion = torch.tensor(report["confusion_matrix"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 64
+    assert confusion.diagonal().sum().item() / 64 == pytest.approx(report["test_acc"])
+    assert list(report["per_class_acc"]) == report["classes"] and len(report["classes"]) == 10
+    text = output(result)
+    assert "test accuracy" in text and "Per-class accuracy" in text and "Confusion matrix" in text
+    assert "Ankle boot" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The real data
+
+
+@pytest.mark.slow
+def test_one_epoch_on_the_real_data(cli: CLI, tmp_path: Path) -> None:
+    if not all((REAL_DATA / f"{name}.gz").is_file() for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
+        pytest.skip(f"the real Fashion-MNIST is not installed in {REAL_DATA} (apt-get install dataset-fashion-mnist)")
+    run_dir = tmp_path / "run"
+    # No data.root: the standard search finds Debian's copy. One thread: robust on shared cores.
+    result = cli.run("train", "epochs=1", "threads=1", "device=cpu", f"hydra.run.dir={run_dir}", timeout=300)
+    assert_ok(result)
+    assert f"Data from {REAL_DATA}: 50000 train, 10000 validation, 10000 test images" in output(result)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert metrics["test_acc"] > 0.7, metrics

@@ -1,0 +1,199 @@
+"""Configuration: every group option composes with the typed schema, and `validate` rejects
+values that are well typed but out of range (in-process, through Hydra's compose API)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lenet_fmnist import config
+from lenet_fmnist.cli import config_dir
+from lenet_fmnist.config import (
+    AdamConfig,
+    EvalConfig,
+    RMSpropConfig,
+    SGDConfig,
+    TrainConfig,
+    validate,
+)
+from lenet_fmnist.errors import UserError
+
+# The config groups and options of issue 2, exactly.
+GROUPS = {
+    "activation": {"relu", "tanh", "sigmoid"},
+    "pool": {"max", "avg"},
+    "optimizer": {"sgd", "adam", "rmsprop"},
+    "dropout": {"none", "standard"},
+    "augmentation": {"none", "standard"},
+}
+Compose = Callable[..., DictConfig]
+
+
+@pytest.fixture(scope="module")
+def compose_with() -> Iterator[Compose]:
+    config.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+
+        def run(name: str, *overrides: str, hydra: bool = False) -> DictConfig:
+            return compose(name, overrides=list(overrides), return_hydra_config=hydra)
+
+        yield run
+
+
+def options(group: str) -> set[str]:
+    return {path.stem for path in (config_dir() / group).glob("*.yaml")}
+
+
+def test_the_groups_offer_exactly_the_issues_options() -> None:
+    for group, expected in GROUPS.items():
+        assert options(group) == expected, group
+
+
+def test_defaults_are_the_classic_lenet5(compose_with: Compose) -> None:
+    cfg = validate(compose_with("train"), TrainConfig)
+    assert (cfg.activation.name.value, cfg.pool.name.value) == ("tanh", "avg")
+    assert isinstance(cfg.optimizer, SGDConfig) and cfg.optimizer.momentum > 0
+    assert cfg.dropout.p == 0.0
+    assert not cfg.augmentation.flip and cfg.augmentation.max_shift == 0
+    assert cfg.data.root is None and cfg.resume is False
+    assert cfg.epochs >= 1 and cfg.batch_size >= 1 and cfg.device == "auto"
+
+
+# Three compositions that use every option of every group at least once.
+COMBINATIONS = [
+    {"activation": "relu", "pool": "max", "optimizer": "sgd", "dropout": "none", "augmentation": "none"},
+    {"activation": "tanh", "pool": "avg", "optimizer": "adam", "dropout": "standard", "augmentation": "standard"},
+    {"activation": "sigmoid", "pool": "max", "optimizer": "rmsprop", "dropout": "standard", "augmentation": "none"},
+]
+
+
+def test_the_combinations_cover_every_option() -> None:
+    for group, expected in GROUPS.items():
+        assert {combination[group] for combination in COMBINATIONS} == expected, group
+
+
+@pytest.mark.parametrize("choice", COMBINATIONS, ids=lambda c: "-".join(c.values()))
+def test_every_group_option_composes(compose_with: Compose, choice: dict[str, str]) -> None:
+    cfg = validate(compose_with("train", *(f"{group}={option}" for group, option in choice.items())), TrainConfig)
+    assert cfg.activation.name.value == choice["activation"]
+    assert cfg.pool.name.value == choice["pool"]
+    expected = {"sgd": SGDConfig, "adam": AdamConfig, "rmsprop": RMSpropConfig}[choice["optimizer"]]
+    assert type(cfg.optimizer) is expected and cfg.optimizer.name == choice["optimizer"] and cfg.optimizer.lr > 0
+    assert cfg.dropout.p == (0.5 if choice["dropout"] == "standard" else 0.0)
+    standard = choice["augmentation"] == "standard"
+    assert (cfg.augmentation.flip, cfg.augmentation.max_shift) == ((True, 2) if standard else (False, 0))
+
+
+def test_all_groups_at_once_and_group_knobs(compose_with: Compose) -> None:
+    cfg = validate(
+        compose_with(
+            "train", "activation=relu", "pool=max", "optimizer=adam", "optimizer.lr=0.003", "dropout=standard",
+            "dropout.p=0.25", "augmentation=standard", "epochs=3", "batch_size=32", "seed=4", "device=cpu",
+            "threads=2", "resume=true", "data.root=/tmp/x", "data.val_size=5",
+        ),
+        TrainConfig,
+    )  # fmt: skip
+    assert isinstance(cfg.optimizer, AdamConfig) and cfg.optimizer.lr == 0.003
+    assert cfg.dropout.p == 0.25 and cfg.augmentation.flip
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.device, cfg.threads) == (3, 32, 4, "cpu", 2)
+    assert cfg.resume and cfg.data.root == "/tmp/x" and cfg.data.val_size == 5
+
+
+def _default_groups() -> set[str]:
+    defaults = OmegaConf.to_container(OmegaConf.load(config_dir() / "train.yaml"))["defaults"]
+    return {next(iter(entry)) for entry in defaults if isinstance(entry, dict)}
+
+
+def _other_group_options() -> list[tuple[str, str]]:
+    """Options of config groups beyond issue 2's (experiments, studies...), found on disk."""
+    groups = sorted(
+        path.name
+        for path in config_dir().iterdir()
+        if path.is_dir() and path.name not in GROUPS and path.name != "hydra" and any(path.glob("*.yaml"))
+    )
+    return [(group, option) for group in groups for option in sorted(options(group))]
+
+
+@pytest.mark.parametrize(("group", "option"), _other_group_options() or [pytest.param("", "", marks=pytest.mark.skip)])
+def test_every_other_config_composes(compose_with: Compose, group: str, option: str) -> None:
+    prefix = "" if group in _default_groups() else "+"
+    validate(compose_with("train", f"{prefix}{group}={option}"), TrainConfig)
+
+
+def test_eval_config_composes(compose_with: Compose) -> None:
+    cfg = validate(compose_with("eval", "checkpoint=some/best.pt", "device=cpu"), EvalConfig)
+    assert cfg.checkpoint == "some/best.pt"
+    with pytest.raises(UserError, match="checkpoint"):
+        validate(compose_with("eval"), EvalConfig)
+
+
+OUT_OF_RANGE = {
+    "optimizer.lr=0": "optimizer.lr",
+    "optimizer.lr=-1": "optimizer.lr",
+    "optimizer.lr=nan": "optimizer.lr",
+    "optimizer.lr=inf": "optimizer.lr",
+    "optimizer.momentum=1.0": "optimizer.momentum",
+    "optimizer.weight_decay=-0.1": "optimizer.weight_decay",
+    "epochs=0": "epochs",
+    "batch_size=0": "batch_size",
+    "eval_batch_size=-5": "eval_batch_size",
+    "dropout.p=1.0": "dropout.p",
+    "dropout.p=-0.1": "dropout.p",
+    "augmentation.max_shift=-1": "augmentation.max_shift",
+    "data.val_size=0": "data.val_size",
+    "device=gpu": "device",
+    "device=cuda:x": "device",
+    "threads=0": "threads",
+    "+foo=1": "unknown key\\(s\\) foo",
+    "+data.extra=1": "unknown key\\(s\\) data.extra",
+    "optimizer.name=adam": "optimizer.name",
+}
+
+
+@pytest.fixture(scope="module")
+def default_train(compose_with: Compose) -> DictConfig:
+    return compose_with("train")
+
+
+@pytest.mark.parametrize("override", sorted(OUT_OF_RANGE))
+def test_out_of_range_values_are_user_errors(default_train: DictConfig, override: str) -> None:
+    """Each value set on a copy of the composed default, as Hydra's override would set it."""
+    key, value = override.lstrip("+").split("=")
+    cfg = default_train.copy()
+    parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else cfg
+    with open_dict(parent):  # `+key=value` adds keys to the typed config the same way
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value not in ("nan", "inf") else float(value))
+    with pytest.raises(UserError, match=f"Invalid configuration: .*{OUT_OF_RANGE[override]}"):
+        validate(cfg, TrainConfig)
+
+
+def test_a_value_from_the_command_line_is_checked_the_same_way(compose_with: Compose) -> None:
+    with pytest.raises(UserError, match=r"optimizer.lr=-1.0 is not allowed"):
+        validate(compose_with("train", "optimizer.lr=-1"), TrainConfig)
+
+
+@pytest.mark.parametrize("override", ["activation=foo", "optimizer=lbfgs", "epochs=abc", "foo=1"])
+def test_hydra_rejects_wrong_options_types_and_keys(compose_with: Compose, override: str) -> None:
+    with pytest.raises(Exception, match=r"foo|lbfgs|abc"):
+        compose_with("train", override)
+
+
+def test_sweep_directories_ignore_keys_that_do_not_change_results(compose_with: Compose) -> None:
+    """A sweep run again with resume=true must map each job to the same sub-directory, so the
+    keys that may change on resume stay out of the directory names."""
+    from lenet_fmnist.train import RESUMABLE_CHANGES
+
+    cfg = compose_with("train", hydra=True)
+    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert set(RESUMABLE_CHANGES) <= excluded
+    assert "${hydra:job.override_dirname}" in OmegaConf.to_container(cfg.hydra.sweep)["subdir"]
+
+
+def test_configs_ship_with_the_package_or_the_checkout() -> None:
+    assert (config_dir() / "train.yaml").is_file() and (config_dir() / "eval.yaml").is_file()
+    assert config_dir() == Path(config.__file__).parent / "conf" or config_dir().parent.joinpath("src").is_dir()

@@ -1,0 +1,182 @@
+"""Reading Fashion-MNIST: the real IDX parsing path on files the tests write, and its errors."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_split, write_dataset, write_idx
+from lenet_fmnist import data
+from lenet_fmnist.errors import UserError
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_load_reads_what_was_written(tmp_path: Path, gz: bool) -> None:
+    write_dataset(tmp_path, train=120, test=30, gz=gz, seed=3)
+    train_images, train_labels = synthetic_split(120, 3)
+    test_images, test_labels = synthetic_split(30, 4)
+
+    fashion = data.load(str(tmp_path), val_size=20, split_seed=0)
+
+    assert fashion.source == tmp_path
+    assert fashion.test.images.dtype == torch.uint8 and fashion.test.labels.dtype == torch.int64
+    assert fashion.test.images.shape == (30, 28, 28)
+    assert torch.equal(fashion.test.images, torch.from_numpy(test_images))
+    assert torch.equal(fashion.test.labels, torch.from_numpy(test_labels).long())
+    # Train and validation together are exactly the training file, split 100 / 20.
+    assert len(fashion.train.labels) == 100 and len(fashion.val.labels) == 20
+    rejoined = torch.cat([fashion.train.images, fashion.val.images]).reshape(120, -1)
+    original = torch.from_numpy(train_images).reshape(120, -1)
+    assert sorted(map(tuple, rejoined.tolist())) == sorted(map(tuple, original.tolist()))
+    # Each image keeps its own label through the split.
+    by_image = {tuple(img.flatten().tolist()): int(lab) for img, lab in zip(train_images, train_labels, strict=True)}
+    for split in (fashion.train, fashion.val):
+        for image, label in zip(split.images, split.labels, strict=True):
+            assert by_image[tuple(image.flatten().tolist())] == int(label)
+
+
+def test_validation_split_depends_on_split_seed_only(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=100, test=10, gz=True)
+    first = data.load(str(tmp_path), val_size=25, split_seed=0)
+    torch.manual_seed(123)  # the run's own seed must not move the split
+    again = data.load(str(tmp_path), val_size=25, split_seed=0)
+    other = data.load(str(tmp_path), val_size=25, split_seed=1)
+    assert torch.equal(first.val.images, again.val.images)
+    assert not torch.equal(first.val.images, other.val.images)
+
+
+def test_torchvision_layout_under_root_is_found(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "FashionMNIST" / "raw", train=20, test=10, gz=False)
+    assert data.locate(str(tmp_path)) == tmp_path / "FashionMNIST" / "raw"
+
+
+def _corrupt(path: Path, payload: bytes) -> None:
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+
+
+def _idx(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if path.suffix == ".gz" else raw
+
+
+CORRUPTIONS = {
+    "truncated data": lambda raw: raw[: len(raw) // 2],
+    "truncated header": lambda raw: raw[:10],
+    "empty": lambda raw: b"",
+    "wrong type code": lambda raw: raw[:2] + b"\x09" + raw[3:],
+    "trailing bytes": lambda raw: raw + b"\x00" * 7,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
+@pytest.mark.parametrize(
+    ("name", "gz"),
+    [("train-images-idx3-ubyte", True), ("t10k-labels-idx1-ubyte", False)],
+    ids=["images-gzip", "labels-plain"],
+)
+def test_corrupt_file_is_named(tmp_path: Path, kind: str, name: str, gz: bool) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=gz)
+    path = tmp_path / (f"{name}.gz" if gz else name)
+    _corrupt(path, CORRUPTIONS[kind](_idx(path)))
+    with pytest.raises(UserError, match=re.escape(str(path))):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_truncated_gzip_stream_is_named(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=True)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-12])  # cut the stream: no end-of-stream marker
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))}.*truncated or corrupt"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_not_gzip_at_all_is_named(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(b"<html>not found</html>")
+    with pytest.raises(UserError, match=re.escape(str(path))):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_images_of_another_size_are_refused(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((40, 32, 32), dtype=np.uint8))
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))} holds images of size \(32, 32\)"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_image_and_label_counts_must_match(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(19, dtype=np.uint8))
+    with pytest.raises(UserError, match=r"20 images but .* 19 labels"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_labels_outside_the_ten_classes_are_refused(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=False)
+    labels = np.full(20, 10, dtype=np.uint8)
+    path = write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))} holds labels outside 0..9"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+def test_missing_root_names_the_three_ways(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as error:
+        data.load(str(tmp_path / "nowhere"), val_size=10, split_seed=0)
+    message = str(error.value)
+    assert "is not an existing directory" in message
+    assert "data.root=" in message and "apt-get install -y dataset-fashion-mnist" in message
+    assert "download" in message
+
+
+def test_root_without_the_files_is_refused(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError, match="does not hold the four Fashion-MNIST files"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)
+
+
+@pytest.mark.parametrize("val_size", [40, 41])
+def test_validation_that_leaves_no_training_data(tmp_path: Path, val_size: int) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=True)
+    with pytest.raises(UserError, match=rf"data.val_size={val_size} leaves no training data.*between 1 and 39"):
+        data.load(str(tmp_path), val_size=val_size, split_seed=0)
+
+
+def test_no_data_anywhere_and_no_network_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "FashionMNIST", offline)
+    with pytest.raises(UserError) as error:
+        data.locate(None)
+    message = str(error.value)
+    assert "could not be found or downloaded" in message and "network is unreachable" in message
+    assert "data.root=DIR" in message and "dataset-fashion-mnist" in message
+    assert str(tmp_path / "cache") in message
+
+
+def test_cache_is_used_when_no_root_is_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cached = write_dataset(tmp_path / "cache" / "lenet_fmnist" / "FashionMNIST" / "raw", train=20, test=10, gz=True)
+    assert data.locate(None) == cached
+
+
+def test_test_split_alone_does_not_read_the_training_file(tmp_path: Path) -> None:
+    write_dataset(tmp_path, train=40, test=20, gz=True, seed=5)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"corrupt, but eval never reads it")
+    test = data.load_test(str(tmp_path))
+    images, labels = synthetic_split(20, 6)
+    assert torch.equal(test.images, torch.from_numpy(images)) and torch.equal(
+        test.labels, torch.from_numpy(labels).long()
+    )

@@ -1,0 +1,255 @@
+"""Fault injection in subprocesses: SIGTERM, SIGINT and SIGKILL in the middle of a run, then resume,
+must end bit-identical to an uninterrupted run; a sweep run again with resume=true finishes
+what is left; a diverging job does not stop its sweep; files are replaced atomically."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import (
+    CLI,
+    TIMING_KEYS,
+    assert_ok,
+    epochs_done,
+    output,
+    plain_args,
+    read_metrics,
+    resume_hints,
+    tiny_args,
+    wait_for,
+)
+
+EPOCHS = 3  # plain_args
+
+
+def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json without the wall-clock figures, which differ between any two runs."""
+    kept = {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    kept["history"] = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in metrics["history"]]
+    return kept
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Final metrics, every weight and optimizer buffer, and the TensorBoard curves identical."""
+    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(reference))
+    for name in ("best.pt", "last.pt"):
+        mine = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        theirs = torch.load(reference / "checkpoints" / name, weights_only=True)
+        assert mine["epoch"] == theirs["epoch"]
+        assert mine["model"].keys() == theirs["model"].keys()
+        for key in mine["model"]:
+            assert torch.equal(mine["model"][key], theirs["model"][key]), f"{name}: {key}"
+        for index, buffers in mine["optimizer"]["state"].items():
+            for key, value in buffers.items():
+                assert torch.equal(value, theirs["optimizer"]["state"][index][key]), f"{name}: optimizer {key}"
+        assert torch.equal(mine["rng"]["generator"], theirs["rng"]["generator"])
+        assert torch.equal(mine["rng"]["torch"], theirs["rng"]["torch"])
+    assert scalars(run_dir) == scalars(reference)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every per-epoch TensorBoard curve as (step, value) pairs, as TensorBoard reads them."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate", "accuracy/test")
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags if tag in events.Tags()["scalars"]}
+
+
+def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Start a run, send `sig` as soon as epoch 1 is on disk (so it lands early in epoch 2),
+    and return the exit status and everything the run printed."""
+    log = run_dir.parent / f"{run_dir.name}.{sig.name}.log"
+    process = cli.start(*args, log=log)
+    try:
+        wait_for(lambda: epochs_done(run_dir) >= 1, process, log)
+        process.send_signal(sig)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, log.read_text()
+
+
+def test_sigterm_mid_epoch_then_resume_is_bit_identical(
+    cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    code, text = interrupt_after_first_epoch(cli, plain_args(plain_data, run_dir), run_dir, signal.SIGTERM)
+
+    assert code == 130, text
+    assert "Traceback" not in text, text
+    assert "Interrupted in epoch 2" in text, text  # mid-epoch: the epoch in flight is abandoned
+    (hint,) = resume_hints(text)  # one line says how to resume
+    assert f"hydra.run.dir={run_dir}" in hint and hint.endswith("resume=true")
+    # Everything on disk describes the last finished epoch.
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert [step for step, _ in scalars(run_dir)["loss/train"]] == [1], "TensorBoard was not flushed"
+
+    resumed = cli.run_hint(hint)
+    assert_ok(resumed)
+    assert "Resuming" in output(resumed) and "after epoch 1" in output(resumed)
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert_same_run(run_dir, reference_run)
+
+
+def test_sigkill_then_resume_is_bit_identical(cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, text = interrupt_after_first_epoch(cli, plain_args(plain_data, run_dir), run_dir, signal.SIGKILL)
+
+    assert code == -signal.SIGKILL, text
+    # Killed without warning: every file is whole, and at most the epoch in flight is lost.
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "running" and metrics["epochs_completed"] >= 1
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["epoch"] == metrics["epochs_completed"]
+
+    resumed = cli.run(*plain_args(plain_data, run_dir, "resume=true"))
+    assert_ok(resumed)
+    assert_same_run(run_dir, reference_run)
+
+
+def test_sigterm_before_training_starts(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """A signal while the run is still starting up (importing torch, reading data): a warning,
+    exit 130, no traceback, and no run left behind that could be mistaken for a started one."""
+    run_dir = tmp_path / "run"
+    log = tmp_path / "run.log"
+    process = cli.start(*tiny_args(tiny_data, run_dir), log=log)
+    try:
+        wait_for(lambda: (run_dir / ".hydra" / "config.yaml").exists(), process, log)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert process.returncode == 130, text
+    assert "Traceback" not in text and "Interrupted before training started" in text, text
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_sweep_resume_skips_completed_jobs_and_finishes_the_others(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    args = [
+        "train", "-m", f"data.root={plain_data}", "data.val_size=768", "threads=1", "device=cpu", "epochs=2",
+        "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+    log = tmp_path / "sweep.log"
+    process = cli.start(*args, log=log)
+
+    def job(number: int) -> Path | None:
+        found = list(sweep_dir.glob(f"{number}_*"))
+        return found[0] if found else None
+
+    try:
+        wait_for(lambda: job(1) is not None and epochs_done(job(1)) >= 1, process, log)
+        process.send_signal(signal.SIGINT)  # Ctrl-C this time: the same saved, resumable stop
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert process.returncode == 130 and "Traceback" not in text, text
+    first, second = job(0), job(1)
+    assert first is not None and second is not None and job(2) is None, "the sweep stopped in job 1"
+    assert read_metrics(first)["status"] == "completed"
+    assert read_metrics(second)["status"] == "interrupted"
+    # Its results (not Hydra's .hydra/ record or the log, which the next invocation appends to).
+    finished = {
+        p: p.stat().st_mtime_ns
+        for p in first.rglob("*")
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+    }
+    assert {"metrics.json", "best.pt", "last.pt"} <= {p.name for p in finished}
+    contents = {p: p.read_bytes() for p in finished}
+
+    (hint,) = resume_hints(text)
+    assert "-m" in hint.split() and f"hydra.sweep.dir={sweep_dir}" in hint and "seed=0,1,2" in hint
+    result = cli.run_hint(hint)
+    assert_ok(result)
+
+    # Still three job directories: resume=true is not part of their names.
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
+    assert jobs == [first.name, second.name, job(2).name] and len(jobs) == 3, jobs
+    assert "seed=0" in first.name and "resume" not in " ".join(jobs)
+    for number in range(3):
+        metrics = read_metrics(job(number))
+        assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2, number
+    # The finished job was left alone: not one of its files was rewritten.
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished
+    assert {p: p.read_bytes() for p in finished} == contents
+    assert "already completed" in output(result)
+    assert "Resuming" in output(result) and "after epoch 1" in output(result)
+
+
+def test_a_diverging_job_does_not_stop_its_sweep(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    overrides = [a for a in tiny_args(tiny_data, tmp_path / "unused")[1:] if not a.startswith("hydra.run.dir=")]
+    result = cli.run(
+        "train", "-m", *overrides, "activation=relu", "optimizer.lr=1e10,0.01", f"hydra.sweep.dir={sweep_dir}"
+    )
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in output(result)
+    assert "diverged in epoch 1" in output(result)
+    statuses = {p.name: read_metrics(p)["status"] for p in sweep_dir.iterdir() if p.is_dir()}
+    assert sorted(statuses.values()) == ["completed", "diverged"], statuses
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from lenet_fmnist.storage import write_json
+path = Path(sys.argv[1])
+version = 0
+while True:
+    version += 1
+    write_json(path, {"version": version, "padding": "x" * 200_000})
+"""
+
+
+def test_a_killed_writer_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
+    """SIGKILL at arbitrary moments of a stream of atomic writes: the file always parses."""
+    target = tmp_path / "metrics.json"
+    seen = set()
+    for attempt in range(6):
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
+        deadline = time.monotonic() + 30
+        while not target.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05 + 0.03 * attempt)
+        process.kill()
+        process.wait()
+        content = json.loads(target.read_text())  # never half a file
+        assert content["padding"] == "x" * 200_000
+        seen.add(content["version"])
+    assert len(seen) > 1, "the writer never got past its first version"
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
+    from lenet_fmnist.storage import write_atomic, write_json
+
+    target = tmp_path / "state.json"
+    write_json(target, {"version": 1})
+
+    def broken(handle: Any) -> None:
+        handle.write(b'{"version": 2, "trunc')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, broken)
+    assert json.loads(target.read_text()) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"], "the temporary file was not removed"

@@ -1,0 +1,76 @@
+"""LeNet-5: size and shape for every activation, pooling and dropout setting."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from lenet_fmnist.model import ACTIVATIONS, POOLS, LeNet5
+
+SETTINGS = list(itertools.product(["relu", "tanh", "sigmoid"], ["max", "avg"], [0.0, 0.5]))
+
+
+def test_every_option_of_the_config_groups_has_a_model() -> None:
+    assert set(ACTIVATIONS) == {"relu", "tanh", "sigmoid"}
+    assert set(POOLS) == {"max", "avg"}
+
+
+@pytest.mark.parametrize(("activation", "pool", "dropout"), SETTINGS)
+def test_size_and_output_shape(activation: str, pool: str, dropout: float) -> None:
+    torch.manual_seed(0)
+    model = LeNet5(activation, pool, dropout)
+    assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 61_706
+    inputs = torch.randn(5, 1, 28, 28)
+    for mode in (model.train, model.eval):
+        mode()
+        logits = model(inputs)
+        assert logits.shape == (5, 10) and logits.dtype == torch.float32
+        assert torch.isfinite(logits).all()
+    assert model.features(inputs).shape == (5, 16, 5, 5)  # 400 features into the first FC layer
+
+
+@pytest.mark.parametrize(("activation", "pool"), list(itertools.product(ACTIVATIONS, POOLS)))
+def test_layers_are_the_studys(activation: str, pool: str) -> None:
+    model = LeNet5(activation, pool)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 6, (5, 5), (2, 2)),
+        (6, 16, (5, 5), (0, 0)),
+    ]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(fc.in_features, fc.out_features) for fc in linears] == [(400, 120), (120, 84), (84, 10)]
+    assert sum(isinstance(m, ACTIVATIONS[activation]) for m in model.modules()) == 4
+    pools = [m for m in model.modules() if isinstance(m, POOLS[pool])]
+    assert len(pools) == 2 and all(p.kernel_size in (2, (2, 2)) for p in pools)
+
+
+def test_dropout_before_each_fully_connected_layer_only_when_asked() -> None:
+    assert not any(isinstance(m, nn.Dropout) for m in LeNet5(dropout=0.0).modules())
+    with_dropout = LeNet5(dropout=0.3)
+    drops = [m for m in with_dropout.modules() if isinstance(m, nn.Dropout)]
+    assert len(drops) == 3 and all(d.p == 0.3 for d in drops)
+    layers = list(with_dropout.classifier)
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Linear):
+            assert isinstance(layers[index - 1], nn.Dropout)
+
+
+def test_dropout_is_random_in_training_and_off_in_evaluation() -> None:
+    torch.manual_seed(0)
+    model = LeNet5("relu", "max", 0.5)
+    inputs = torch.randn(8, 1, 28, 28)
+    model.train()
+    assert not torch.equal(model(inputs), model(inputs))
+    model.eval()
+    assert torch.equal(model(inputs), model(inputs))
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = LeNet5("relu", "max", 0.5)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -1,0 +1,141 @@
+"""The training run in-process on tiny synthetic data: determinism, the run directory's rules,
+divergence, and interruptions that land outside the training loop."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import TIMING_KEYS
+from lenet_fmnist import checkpoint, config, train
+from lenet_fmnist.cli import config_dir
+from lenet_fmnist.config import TrainConfig, validate
+from lenet_fmnist.errors import Interrupted, UserError
+
+MakeConfig = Callable[..., TrainConfig]
+
+
+@pytest.fixture(scope="module")
+def make_config(tiny_data: Path) -> Iterator[MakeConfig]:
+    config.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+
+        def make(*overrides: str) -> TrainConfig:
+            base = [f"data.root={tiny_data}", "data.val_size=64", "threads=1", "device=cpu", "epochs=2"]
+            return validate(compose("train", overrides=[*base, *overrides]), TrainConfig)
+
+        yield make
+
+
+def without_timing(metrics: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"train_seconds", "history"}}
+    kept["history"] = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in metrics["history"]]
+    return kept
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    a, b = weights(first), weights(second)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_results_other_seed_other_results(make_config: MakeConfig, tmp_path: Path) -> None:
+    cfg = make_config("seed=3", "augmentation=standard", "dropout=standard")
+    first = train.run(cfg, tmp_path / "a")
+    torch.manual_seed(12345)  # whatever ran before must not matter
+    second = train.run(cfg, tmp_path / "b")
+    other = train.run(make_config("seed=4", "augmentation=standard", "dropout=standard"), tmp_path / "c")
+
+    assert first["status"] == second["status"] == other["status"] == "completed"
+    assert without_timing(first) == without_timing(second)
+    for name in ("best.pt", "last.pt"):
+        assert_same_weights(tmp_path / "a" / "checkpoints" / name, tmp_path / "b" / "checkpoints" / name)
+    assert first["history"][0]["train_loss"] != other["history"][0]["train_loss"]
+    a, c = weights(tmp_path / "a" / "checkpoints" / "last.pt"), weights(tmp_path / "c" / "checkpoints" / "last.pt")
+    assert not torch.equal(a["features.0.weight"], c["features.0.weight"])
+
+
+def test_a_run_directory_is_never_overwritten(make_config: MakeConfig, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train.run(make_config("epochs=1"), run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="already holds a run; it is left untouched"):
+        train.run(make_config("epochs=1"), run_dir)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_nothing_to_resume(make_config: MakeConfig, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="nothing to resume"):
+        train.run(make_config("resume=true"), tmp_path / "empty")
+
+
+def test_resume_of_a_completed_run_changes_nothing(make_config: MakeConfig, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train.run(make_config("epochs=1"), run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert train.run(make_config("epochs=1", "resume=true"), run_dir)["status"] == "completed"
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_another_config_is_refused(make_config: MakeConfig, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train.run(make_config("epochs=1"), run_dir)
+    with pytest.raises(UserError, match=r"differs from the saved run's: .*optimizer.lr: 0.01 -> 0.02"):
+        train.run(make_config("epochs=1", "resume=true", "optimizer.lr=0.02"), run_dir)
+
+
+def test_a_sweep_job_never_started_starts_on_resume(make_config: MakeConfig, tmp_path: Path) -> None:
+    metrics = train.run(make_config("resume=true"), tmp_path / "job", start_if_unsaved=True)
+    assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
+
+
+def test_a_run_stopped_before_its_first_checkpoint_restarts(make_config: MakeConfig, tmp_path: Path) -> None:
+    """Interrupted in epoch 1, a run leaves metrics.json (status interrupted) but no last.pt;
+    resume=true then starts it again and ends exactly where an uninterrupted run does."""
+    reference = train.run(make_config(), tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 0, "history": []}))
+    resumed = train.run(make_config("resume=true"), run_dir)
+    assert without_timing(resumed) == without_timing(reference)
+
+
+def test_divergence_stops_the_run_with_status_diverged(make_config: MakeConfig, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"diverged in epoch 1: the loss became (nan|inf).*Lower optimizer.lr"):
+        train.run(make_config("activation=relu", "optimizer.lr=1e10", "epochs=3"), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["test_acc"] is None
+    assert len(metrics["history"]) == 1
+
+
+def test_interrupt_while_testing_is_a_resumable_interruption(
+    make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM, which the command line maps to it) after the last epoch: status
+    "interrupted", every epoch kept, and resuming only runs the test."""
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "confusion_matrix", interrupted)
+        with pytest.raises(Interrupted, match="while testing"):
+            train.run(make_config(), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
+    resumed = train.run(make_config("resume=true"), run_dir)
+    assert resumed["status"] == "completed" and resumed["test_acc"] is not None
+    assert len(resumed["history"]) == 2
