@@ -89,7 +89,9 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(
 
     assert code == 130, text
     assert "Traceback" not in text, text
-    assert "Interrupted in epoch 2" in text, text  # mid-epoch: the epoch in flight is abandoned
+    # Mid-epoch the epoch in flight is abandoned; a signal that lands while epoch 1 is still being
+    # saved stops the run right after it. Either way epoch 1 is what is on disk.
+    assert "Interrupted in epoch 2" in text or "Interrupted after epoch 1" in text, text
     (hint,) = resume_hints(text)  # one line says how to resume
     assert f"hydra.run.dir={run_dir}" in hint and hint.endswith("resume=true")
     # Everything on disk describes the last finished epoch.
