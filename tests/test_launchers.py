@@ -277,6 +277,20 @@ def test_joblib_sweep_gives_each_job_its_share_of_the_cores(
         assert metrics["threads"] == share
 
 
+def test_a_joblib_sweep_whose_jobs_fail_exits_non_zero(sweep_env: dict[str, str], tmp_path: Path) -> None:
+    """The jobs run in worker processes, so the sweep's exit status comes from their records."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=EXTRA)
+    sweep_dir = tmp_path / "sweep"
+    command = _sweep_command(tmp_path / "no-such-dir", sweep_dir, "joblib", "hydra.launcher.n_jobs=2")
+
+    result = subprocess.run(command, cwd=tmp_path, env=sweep_env, capture_output=True, text=True, timeout=240)
+
+    text = result.stdout + result.stderr
+    assert result.returncode == 1, text
+    assert "Traceback" not in text
+    assert "2 job(s) of the sweep" in text and "0_data.val_size=32,epochs=1,seed=0" in text
+
+
 def test_submitit_local_sweep_runs_each_job(
     submitit_plugin: None, sweep_data: Path, sweep_env: dict[str, str], tmp_path: Path
 ) -> None:
