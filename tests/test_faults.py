@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,14 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags if tag in events.Tags()["scalars"]}
 
 
-def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
-    """Start a run, send `sig` as soon as epoch 1 is on disk (so it lands early in epoch 2),
-    and return the exit status and everything the run printed."""
-    log = run_dir.parent / f"{run_dir.name}.{sig.name}.log"
+def interrupt_when(
+    cli: CLI, args: list[str], log: Path, ready: Callable[[], bool], sig: signal.Signals
+) -> tuple[int, str]:
+    """Start a command, send `sig` once `ready()` holds, and return the exit status and
+    everything the command printed."""
     process = cli.start(*args, log=log)
     try:
-        wait_for(lambda: epochs_done(run_dir) >= 1, process, log)
+        wait_for(ready, process, log)
         process.send_signal(sig)
         process.wait(timeout=60)
     finally:
@@ -79,6 +81,12 @@ def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: s
             process.kill()
             process.wait()
     return process.returncode, log.read_text()
+
+
+def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Send `sig` as soon as epoch 1 is on disk, so that it lands early in epoch 2."""
+    log = run_dir.parent / f"{run_dir.name}.{sig.name}.log"
+    return interrupt_when(cli, args, log, lambda: epochs_done(run_dir) >= 1, sig)
 
 
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(
@@ -127,18 +135,12 @@ def test_sigterm_before_training_starts(cli: CLI, tiny_data: Path, tmp_path: Pat
     """A signal while the run is still starting up (importing torch, reading data): a warning,
     exit 130, no traceback, and no run left behind that could be mistaken for a started one."""
     run_dir = tmp_path / "run"
-    log = tmp_path / "run.log"
-    process = cli.start(*tiny_args(tiny_data, run_dir), log=log)
-    try:
-        wait_for(lambda: (run_dir / ".hydra" / "config.yaml").exists(), process, log)
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = log.read_text()
-    assert process.returncode == 130, text
+
+    def started() -> bool:
+        return (run_dir / ".hydra" / "config.yaml").exists()
+
+    code, text = interrupt_when(cli, tiny_args(tiny_data, run_dir), tmp_path / "run.log", started, signal.SIGTERM)
+    assert code == 130, text
     assert "Traceback" not in text and "Interrupted before training started" in text, text
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "checkpoints").exists()
 
@@ -149,23 +151,17 @@ def test_sweep_resume_skips_completed_jobs_and_finishes_the_others(cli: CLI, pla
         "train", "-m", f"data.root={plain_data}", "data.val_size=768", "threads=1", "device=cpu", "epochs=2",
         "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
-    log = tmp_path / "sweep.log"
-    process = cli.start(*args, log=log)
 
     def job(number: int) -> Path | None:
         found = list(sweep_dir.glob(f"{number}_*"))
         return found[0] if found else None
 
-    try:
-        wait_for(lambda: job(1) is not None and epochs_done(job(1)) >= 1, process, log)
-        process.send_signal(signal.SIGINT)  # Ctrl-C this time: the same saved, resumable stop
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = log.read_text()
-    assert process.returncode == 130 and "Traceback" not in text, text
+    def second_job_saved() -> bool:
+        return job(1) is not None and epochs_done(job(1)) >= 1
+
+    # Ctrl-C this time: the same saved, resumable stop.
+    code, text = interrupt_when(cli, args, tmp_path / "sweep.log", second_job_saved, signal.SIGINT)
+    assert code == 130 and "Traceback" not in text, text
     first, second = job(0), job(1)
     assert first is not None and second is not None and job(2) is None, "the sweep stopped in job 1"
     assert read_metrics(first)["status"] == "completed"
