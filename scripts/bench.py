@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from lenet_fmnist import data
-from lenet_fmnist.augment import normalise
+from lenet_fmnist.augment import normalise, pad_images
 from lenet_fmnist.config import AugmentationConfig, SGDConfig
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
@@ -130,9 +130,21 @@ def project_runner(train: data.Split, batch_size: int, device: torch.device) -> 
     generator = torch.Generator(device=device).manual_seed(0)
     stop = threading.Event()
 
+    padded = pad_images(train.images, AUGMENTATION.max_shift)
+
     def run(images: int) -> None:
-        subset = data.Split(train.images[:images], train.labels[:images])
-        train_epoch(model, optimizer, schedule, subset, batch_size, AUGMENTATION, generator, stop, "bench")
+        train_epoch(
+            model,
+            optimizer,
+            schedule,
+            padded[:images],
+            train.labels[:images],
+            batch_size,
+            AUGMENTATION,
+            generator,
+            stop,
+            "bench",
+        )
 
     return run, model
 

@@ -104,31 +104,33 @@ def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LambdaLR,
-    train: data.Split,
+    padded_images: torch.Tensor,
+    labels: torch.Tensor,
     batch_size: int,
     augmentation: AugmentationConfig,
     generator: torch.Generator,
     stop: threading.Event,
     description: str,
 ) -> tuple[float, float] | None:
-    """One pass over the training split in a fresh random order; returns mean loss and accuracy,
+    """One pass over the training images in a fresh random order; returns mean loss and accuracy,
     or None when `stop` was set (the epoch is abandoned after the step in flight).
 
-    Loss and accuracy are summed on the device and read once at the end: no host sync per step.
+    `padded_images` are the training images with a zero border of `augmentation.max_shift`
+    pixels (`pad_images`, done once per run). Loss and accuracy are summed on the device and read
+    once at the end: no host sync per step.
     """
     model.train()
-    count = len(train.labels)
-    padded = pad_images(train.images, augmentation.max_shift)
-    order = torch.randperm(count, device=train.labels.device, generator=generator)
-    loss_sum = torch.zeros((), device=train.labels.device)
-    correct = torch.zeros((), dtype=torch.long, device=train.labels.device)
+    count = len(labels)
+    order = torch.randperm(count, device=labels.device, generator=generator)
+    loss_sum = torch.zeros((), device=labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in tqdm(range(0, count, batch_size), desc=description, leave=False, disable=None):
         index = order[start : start + batch_size]
         images = augmented_batch(
-            padded, index, augmentation.max_shift, augmentation.flip, augmentation.max_shift, generator
+            padded_images, index, augmentation.max_shift, augmentation.flip, augmentation.max_shift, generator
         )
         inputs = normalise(images)
-        targets = train.labels[index]
+        targets = labels[index]
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -287,6 +289,7 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
     if start_epoch == 1:  # what the model sees, drawn with its own generator so training is unaffected
         preview = torch.Generator(device=device).manual_seed(cfg.seed)
         board.samples(augment(train.images[:64], cfg.augmentation.flip, cfg.augmentation.max_shift, preview))
+    padded_train_images = pad_images(train.images, cfg.augmentation.max_shift)  # once, not per epoch
     status, test_figures = "running", {}
     # scripts/bench.py times start-up up to this line.
     log.info("Training starts: %d steps of %d images per epoch", steps_per_epoch, cfg.batch_size)
@@ -298,7 +301,8 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
                     model,
                     optimizer,
                     schedule,
-                    train,
+                    padded_train_images,
+                    train.labels,
                     cfg.batch_size,
                     cfg.augmentation,
                     generator,
