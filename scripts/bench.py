@@ -24,7 +24,6 @@ import argparse
 import gzip
 import json
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,7 +40,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from lenet_fmnist import data
-from lenet_fmnist.augment import normalise, pad_images
+from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.config import AugmentationConfig, SGDConfig
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
@@ -49,6 +48,9 @@ from lenet_fmnist.runtime import configure_threads
 from lenet_fmnist.train import build_optimizer, build_schedule, train_epoch
 
 EPOCH_IMAGES = 50_000  # one epoch: the training split left after 10,000 validation images
+# After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
+# (2 per worker); a pause lets them finish, so their work is not timed as the next variant's.
+SETTLE_SECONDS = 1.0
 AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
 SGD = SGDConfig(lr=0.01, momentum=0.9)
 
@@ -130,20 +132,13 @@ def project_runner(train: data.Split, batch_size: int, device: torch.device) -> 
     generator = torch.Generator(device=device).manual_seed(0)
     stop = threading.Event()
 
-    padded = pad_images(train.images, AUGMENTATION.max_shift)
+    augmenters: dict[int, Augmenter] = {}  # per measurement size, built once as a run does
 
     def run(images: int) -> None:
+        if images not in augmenters:
+            augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
         train_epoch(
-            model,
-            optimizer,
-            schedule,
-            padded[:images],
-            train.labels[:images],
-            batch_size,
-            AUGMENTATION,
-            generator,
-            stop,
-            "bench",
+            model, optimizer, schedule, augmenters[images], train.labels[:images], batch_size, generator, stop, "bench"
         )
 
     return run, model
@@ -173,6 +168,7 @@ def measure(runners: dict[str, Runner], images: int, rounds: int) -> dict[str, f
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            time.sleep(SETTLE_SECONDS)
             started = time.perf_counter()
             run(images)
             samples[name].append((time.perf_counter() - started) / images)
@@ -199,6 +195,15 @@ def accuracy_check(
     return results
 
 
+# Runs the command in argv[1:] and prints its peak RSS. Measured from this small process, the
+# run's peak is its own: a child of the benchmark would inherit the benchmark's high-water mark,
+# which survives fork and exec (Linux), and report ~1 GiB for any command.
+PEAK_RSS_WRAPPER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+)
+
+
 def startup(python: str) -> dict[str, float]:
     """Seconds from command to `--help` output and to the first training step of a default run,
     and the run's peak resident memory."""
@@ -208,17 +213,20 @@ def startup(python: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         command = [python, "-m", "lenet_fmnist", "train", "epochs=1", f"hydra.run.dir={run_dir}/run"]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        first_step = None
+        process = subprocess.Popen(
+            [python, "-c", PEAK_RSS_WRAPPER, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        first_step, peak_kib = None, None
         assert process.stdout is not None
         for line in process.stdout:
             if first_step is None and "Training starts" in line:
                 first_step = time.perf_counter() - started
+            if line.startswith("peak_rss_kib "):
+                peak_kib = int(line.split()[1])  # Linux: KiB
         process.wait()
         total = time.perf_counter() - started
-    if process.returncode or first_step is None:
+    if process.returncode or first_step is None or peak_kib is None:
         raise SystemExit(f"the default run failed (exit {process.returncode})")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, largest child
     return {
         "help_seconds": help_seconds,
         "seconds_to_first_step": first_step,

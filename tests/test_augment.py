@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet_fmnist.augment import augment, normalise
+from lenet_fmnist.augment import Augmenter, augment, normalise
 from lenet_fmnist.data import MEAN, STD
 
 
@@ -116,6 +116,33 @@ def test_generator_advances_between_batches() -> None:
     images = random_images(64, seed=6)
     generator = seeded(0)
     assert not torch.equal(augment(images, True, 2, generator), augment(images, True, 2, generator))
+
+
+@pytest.mark.parametrize(("flip", "max_shift"), [(False, 0), (True, 0), (False, 2), (True, 2)])
+def test_augmenter_draws_the_indexed_images(flip: bool, max_shift: int) -> None:
+    """Output i comes from image index[i], for any order and repeats; the last image, whose
+    mirrored and most shifted window ends at the last byte of the prepared tensor, included."""
+    images = random_images(12, seed=9)
+    index = torch.cat([torch.tensor([11] * 40), torch.randperm(12, generator=seeded(9)), torch.tensor([0, 0, 5])])
+    out = Augmenter(images, flip, max_shift)(index, seeded(9))
+    assert out.shape == (len(index), 28, 28) and out.dtype == torch.uint8
+    transforms = set()
+    for position, source in enumerate(index.tolist()):
+        found = transform_of(out[position], images[source], max_shift)
+        assert found is not None, f"output {position} is not a flip/shift of image {source}"
+        assert (flip or not found[0]) and max(abs(found[1]), abs(found[2])) <= max_shift
+        if source == 11:
+            transforms.add(found)
+    if flip and max_shift:  # 40 draws of the last image reach its extreme windows
+        assert {(True, 2), (True, -2)} & {(m, dx) for m, _, dx in transforms}
+
+
+def test_augmenter_leaves_the_images_alone() -> None:
+    images = random_images(10, seed=10)
+    before = images.clone()
+    augmenter = Augmenter(images, True, 2)
+    augmenter(torch.arange(10), seeded(0))
+    assert torch.equal(images, before)
 
 
 def test_normalise() -> None:

@@ -74,3 +74,33 @@ def test_gradients_reach_every_parameter() -> None:
     model = LeNet5("relu", "max", 0.5)
     model(torch.randn(4, 1, 28, 28)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_max_pooling_before_the_activation_computes_the_studys_order(activation: str) -> None:
+    """The model applies the activation after max pooling (cheaper); the textbook order
+    conv -> act -> pool must give the same outputs and the same gradients for every parameter."""
+    torch.manual_seed(0)
+    model = LeNet5(activation, "max")
+    assert [type(m) for m in model.features] == [
+        nn.Conv2d,
+        nn.MaxPool2d,
+        ACTIVATIONS[activation],
+        nn.Conv2d,
+        nn.MaxPool2d,
+        ACTIVATIONS[activation],
+    ]
+    conv1, pool1, act1, conv2, pool2, act2 = model.features
+    textbook = nn.Sequential(conv1, act1, pool1, conv2, act2, pool2, model.classifier)
+    inputs = torch.randn(16, 1, 28, 28)
+    ours_out, textbook_out = model(inputs), textbook(inputs)
+    torch.testing.assert_close(ours_out, textbook_out, rtol=0, atol=1e-6)
+    ours_grads = torch.autograd.grad(ours_out.square().sum(), list(model.parameters()))
+    textbook_grads = torch.autograd.grad(textbook_out.square().sum(), list(model.parameters()))
+    for ours, theirs in zip(ours_grads, textbook_grads, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_average_pooling_keeps_the_activation_first() -> None:
+    model = LeNet5("tanh", "avg")
+    assert [type(m) for m in model.features] == [nn.Conv2d, nn.Tanh, nn.AvgPool2d, nn.Conv2d, nn.Tanh, nn.AvgPool2d]
