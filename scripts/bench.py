@@ -125,11 +125,14 @@ def project_model(device: torch.device) -> tuple[torch.nn.Module, torch.optim.Op
     return model, build_optimizer(SGD, model.parameters())
 
 
-def project_runner(train: data.Split, batch_size: int, device: torch.device) -> tuple[Runner, torch.nn.Module]:
-    """The project's own epoch function, on the first `images` training images."""
+def project_runner(
+    train: data.Split, batch_size: int, device: torch.device, seed: int = 0
+) -> tuple[Runner, torch.nn.Module]:
+    """The project's own epoch function, on the first `images` training images; `seed` draws its
+    data order and augmentation (the conventional loop draws them from the global seed)."""
     model, optimizer = project_model(device)
     schedule = build_schedule(optimizer, SGD, steps_per_epoch=1, epochs=1)
-    generator = torch.Generator(device=device).manual_seed(0)
+    generator = torch.Generator(device=device).manual_seed(seed)
     stop = threading.Event()
 
     augmenters: dict[int, Augmenter] = {}  # per measurement size, built once as a run does
@@ -188,7 +191,7 @@ def accuracy_check(
             if name == "conventional":
                 run, model = conventional_runner(conventional_loader(root, 64, 0, train_idx), device)
             else:
-                run, model = project_runner(train, 64, device)
+                run, model = project_runner(train, 64, device, seed)
             for _ in range(epochs):
                 run(len(train_idx))
             results[name].append(evaluate(model, test_images, test_labels, 1000, test_flip=False)[1])
