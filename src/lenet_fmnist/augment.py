@@ -20,28 +20,28 @@ class Augmenter:
     """
 
     def __init__(self, images: torch.Tensor, flip: bool, max_shift: int) -> None:
-        self.count, self.height, self.width = images.shape
+        self.count, height, width = images.shape
         self.flip, self.max_shift = flip, max_shift
         padded = F.pad(images, (max_shift,) * 4) if max_shift else images
-        # Kept so the windows view below stays valid; 2x the images' memory with flips.
-        self.source = (torch.cat([padded, padded.flip(-1)]) if flip else padded).contiguous()
-        _, padded_height, padded_width = self.source.shape
+        # 2x the padded images' memory with flips; the view below keeps it alive.
+        source = (torch.cat([padded, padded.flip(-1)]) if flip else padded).contiguous()
+        _, padded_height, padded_width = source.shape
         self.image_stride, self.row_stride = padded_height * padded_width, padded_width
         # Every H x W window of the source, one per starting element: a view, nothing is copied.
-        starts = self.source.numel() - (self.height - 1) * padded_width - self.width + 1
-        self.windows = self.source.as_strided((starts, self.height, self.width), (1, padded_width, 1))
+        starts = source.numel() - (height - 1) * padded_width - width + 1
+        self.windows = source.as_strided((starts, height, width), (1, padded_width, 1))
 
     def __call__(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Augmented copies of images `index` (int64 on the images' device), uint8 B x H x W,
         image i of the result made from image index[i]. Every random draw comes from `generator`,
         so a run is reproducible and resumable."""
-        batch, device, reach = len(index), index.device, 2 * self.max_shift + 1
+        batch, device = len(index), index.device
         start = index * self.image_stride
         if self.flip:
             mirrored = torch.rand(batch, device=device, generator=generator) < 0.5
             start += mirrored * (self.count * self.image_stride)
         if self.max_shift:
-            offsets = torch.randint(0, reach, (2, batch), device=device, generator=generator)
+            offsets = torch.randint(0, 2 * self.max_shift + 1, (2, batch), device=device, generator=generator)
             start += offsets[0] * self.row_stride + offsets[1]
         return self.windows.index_select(0, start)
 
