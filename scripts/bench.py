@@ -45,7 +45,7 @@ from lenet_fmnist.config import AugmentationConfig, SGDConfig
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.runtime import configure_threads
-from lenet_fmnist.train import build_optimizer, build_schedule, train_epoch
+from lenet_fmnist.train import build_optimizer, build_scheduler, train_epoch
 
 EPOCH_IMAGES = 50_000  # one epoch: the training split left after 10,000 validation images
 # After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
@@ -131,7 +131,7 @@ def project_runner(
     """The project's own epoch function, on the first `images` training images; `seed` draws its
     data order and augmentation (the conventional loop draws them from the global seed)."""
     model, optimizer = project_model(device)
-    schedule = build_schedule(optimizer, SGD, steps_per_epoch=1, epochs=1)
+    schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
     generator = torch.Generator(device=device).manual_seed(seed)
     stop = threading.Event()
 

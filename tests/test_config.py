@@ -186,7 +186,7 @@ def test_hydra_rejects_wrong_options_types_and_keys(compose_with: Compose, overr
 def test_sweep_directories_ignore_keys_that_do_not_change_results(compose_with: Compose) -> None:
     """A sweep run again with resume=true must map each job to the same sub-directory, so the
     keys that may change on resume stay out of the directory names."""
-    from lenet_fmnist.train import RESUMABLE_CHANGES
+    from lenet_fmnist.vocabulary import RESUMABLE_CHANGES
 
     cfg = compose_with("train", hydra=True)
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)

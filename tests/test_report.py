@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lenet_fmnist import analysis, runs, stats
+from lenet_fmnist.report import analysis, runs, stats
 from lenet_fmnist.cli import main
 
 TRAIN_IMAGES, TEST_IMAGES, VAL_IMAGES = 128, 32, 32

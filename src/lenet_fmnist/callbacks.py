@@ -19,14 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger("lenet_fmnist")
+from lenet_fmnist.vocabulary import METRICS_FILE, Status, already_holds_run, holds_run, nothing_to_resume
 
-# Files whose presence means a directory already holds a run (training or evaluation).
-RUN_FILES = ("metrics.json", "checkpoints/last.pt", "eval.json")
-
-
-def holds_run(directory: Path) -> bool:
-    return any((directory / name).exists() for name in RUN_FILES)
+log = logging.getLogger(__name__)
 
 
 def _refuse(message: str) -> None:
@@ -62,16 +57,9 @@ class OutputDirCheck(Callback):
         directory = _output_dir(config, "hydra.run.dir")
         resume = bool(config.get("resume", False))
         if holds_run(directory) and not resume:
-            _refuse(
-                f"{directory} already holds a run; it is left untouched. Pass resume=true to continue "
-                "it, or choose another directory with hydra.run.dir=DIR."
-            )
+            _refuse(already_holds_run(directory))
         if resume and not holds_run(directory):
-            _refuse(
-                f"resume=true, but there is nothing to resume: {directory} holds no run "
-                "(no metrics.json or checkpoints/last.pt). Point hydra.run.dir at the directory of the "
-                "run to continue (for a sweep: -m hydra.sweep.dir=DIR), or drop resume=true."
-            )
+            _refuse(nothing_to_resume(directory))
         _check_writable(directory, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -96,7 +84,7 @@ class OutputDirCheck(Callback):
         ended; a job refused before training (a bad value) has none."""
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
         unfinished = [
-            job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != "completed"
+            job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != Status.completed
         ]
         if unfinished:
             _refuse(f"{len(unfinished)} job(s) of the sweep in {directory} did not complete: {', '.join(unfinished)}.")
@@ -104,6 +92,6 @@ class OutputDirCheck(Callback):
 
 def _status(run_dir: Path) -> str | None:
     try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("status")
+        return json.loads((run_dir / METRICS_FILE).read_text()).get("status")
     except (OSError, ValueError):
         return None

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lenet_fmnist.errors import Interrupted, UserError
+from lenet_fmnist.launchers import RESUME, sets_key
 
-log = logging.getLogger("lenet_fmnist")
+log = logging.getLogger(__name__)
 
 USAGE = """\
 usage: python -m lenet_fmnist COMMAND [ARGS]     (or: lenet-fmnist COMMAND [ARGS])
@@ -36,9 +37,8 @@ Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
 """
 
-# Overrides that name where and how fast a run goes, not what it computes; left out of the
-# resume hint, which adds its own.
-_RESUME_DROPPED = ("resume=", "hydra.run.dir=", "hydra.sweep.dir=")
+# The keys the resume hint sets itself: the user's own overrides of them are left out of it.
+_HINT_SETS = ("resume", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def config_dir() -> Path:
@@ -57,8 +57,12 @@ def _resume_hint(run_dir: Path) -> str:
         where = ["-m", f"hydra.sweep.dir={hydra_cfg.sweep.dir}"]
     else:
         where = [f"hydra.run.dir={run_dir}"]
-    kept = [arg for arg in sys.argv[1:] if arg not in ("-m", "--multirun") and not arg.startswith(_RESUME_DROPPED)]
-    return " ".join(["python -m lenet_fmnist train", *where, *kept, "resume=true"])
+    kept = [
+        arg
+        for arg in sys.argv[1:]
+        if arg not in ("-m", "--multirun") and not any(sets_key(arg, key) for key in _HINT_SETS)
+    ]
+    return " ".join(["python -m lenet_fmnist train", *where, *kept, RESUME])
 
 
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:

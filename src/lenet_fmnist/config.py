@@ -1,7 +1,9 @@
 """Typed schema of every configuration, registered in Hydra's ConfigStore.
 
 The YAML files in conf/ hold the values and the comments that explain them; these dataclasses hold
-the types and the ranges. Hydra rejects a wrong option, a wrong type or an unknown key while it
+the types and the ranges. Their defaults repeat the YAML's so that a config built in Python (as
+scripts/bench.py does) means what the same command line means; tests/test_config.py fails when
+the two drift apart. Hydra rejects a wrong option, a wrong type or an unknown key while it
 composes; `validate` then rejects values that are well typed but out of range, before any work.
 This module must not import torch: `--help` and config errors stay fast.
 """
@@ -136,8 +138,14 @@ class AugmentationConfig:
 
 
 @dataclass
-class DataConfig:
+class DataRootConfig:
+    """Where the data is: all that `eval` needs (the test set is fixed)."""
+
     root: str | None = None
+
+
+@dataclass
+class DataConfig(DataRootConfig):
     val_size: int = 10_000
     split_seed: int = 0
 
@@ -180,7 +188,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     checkpoint: str = MISSING
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataRootConfig = field(default_factory=DataRootConfig)
     eval_batch_size: int = 1000
     device: str = "auto"
     threads: int | None = None

@@ -1,8 +1,12 @@
-"""The one exception type that means "the user asked for something we cannot do"."""
+"""The exceptions that end a command with a message instead of a traceback (cli.py reports them)."""
 
 
 class UserError(Exception):
     """A mistake in the user's input: reported as one clear paragraph, never as a traceback."""
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite; the run stopped with status "diverged"."""
 
 
 class Interrupted(Exception):

@@ -16,6 +16,7 @@ from lenet_fmnist.config import EvalConfig
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_json
+from lenet_fmnist.vocabulary import EVAL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     model = checkpoint.model_from(state, cfg.checkpoint)
     device = select_device(cfg.device)
     configure_threads(cfg.threads)
-    test = data.load_test(cfg.data.root)  # data.val_size is irrelevant here: the test set is fixed
+    test = data.load_test(cfg.data.root)
     test_flip = bool(state["config"]["augmentation"]["test_flip"])
     model.to(device, memory_format=CHANNELS_LAST)
     loss, accuracy, predicted = evaluate(
@@ -86,11 +87,11 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
         "confusion_matrix": confusion.tolist(),
         "classes": list(data.CLASSES),
     }
-    write_json(run_dir / "eval.json", result)
+    write_json(run_dir / EVAL_FILE, result)
     log.info(
         "Checkpoint %s (epoch %d): test accuracy %.4f, test loss %.4f", cfg.checkpoint, state["epoch"], accuracy, loss
     )
     log.info("Per-class accuracy:\n%s", "\n".join(f"  {name:<12} {acc:.4f}" for name, acc in per_class.items()))
     log.info("Confusion matrix (rows: true class):\n%s", format_confusion(confusion))
-    log.info("Wrote %s", run_dir / "eval.json")
+    log.info("Wrote %s", run_dir / EVAL_FILE)
     return result

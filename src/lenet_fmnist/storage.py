@@ -32,6 +32,9 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.close(directory)
 
 
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")

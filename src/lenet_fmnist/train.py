@@ -1,7 +1,8 @@
 """Training: fit LeNet-5, keep the best-validation weights, test them, record everything.
 
-Reads top to bottom: building blocks (optimizer, schedule, one epoch), then `run`, which owns a
-run directory: metrics.json, checkpoints/{best,last}.pt and the TensorBoard events.
+Reads top to bottom: the building blocks (optimizer, scheduler, one epoch, the training state),
+the three phases of a run (prepare its directory, fit, test the best weights), then `run`, which
+tells the whole story and owns the run's status and its final metrics.json.
 """
 
 from __future__ import annotations
@@ -33,23 +34,24 @@ from lenet_fmnist.config import (
     TrainConfig,
     to_plain,
 )
-from lenet_fmnist.errors import Interrupted, UserError
+from lenet_fmnist.errors import Diverged, Interrupted, UserError
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_json
 from lenet_fmnist.tensorboard_log import TensorBoardLog
+from lenet_fmnist.vocabulary import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    RESUMABLE_CHANGES,
+    Status,
+    already_holds_run,
+    config_changes,
+    holds_run,
+)
 
 log = logging.getLogger(__name__)
-
-# Config keys that may change when a run is resumed: they change speed, not what is computed.
-# (The device may not: CPU and CUDA draw different random numbers. Bit-identical resumes on CPU
-# also need the same thread count, as float sums may be split differently across threads.)
-RESUMABLE_CHANGES = {"resume", "threads", "eval_batch_size"}
-
-
-class Diverged(UserError):
-    """The loss became NaN or infinite; the run stopped with status "diverged"."""
 
 
 def build_optimizer(cfg: OptimizerConfig, parameters: Any) -> torch.optim.Optimizer:
@@ -81,7 +83,7 @@ def build_optimizer(cfg: OptimizerConfig, parameters: Any) -> torch.optim.Optimi
     raise TypeError(f"no optimizer for {type(cfg).__name__}")
 
 
-def build_schedule(
+def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, steps_per_epoch: int, epochs: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step learning-rate factor: linear warm-up from 1/10 over `warmup_epochs`, then constant
@@ -102,7 +104,7 @@ def build_schedule(
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LambdaLR,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
     augmenter: Augmenter,
     labels: torch.Tensor,
     batch_size: int,
@@ -131,7 +133,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        schedule.step()
+        scheduler.step()
         loss_sum += loss.detach() * len(targets)
         correct += (logits.argmax(dim=1) == targets).sum()
         if stop.is_set():
@@ -155,238 +157,274 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "generator": generator.get_state(),
-    }
+class TrainingState:
+    """Everything a run carries from one epoch to the next: model, optimizer, scheduler, random
+    number generators, history and best epoch. `state_dict` is what a checkpoint holds and
+    `load_state_dict` resumes from one (the keys of every checkpoint written so far)."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> None:
+        torch.manual_seed(cfg.seed)  # initial weights and dropout masks
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
+        self.device, self.config = device, to_plain(cfg)
+        self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
+        self.model.to(device, memory_format=CHANNELS_LAST)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.scheduler = build_scheduler(self.optimizer, cfg.optimizer, steps_per_epoch, cfg.epochs)
+        self.epoch = 0  # epochs completed and saved
+        self.history: list[dict[str, Any]] = []  # one record per epoch, as in metrics.json
+        self.best_epoch, self.best_val_acc = 0, -1.0
+
+    def complete_epoch(self, record: dict[str, Any]) -> bool:
+        """Count the epoch whose record is last in the history; whether it is the best so far."""
+        self.epoch = record["epoch"]
+        if record["val_acc"] > self.best_val_acc:
+            self.best_epoch, self.best_val_acc = self.epoch, record["val_acc"]
+        return self.best_epoch == self.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = self.device.type == "cuda"
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "config": self.config,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "generator": self.generator.get_state(),
+            },
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_val_acc": self.best_val_acc,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; its config was already checked against this run's."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.generator.set_state(state["rng"]["generator"])
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.best_epoch, self.best_val_acc = state["best_epoch"], state["best_val_acc"]
+
+    def summary(self, status: Status, test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+        """metrics.json: the best-validation epoch's train/val figures, its test figures, the history."""
+        best = next((record for record in self.history if record["epoch"] == self.best_epoch), {})
+        train_seconds = sum(record["train_seconds"] for record in self.history)
+        images = sum(record["train_images"] for record in self.history)
+        return {
+            "status": status,
+            "train_acc": best.get("train_acc"),
+            "val_acc": best.get("val_acc"),
+            "test_acc": test.get("test_acc"),
+            "train_loss": best.get("train_loss"),
+            "val_loss": best.get("val_loss"),
+            "test_loss": test.get("test_loss"),
+            "best_epoch": self.best_epoch or None,
+            "epochs_completed": len(self.history),
+            "train_seconds": train_seconds,
+            "images_per_second": images / train_seconds if train_seconds else None,
+            **extra,
+            "history": self.history,
+        }
 
 
-def _restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state["cuda"] is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    generator.set_state(state["generator"])
+# ---- the phases of a run -----------------------------------------------------------------------
 
 
-def _check_resumable(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Differences between the saved and the current config that would change results."""
-    changed = []
-    for key in sorted(set(saved) | set(current)):
-        if key in RESUMABLE_CHANGES and not prefix:
-            continue
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changed += _check_resumable(old, new, f"{prefix}{key}.")
-        elif old != new:
-            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return changed
-
-
-def _prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> dict[str, Any] | None:
+def prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> dict[str, Any] | None:
     """Return last.pt's state when resuming, None for a fresh run; refuse to overwrite a run.
 
     Resuming a run stopped before its first epoch was saved (it left metrics.json but no
     last.pt) starts it again; so does resuming, with `start_if_unsaved`, a sweep's job that
     never started. Otherwise resume=true without last.pt is a mistake."""
-    last = run_dir / "checkpoints" / "last.pt"
+    last = run_dir / LAST_CHECKPOINT
     if not cfg.resume:
-        if last.exists() or (run_dir / "metrics.json").exists():
-            raise UserError(
-                f"{run_dir} already holds a run; it is left untouched. Pass resume=true to continue "
-                "it, or choose another directory with hydra.run.dir=DIR."
-            )
+        if holds_run(run_dir):
+            raise UserError(already_holds_run(run_dir))
         return None
     if not last.exists():
-        if start_if_unsaved or (run_dir / "metrics.json").exists():
+        if start_if_unsaved or (run_dir / METRICS_FILE).exists():
             log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
             return None
         raise UserError(
             f"resume=true, but there is nothing to resume: {last} does not exist. Point "
             "hydra.run.dir at the directory of the run to continue, or drop resume=true."
         )
-    state = checkpoint.load(last)
-    changed = _check_resumable(state["config"], to_plain(cfg))
+    saved = checkpoint.load(last)
+    changed = config_changes(saved["config"], to_plain(cfg), allowed=RESUMABLE_CHANGES)
     if changed:
         raise UserError(
             f"resume=true, but the configuration differs from the saved run's: {'; '.join(changed)}. Resume with the same overrides."
         )
-    return state
+    return saved
 
 
-def _summary(
-    status: str, history: list[dict[str, Any]], best_epoch: int, test: dict[str, float], extra: dict[str, Any]
+def _completed_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """metrics.json of a run that already completed, else None."""
+    path = run_dir / METRICS_FILE
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    return metrics if metrics.get("status") == Status.completed else None
+
+
+def _epoch_record(
+    cfg: TrainConfig,
+    state: TrainingState,
+    val: data.Split,
+    epoch: int,
+    trained: tuple[float, float, int],
+    started: float,
 ) -> dict[str, Any]:
-    """metrics.json: the best-validation epoch's train/val figures, its test figures, the history."""
-    best = next((record for record in history if record["epoch"] == best_epoch), {})
-    train_seconds = sum(record["train_seconds"] for record in history)
-    images = sum(record["train_images"] for record in history)
+    """An epoch's line of the history. `trained`: mean training loss, accuracy and image count."""
+    train_loss, train_acc, train_images = trained
+    train_seconds = time.perf_counter() - started
+    val_loss, val_acc, _ = evaluate(
+        state.model, val.images, val.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
+    )
     return {
-        "status": status,
-        "train_acc": best.get("train_acc"),
-        "val_acc": best.get("val_acc"),
-        "test_acc": test.get("test_acc"),
-        "train_loss": best.get("train_loss"),
-        "val_loss": best.get("val_loss"),
-        "test_loss": test.get("test_loss"),
-        "best_epoch": best_epoch or None,
-        "epochs_completed": len(history),
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "seconds": time.perf_counter() - started,
         "train_seconds": train_seconds,
-        "images_per_second": images / train_seconds if train_seconds else None,
-        **extra,
-        "history": history,
+        "train_images": train_images,
+        "images_per_second": train_images / train_seconds,
+        "lr": state.optimizer.param_groups[0]["lr"],
     }
+
+
+def _check_finite(record: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
+    if not (math.isfinite(record["train_loss"]) and math.isfinite(record["val_loss"])):
+        raise Diverged(
+            f"Run {run_dir} diverged in epoch {record['epoch']}: the loss became {record['train_loss']} (NaN or "
+            f"infinite). Lower optimizer.lr (now {cfg.optimizer.lr}) or choose another optimizer."
+        )
+
+
+def _save_epoch(state: TrainingState, is_best: bool, run_dir: Path, extra: dict[str, Any]) -> None:
+    """Checkpoints, then metrics.json: a kill at any moment leaves the last completed epoch resumable."""
+    saved = state.state_dict()
+    if is_best:
+        checkpoint.save(run_dir / BEST_CHECKPOINT, saved)
+    checkpoint.save(run_dir / LAST_CHECKPOINT, saved)
+    write_json(run_dir / METRICS_FILE, state.summary(Status.running, {}, extra))
+
+
+def _interrupted_in(epoch: int, run_dir: Path) -> Interrupted:
+    if epoch == 1:
+        return Interrupted("Interrupted in epoch 1, before any epoch was saved; resuming starts the run again.")
+    return Interrupted(f"Interrupted in epoch {epoch}; {run_dir / LAST_CHECKPOINT} holds epoch {epoch - 1}.")
+
+
+def fit(
+    cfg: TrainConfig,
+    state: TrainingState,
+    splits: data.FashionMNISTData,
+    run_dir: Path,
+    board: TensorBoardLog,
+    extra: dict[str, Any],
+) -> None:
+    """Train the epochs after `state.epoch`, validating, logging and saving each one. SIGINT and
+    SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite loss stops it too
+    (Diverged), with the epoch that diverged in the history."""
+    train, val = splits.train, splits.val
+    if state.epoch == 0:  # what the model sees, drawn with its own generator so training is unaffected
+        preview = torch.Generator(device=state.device).manual_seed(cfg.seed)
+        board.samples(augment(train.images[:64], cfg.augmentation.flip, cfg.augmentation.max_shift, preview))
+    augmenter = Augmenter(train.images, cfg.augmentation.flip, cfg.augmentation.max_shift)  # once per run
+    # scripts/bench.py times start-up up to this line.
+    log.info(
+        "Training starts: %d steps of %d images per epoch",
+        math.ceil(len(train.labels) / cfg.batch_size),
+        cfg.batch_size,
+    )
+    with stop_on_signals() as stop:
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            started = time.perf_counter()
+            result = train_epoch(
+                state.model, state.optimizer, state.scheduler, augmenter, train.labels, cfg.batch_size,
+                state.generator, stop, f"epoch {epoch}/{cfg.epochs}",
+            )  # fmt: skip
+            if result is None:
+                raise _interrupted_in(epoch, run_dir)
+            record = _epoch_record(cfg, state, val, epoch, (*result, len(train.labels)), started)
+            state.history.append(record)
+            _check_finite(record, cfg, run_dir)
+            board.epoch(epoch, record, record["lr"])
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f img/s",
+                epoch, cfg.epochs, record["train_loss"], record["train_acc"], record["val_loss"], record["val_acc"],
+                record["seconds"], record["images_per_second"],
+            )  # fmt: skip
+            _save_epoch(state, state.complete_epoch(record), run_dir, extra)
+            if stop.is_set():  # the signal came during validation or saving
+                raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {run_dir / LAST_CHECKPOINT}.")
+
+
+def final_test(
+    cfg: TrainConfig, state: TrainingState, test: data.Split, run_dir: Path, board: TensorBoardLog
+) -> dict[str, float]:
+    """Test accuracy and loss of the best-validation epoch's weights (best.pt)."""
+    try:  # the signal handlers are restored by now: Ctrl-C and SIGTERM arrive as KeyboardInterrupt
+        best = checkpoint.load(run_dir / BEST_CHECKPOINT, map_location=state.device)
+        state.model.load_state_dict(best["model"])
+        test_loss, test_acc, predicted = evaluate(
+            state.model, test.images, test.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
+        )
+        board.test(cfg.epochs, test_acc, test_loss, confusion_matrix(test.labels, predicted), data.CLASSES)
+    except KeyboardInterrupt:
+        raise Interrupted(f"Interrupted while testing; {run_dir / LAST_CHECKPOINT} holds every epoch.") from None
+    log.info(
+        "Best epoch %d: val acc %.4f, test acc %.4f, test loss %.4f",
+        state.best_epoch, state.best_val_acc, test_acc, test_loss,
+    )  # fmt: skip
+    return {"test_acc": test_acc, "test_loss": test_loss}
+
+
+def status_after(error: BaseException) -> Status:
+    """How a run that raised `error` ended. SystemExit is how submitit stops a pre-empted job after
+    it saved (the job is resumed later); KeyboardInterrupt is a signal outside the epoch loop."""
+    if isinstance(error, Interrupted | KeyboardInterrupt | SystemExit):
+        return Status.interrupted
+    return Status.diverged if isinstance(error, Diverged) else Status.failed
 
 
 def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` and return what metrics.json holds."""
-    resumed = _prepare_run_dir(cfg, run_dir, start_if_unsaved)
-    if resumed is not None and (run_dir / "metrics.json").exists():
-        done = json.loads((run_dir / "metrics.json").read_text())
-        if done.get("status") == "completed":
-            log.info("%s is already completed; nothing to resume.", run_dir)
-            return done
+    saved = prepare_run_dir(cfg, run_dir, start_if_unsaved)
+    if saved is not None and (done := _completed_metrics(run_dir)) is not None:
+        log.info("%s is already completed; nothing to resume.", run_dir)
+        return done
     device = select_device(cfg.device)
     threads = configure_threads(cfg.threads)
-    fashion = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed)
-    train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
-    val = data.Split(fashion.val.images.to(device), fashion.val.labels.to(device))
-    test = data.Split(fashion.test.images.to(device), fashion.test.labels.to(device))
-
-    torch.manual_seed(cfg.seed)  # initial weights and dropout masks
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
-    model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
-    model.to(device, memory_format=CHANNELS_LAST)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    steps_per_epoch = math.ceil(len(train.labels) / cfg.batch_size)
-    schedule = build_schedule(optimizer, cfg.optimizer, steps_per_epoch, cfg.epochs)
-    config = to_plain(cfg)
-
-    history: list[dict[str, Any]] = []
-    best_epoch, best_val_acc, start_epoch = 0, -1.0, 1
-    if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        schedule.load_state_dict(resumed["scheduler"])
-        _restore_rng(resumed["rng"], generator, device)
-        history, best_epoch, best_val_acc = resumed["history"], resumed["best_epoch"], resumed["best_val_acc"]
-        start_epoch = resumed["epoch"] + 1
-        log.info("Resuming %s after epoch %d", run_dir, resumed["epoch"])
-
-    extra = {"device": str(device), "threads": threads, "parameters": sum(p.numel() for p in model.parameters())}
+    splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
+    state = TrainingState(cfg, device, steps_per_epoch=math.ceil(len(splits.train.labels) / cfg.batch_size))
+    if saved is not None:
+        state.load_state_dict(saved)
+        log.info("Resuming %s after epoch %d", run_dir, state.epoch)
+    extra = {"device": str(device), "threads": threads, "parameters": sum(p.numel() for p in state.model.parameters())}
     log.info(
         "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
         cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
         extra["parameters"], device, threads,
     )  # fmt: skip
-    board = TensorBoardLog(run_dir, config, start_epoch)
-    if start_epoch == 1:  # what the model sees, drawn with its own generator so training is unaffected
-        preview = torch.Generator(device=device).manual_seed(cfg.seed)
-        board.samples(augment(train.images[:64], cfg.augmentation.flip, cfg.augmentation.max_shift, preview))
-    augmenter = Augmenter(train.images, cfg.augmentation.flip, cfg.augmentation.max_shift)  # once per run
-    status, test_figures = "running", {}
-    # scripts/bench.py times start-up up to this line.
-    log.info("Training starts: %d steps of %d images per epoch", steps_per_epoch, cfg.batch_size)
-    try:
-        with stop_on_signals() as stop:
-            for epoch in range(start_epoch, cfg.epochs + 1):
-                started = time.perf_counter()
-                result = train_epoch(
-                    model,
-                    optimizer,
-                    schedule,
-                    augmenter,
-                    train.labels,
-                    cfg.batch_size,
-                    generator,
-                    stop,
-                    f"epoch {epoch}/{cfg.epochs}",
-                )
-                if result is None:
-                    raise Interrupted(
-                        f"Interrupted in epoch {epoch}; {run_dir / 'checkpoints' / 'last.pt'} holds epoch {epoch - 1}."
-                        if epoch > 1
-                        else "Interrupted in epoch 1, before any epoch was saved; resuming starts the run again."
-                    )
-                train_seconds = time.perf_counter() - started
-                val_loss, val_acc, _ = evaluate(
-                    model, val.images, val.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
-                )
-                record = {
-                    "epoch": epoch,
-                    "train_loss": result[0],
-                    "train_acc": result[1],
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "seconds": time.perf_counter() - started,
-                    "train_seconds": train_seconds,
-                    "train_images": len(train.labels),
-                    "images_per_second": len(train.labels) / train_seconds,
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
-                history.append(record)
-                if not (math.isfinite(record["train_loss"]) and math.isfinite(val_loss)):
-                    raise Diverged(
-                        f"Run {run_dir} diverged in epoch {epoch}: the loss became {record['train_loss']} (NaN or "
-                        f"infinite). Lower optimizer.lr (now {cfg.optimizer.lr}) or choose another optimizer."
-                    )
-                board.epoch(epoch, record, record["lr"])
-                log.info(
-                    "epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1f s, %.0f img/s",
-                    epoch, cfg.epochs, record["train_loss"], record["train_acc"], val_loss, val_acc, record["seconds"],
-                    record["images_per_second"],
-                )  # fmt: skip
-                if val_acc > best_val_acc:
-                    best_epoch, best_val_acc = epoch, val_acc
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": schedule.state_dict(),
-                    "epoch": epoch,
-                    "config": config,
-                    "rng": _rng_state(generator, device),
-                    "history": history,
-                    "best_epoch": best_epoch,
-                    "best_val_acc": best_val_acc,
-                }
-                if best_epoch == epoch:
-                    checkpoint.save(run_dir / "checkpoints" / "best.pt", state)
-                checkpoint.save(run_dir / "checkpoints" / "last.pt", state)
-                write_json(run_dir / "metrics.json", _summary(status, history, best_epoch, {}, extra))
-                if stop.is_set():  # the signal came during validation or saving
-                    raise Interrupted(
-                        f"Interrupted after epoch {epoch}, which is saved in {run_dir / 'checkpoints' / 'last.pt'}."
-                    )
-
-        model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt", map_location=device)["model"])
-        test_loss, test_acc, predicted = evaluate(
-            model, test.images, test.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
-        )
-        board.test(cfg.epochs, test_acc, test_loss, confusion_matrix(test.labels, predicted), data.CLASSES)
-        status, test_figures = "completed", {"test_acc": test_acc, "test_loss": test_loss}
-        log.info(
-            "Best epoch %d: val acc %.4f, test acc %.4f, test loss %.4f", best_epoch, best_val_acc, test_acc, test_loss
-        )
-    except Interrupted:
-        status = "interrupted"
-        raise
-    except KeyboardInterrupt:  # SIGINT or SIGTERM while testing, after the signal handlers were restored
-        status = "interrupted"
-        raise Interrupted(
-            f"Interrupted while testing; {run_dir / 'checkpoints' / 'last.pt'} holds every epoch."
-        ) from None
-    except SystemExit:  # submitit stops a pre-empted job this way after saving; it is resumed later
-        status = "interrupted"
-        raise
-    except Diverged:
-        status = "diverged"
-        raise
-    except BaseException:
-        status = "failed"
+    board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
+    status, test = Status.running, {}
+    try:  # the one place that decides the run's status and writes its final metrics.json
+        fit(cfg, state, splits, run_dir, board, extra)
+        test = final_test(cfg, state, splits.test, run_dir, board)
+        status = Status.completed
+    except BaseException as error:
+        status = status_after(error)
         raise
     finally:
-        metrics = _summary(status, history, best_epoch, test_figures, extra)
-        write_json(run_dir / "metrics.json", metrics)
+        metrics = state.summary(status, test, extra)
+        write_json(run_dir / METRICS_FILE, metrics)
         board.close()
     return metrics

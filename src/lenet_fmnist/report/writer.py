@@ -17,10 +17,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist import analysis, runs, stats
-from lenet_fmnist.analysis import Comparison, Configuration, ExperimentAnalysis
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.runs import COMPLETED, Run
+from lenet_fmnist.report import analysis, runs, stats
+from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
+from lenet_fmnist.report.runs import COMPLETED, Run
+from lenet_fmnist.storage import write_text
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def _file_name(*parts: str) -> str:
 def draw_figures(report: Report, directory: Path) -> list[tuple[str, str]]:
     """Per compared factor, validation curves of its levels; then train vs validation curves of
     the best and the worst configuration by mean test accuracy. Returns (title, file name)s."""
-    from lenet_fmnist import figures  # matplotlib: only now that figures are drawn
+    from lenet_fmnist.report import figures  # matplotlib: only now that figures are drawn
 
     drawn = []
     for experiment in report.experiments:
@@ -252,8 +253,8 @@ def write(report: Report) -> tuple[Path, Path, list[str]]:
     drawn = draw_figures(report, directory)
     markdown_path, csv_path = directory / "report.md", directory / "report.csv"
     try:
-        markdown_path.write_text(markdown(report, drawn))
-        csv_path.write_text(csv_text(report))
+        write_text(markdown_path, markdown(report, drawn))
+        write_text(csv_path, csv_text(report))
     except OSError as error:
         raise UserError(f"Cannot write the report into {directory} ({error.strerror or error}).") from None
     return markdown_path, csv_path, [name for _, name in drawn]

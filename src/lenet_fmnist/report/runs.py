@@ -1,7 +1,7 @@
 """Find the training runs under some directories and read what each one recorded.
 
 A run is a directory holding `.hydra/config.yaml` (what was asked for) and/or `metrics.json`
-(what happened, written by train.py after every epoch and at the end). Every run found comes
+(what happened, written by train.py after every epoch and at the end): vocabulary.is_run_directory. Every run found comes
 back, whatever its state, so the report can show failures instead of silently leaving them out.
 This module must not import torch: reading a report should not wait for it.
 """
@@ -16,21 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 from lenet_fmnist.errors import UserError
+from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, Status, is_run_directory
 
 log = logging.getLogger(__name__)
 
-COMPLETED, DIVERGED, FAILED, UNFINISHED = "completed", "diverged", "failed", "unfinished"
-# metrics.json's status -> the report's: a run still "running" (or killed while it was) and an
-# "interrupted" one both lack a final test, so both count as unfinished.
+# The report's states of a run: metrics.json's status, except that a run still "running" (or
+# killed while it was) and an "interrupted" one both lack a final test: both are unfinished.
+COMPLETED, DIVERGED, FAILED, UNFINISHED = Status.completed, Status.diverged, Status.failed, "unfinished"
 _STATUS = {
-    "completed": COMPLETED,
-    "diverged": DIVERGED,
-    "failed": FAILED,
-    "running": UNFINISHED,
-    "interrupted": UNFINISHED,
+    Status.completed: COMPLETED,
+    Status.diverged: DIVERGED,
+    Status.failed: FAILED,
+    Status.running: UNFINISHED,
+    Status.interrupted: UNFINISHED,
 }
 
 
@@ -54,10 +55,6 @@ class Run:
         return list(self.metrics.get("history") or [])
 
 
-def _is_run(directory: Path) -> bool:
-    return (directory / ".hydra" / "config.yaml").is_file() or (directory / "metrics.json").is_file()
-
-
 def find(directories: list[Path]) -> list[Path]:
     """Every run directory under `directories`, in a stable order. Raises UserError for a
     directory that does not exist and when there is no run at all."""
@@ -72,7 +69,7 @@ def find(directories: list[Path]) -> list[Path]:
     for directory in directories:
         for root, subdirs, _ in os.walk(directory):
             here = Path(root)
-            if _is_run(here):
+            if is_run_directory(here):
                 found.append(here)
                 subdirs.clear()  # a run's own subdirectories (checkpoints/) hold no runs
             else:
@@ -81,7 +78,7 @@ def find(directories: list[Path]) -> list[Path]:
     if not unique:
         raise UserError(
             f"No training runs found under {', '.join(map(str, directories))}: no directory there holds "
-            ".hydra/config.yaml or metrics.json. Point the report at the directory given to (or printed by) "
+            f"{HYDRA_CONFIG} or {METRICS_FILE}. Point the report at the directory given to (or printed by) "
             "`python -m lenet_fmnist train`, e.g. outputs/sweeps/study/<date>."
         )
     return unique
@@ -95,8 +92,8 @@ def _job_order(path: Path) -> tuple[float, str]:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        return OmegaConf.to_container(OmegaConf.load(path))  # interpolations are kept as text
+    except Exception as error:  # unreadable, or not YAML: OSError or any of the parser's errors
         log.warning("Cannot read %s (%s); the run is reported without it.", path, error)
         return None
 
@@ -124,12 +121,12 @@ def _experiment(path: Path, choices: dict[str, str]) -> str:
 
 
 def load(path: Path) -> Run:
-    config = _read_yaml(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").exists() else None
+    config = _read_yaml(path / HYDRA_CONFIG) if (path / HYDRA_CONFIG).exists() else None
     hydra_file = path / ".hydra" / "hydra.yaml"
     hydra = (_read_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.exists() else {}
     choices = {str(key): str(value) for key, value in (hydra.get("runtime", {}).get("choices") or {}).items()}
     job_num = hydra.get("job", {}).get("num")
-    metrics, problem = _read_metrics(path / "metrics.json")
+    metrics, problem = _read_metrics(path / METRICS_FILE)
     if metrics is None:
         status, detail = UNFINISHED, problem
     else:

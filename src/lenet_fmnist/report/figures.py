@@ -17,8 +17,9 @@ matplotlib.use("Agg")  # before pyplot: figures are files, never windows
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from lenet_fmnist import stats
-from lenet_fmnist.runs import Run
+from lenet_fmnist.report import stats
+from lenet_fmnist.report.runs import Run
+from lenet_fmnist.storage import write_atomic
 
 DPI = 110  # small files, still sharp in a results page
 
@@ -55,8 +56,10 @@ def _style(axes: Any, ylabel: str) -> None:
 
 
 def _save(figure: Any, path: Path) -> Path:
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    try:
+        write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=DPI))
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -20,11 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lenet_fmnist import stats
-from lenet_fmnist.runs import COMPLETED, Run
+from lenet_fmnist.report import stats
+from lenet_fmnist.report.runs import COMPLETED, Run
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
 
-# Keys that tell runs of one configuration apart, or change only where and how fast they run.
-IGNORED = frozenset({"seed", "device", "threads", "eval_batch_size", "resume"})
+# Keys that tell runs of one configuration apart (the seed), or change only where and how fast
+# they run (dotted keys of the flattened config).
+IGNORED = frozenset({"seed", *RESULT_NEUTRAL_KEYS})
 
 # Per-run figures the report summarises: (key, heading). Accuracies and losses are metrics.json's
 # (train and val at the best-validation epoch, test of that epoch's weights).
@@ -77,19 +79,9 @@ def run_metrics(run: Run) -> dict[str, float]:
     }
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}{key}."))
-    return flat
-
-
 def _settings(run: Run) -> dict[str, Any]:
     """The run's flattened configuration without the IGNORED keys."""
-    config = {key: value for key, value in (run.config or {}).items() if key not in IGNORED}
-    return flatten(config) if config else {}
+    return {key: value for key, value in flatten(run.config or {}).items() if key not in IGNORED}
 
 
 @dataclass
@@ -207,14 +199,9 @@ class Level:
 class Comparison:
     """One factor of one experiment: its levels, the base first, with effects against it."""
 
-    experiment: str
     factor: str
     design: str  # "one factor", "one factor at a time" or "factorial"
     levels: list[Level]
-
-    @property
-    def base(self) -> Level:
-        return self.levels[0]
 
 
 @dataclass
@@ -296,7 +283,7 @@ def _welch_effects(level: Level, base: Level) -> dict[str, stats.Interval]:
     return {metric: stats.welch_interval(level.values(metric), base.values(metric)) for metric, _ in EFFECT_METRICS}
 
 
-def _one_at_a_time(name: str, centre: Configuration, design: Design, kind: str) -> list[Comparison]:
+def _one_at_a_time(centre: Configuration, design: Design, kind: str) -> list[Comparison]:
     comparisons = []
     for factor in design.factors:
         members = [centre] + [
@@ -308,7 +295,7 @@ def _one_at_a_time(name: str, centre: Configuration, design: Design, kind: str) 
         levels[0].label = design.label(centre, factor)
         for level in levels[1:]:
             level.effects = _welch_effects(level, levels[0])
-        comparisons.append(Comparison(name, factor, kind, levels))
+        comparisons.append(Comparison(factor, kind, levels))
     return comparisons
 
 
@@ -323,7 +310,7 @@ def _outcomes(design: Design, level: Level, others: list[str], metric: str) -> d
     return table
 
 
-def _factorial(name: str, design: Design, base: Configuration) -> list[Comparison]:
+def _factorial(design: Design, base: Configuration) -> list[Comparison]:
     """Main effects: for each factor and level, the mean difference from the base level over
     every combination of the other factors and seed, with a paired t interval. Pairing removes
     the other factors' (large) effects from the noise, which a plain two-group test would not."""
@@ -342,7 +329,7 @@ def _factorial(name: str, design: Design, base: Configuration) -> list[Compariso
                 level.effects[metric] = stats.paired_interval(
                     [mine[key] - theirs[key] for key in mine.keys() & theirs.keys()]
                 )
-        comparisons.append(Comparison(name, factor, "factorial", levels))
+        comparisons.append(Comparison(factor, "factorial", levels))
     return comparisons
 
 
@@ -360,14 +347,14 @@ def analyse(name: str, configs: list[Configuration], groups: list[str]) -> Exper
     design = Design(known, groups)
     base = known[0]  # the sweep's first job: every experiment lists its base levels first
     if len(design.factors) == 1:
-        return ExperimentAnalysis(name, "one factor", design.factors, _one_at_a_time(name, base, design, "one factor"))
+        return ExperimentAnalysis(name, "one factor", design.factors, _one_at_a_time(base, design, "one factor"))
     if len(design.factors) > 1 and _full_grid(design):
-        return ExperimentAnalysis(name, "factorial", design.factors, _factorial(name, design, base))
+        return ExperimentAnalysis(name, "factorial", design.factors, _factorial(design, base))
     # One factor at a time: a centre from which every other configuration differs in one factor.
     for centre in known:
         if all(len(design.differences(config, centre)) == 1 for config in known if config is not centre):
             kind = "one factor at a time"
-            return ExperimentAnalysis(name, kind, design.factors, _one_at_a_time(name, centre, design, kind))
+            return ExperimentAnalysis(name, kind, design.factors, _one_at_a_time(centre, design, kind))
     varying = ", ".join(design.factors) or "nothing the report compares"
     return ExperimentAnalysis(
         name,

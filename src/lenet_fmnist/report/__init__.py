@@ -1,0 +1,14 @@
+"""The report side: read finished (and unfinished) runs and turn them into the study's answers.
+
+- runs.py: find run directories and read what each recorded;
+- analysis.py: group runs into configurations and compare the levels of each factor;
+- stats.py: means, standard deviations and Student t intervals;
+- figures.py: the curves (matplotlib);
+- writer.py: report.md, report.csv and the `report` command.
+
+Nothing here imports torch (a test checks it): a report does not wait for it.
+"""
+
+from lenet_fmnist.report.writer import main
+
+__all__ = ["main"]
