@@ -28,7 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
-# Keys of metrics.json that issue 2 makes a contract.
+# Keys of metrics.json that users and the report rely on (README, "Outputs").
 METRICS_KEYS = {
     "status", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_epoch",
     "epochs_completed", "train_seconds", "images_per_second", "history",
@@ -36,6 +36,17 @@ METRICS_KEYS = {
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
 # Per-epoch values that measure time, so differ between two otherwise identical runs.
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
+
+
+# Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
+# that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
+SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +134,12 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def sweep_env(cli_env: dict[str, str]) -> dict[str, str]:
+    """The command line's environment without thread settings: launchers must set them."""
+    return {key: value for key, value in cli_env.items() if not key.endswith("_NUM_THREADS")}
+
+
 def tiny_args(data: Path, run_dir: Path, *extra: str) -> list[str]:
     """Overrides for a fast, deterministic training run on synthetic data."""
     return [
@@ -183,6 +200,13 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json without the figures that measure time, which differ between identical runs."""
+    kept = {key: value for key, value in metrics.items() if key not in TIMING_KEYS}
+    kept["history"] = [{k: v for k, v in record.items() if k not in TIMING_KEYS} for record in metrics["history"]]
+    return kept
 
 
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:

@@ -1,4 +1,4 @@
-"""Every bad input of issue 5 through the command line, in a subprocess: a non-zero exit, one
+"""Every bad input a user can give, through the command line in a subprocess: a non-zero exit, one
 clear paragraph that says what is wrong, no traceback, and nothing on disk lost."""
 
 from __future__ import annotations

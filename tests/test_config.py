@@ -3,12 +3,17 @@ values that are well typed but out of range (in-process, through Hydra's compose
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lenet_fmnist import config
@@ -22,8 +27,11 @@ from lenet_fmnist.config import (
     validate,
 )
 from lenet_fmnist.errors import UserError
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
 
-# The config groups and options of issue 2, exactly.
+REPO = Path(__file__).resolve().parents[1]
+
+# The study's config groups and their options, exactly.
 GROUPS = {
     "activation": {"relu", "tanh", "sigmoid"},
     "pool": {"max", "avg"},
@@ -49,7 +57,7 @@ def options(group: str) -> set[str]:
     return {path.stem for path in (config_dir() / group).glob("*.yaml")}
 
 
-def test_the_groups_offer_exactly_the_issues_options() -> None:
+def test_the_groups_offer_exactly_the_study_options() -> None:
     for group, expected in GROUPS.items():
         assert options(group) == expected, group
 
@@ -110,7 +118,7 @@ def _default_groups() -> set[str]:
 
 
 def _other_group_options() -> list[tuple[str, str]]:
-    """Options of config groups beyond issue 2's (experiments, studies...), found on disk."""
+    """Options of the other config groups (experiments, variants...), found on disk."""
     groups = sorted(
         path.name
         for path in config_dir().iterdir()
@@ -177,23 +185,87 @@ def test_a_value_from_the_command_line_is_checked_the_same_way(compose_with: Com
         validate(compose_with("train", "optimizer.lr=-1"), TrainConfig)
 
 
-@pytest.mark.parametrize("override", ["activation=foo", "optimizer=lbfgs", "epochs=abc", "foo=1"])
-def test_hydra_rejects_wrong_options_types_and_keys(compose_with: Compose, override: str) -> None:
-    with pytest.raises(Exception, match=r"foo|lbfgs|abc"):
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ("activation=foo", MissingConfigException, r"Could not find 'activation/foo'(.|\n)*Available options"),
+        ("optimizer=lbfgs", MissingConfigException, r"Could not find 'optimizer/lbfgs'"),
+        ("epochs=abc", ConfigCompositionException, r"Error merging override epochs=abc"),
+        ("foo=1", ConfigCompositionException, r"Could not override 'foo'"),
+    ],
+)
+def test_hydra_rejects_wrong_options_types_and_keys(
+    compose_with: Compose, override: str, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
         compose_with("train", override)
 
 
-def test_sweep_directories_ignore_keys_that_do_not_change_results(compose_with: Compose) -> None:
+def test_sweep_directory_names_leave_out_exactly_the_result_neutral_keys(compose_with: Compose) -> None:
     """A sweep run again with resume=true must map each job to the same sub-directory, so the
-    keys that may change on resume stay out of the directory names."""
-    from lenet_fmnist.vocabulary import RESUMABLE_CHANGES
-
+    keys that never change results stay out of the names; `experiment` too (the sweep's own
+    directory names it). conf/train.yaml repeats vocabulary's list: this keeps them in step."""
     cfg = compose_with("train", hydra=True)
-    excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)
-    assert set(RESUMABLE_CHANGES) <= excluded
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == [*RESULT_NEUTRAL_KEYS, "experiment"]
     assert "${hydra:job.override_dirname}" in OmegaConf.to_container(cfg.hydra.sweep)["subdir"]
 
 
-def test_configs_ship_with_the_package_or_the_checkout() -> None:
-    assert (config_dir() / "train.yaml").is_file() and (config_dir() / "eval.yaml").is_file()
-    assert config_dir() == Path(config.__file__).parent / "conf" or config_dir().parent.joinpath("src").is_dir()
+def _defaults_of(schema: type) -> dict[str, object]:
+    """A dataclass's defaults, flattened, leaving out the fields without one (???)."""
+    plain = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+    return {key: value for key, value in flatten(plain).items() if value != "???"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "schema", "node"),
+    [
+        ((), TrainConfig, None),  # the top-level values and data.*, activation, pool, dropout, augmentation
+        (("optimizer=sgd",), SGDConfig, "optimizer"),
+        (("optimizer=adam",), AdamConfig, "optimizer"),
+        (("optimizer=rmsprop",), RMSpropConfig, "optimizer"),
+    ],
+)
+def test_dataclass_defaults_match_the_yaml(
+    compose_with: Compose, overrides: tuple[str, ...], schema: type, node: str | None
+) -> None:
+    """config.py repeats conf/'s defaults (for configs built in Python): any drift fails here."""
+    composed = OmegaConf.to_container(compose_with("train", *overrides), enum_to_str=True)
+    yaml_values = flatten(composed[node] if node else composed)
+    defaults = _defaults_of(schema)
+    assert defaults, schema
+    assert {key: yaml_values.get(key) for key in defaults} == defaults
+
+
+def test_eval_yaml_holds_only_what_eval_uses(compose_with: Compose) -> None:
+    composed = flatten(OmegaConf.to_container(compose_with("eval", "checkpoint=x.pt")))
+    assert composed.keys() == _defaults_of(EvalConfig).keys() | {"checkpoint"}
+    assert {key: composed[key] for key in _defaults_of(EvalConfig)} == _defaults_of(EvalConfig)
+
+
+def test_the_built_wheel_ships_the_configs_and_runs_from_it(tmp_path: Path) -> None:
+    """A non-editable install: the wheel pip builds holds conf/ as lenet_fmnist/conf and the
+    launcher plugin, and the command line unpacked from it composes a config from there."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("lenet_fmnist-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    shipped = {path.relative_to(REPO).as_posix() for path in (REPO / "conf").rglob("*.yaml")}
+    assert {f"lenet_fmnist/{name}" for name in shipped} <= names
+    assert "hydra_plugins/lenet_fmnist_launchers/__init__.py" in names
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    run = subprocess.run(
+        [sys.executable, "-m", "lenet_fmnist", "train", "epochs=7", "--cfg", "job"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "epochs: 7" in run.stdout
+    where = subprocess.run(
+        [sys.executable, "-c", "from lenet_fmnist.cli import config_dir; print(config_dir())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()) == tmp_path / "site" / "lenet_fmnist" / "conf"

@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import (
     CLI,
-    TIMING_KEYS,
     assert_ok,
+    comparable,
     epochs_done,
     output,
     plain_args,
@@ -31,13 +30,6 @@ from conftest import (
 )
 
 EPOCHS = 3  # plain_args
-
-
-def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json without the wall-clock figures, which differ between any two runs."""
-    kept = {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
-    kept["history"] = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in metrics["history"]]
-    return kept
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
@@ -216,25 +208,29 @@ version = 0
 while True:
     version += 1
     write_json(path, {"version": version, "padding": "x" * 200_000})
+    print(version, flush=True)  # the sync point: this version is on disk
 """
 
 
 def test_a_killed_writer_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
-    """SIGKILL at arbitrary moments of a stream of atomic writes: the file always parses."""
+    """SIGKILL in the middle of a stream of atomic writes: the file always parses, and holds at
+    least the last version the writer reported written (each attempt waits for a later one)."""
     target = tmp_path / "metrics.json"
-    seen = set()
     for attempt in range(6):
-        process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
-        deadline = time.monotonic() + 30
-        while not target.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05 + 0.03 * attempt)
+        awaited = 2 + attempt  # past the first write, so the kill lands while replacing a file
+        process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        written = 0
+        while written < awaited:
+            line = process.stdout.readline()
+            assert line, "the writer stopped before reaching the awaited version"
+            written = int(line)
         process.kill()
         process.wait()
+        process.stdout.close()
         content = json.loads(target.read_text())  # never half a file
         assert content["padding"] == "x" * 200_000
-        seen.add(content["version"])
-    assert len(seen) > 1, "the writer never got past its first version"
+        assert content["version"] >= written
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:

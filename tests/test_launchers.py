@@ -1,4 +1,4 @@
-"""Sweeps on Hydra's launchers (issue 6): joblib for local parallel sweeps, submitit for SLURM and
+"""Sweeps on Hydra's launchers: joblib for local parallel sweeps, submitit for SLURM and
 its local rehearsal, each job with its share of the cores and, on a requeue, resuming its run.
 
 The pure logic is tested everywhere. The real sweeps run `python -m lenet_fmnist train -m` in a
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,10 +19,10 @@ from typing import Any
 import pytest
 import torch
 
+from conftest import CLI, assert_ok, output
 from lenet_fmnist import launchers, runtime
 
 EXTRA = "needs the `cluster` extra: pip install -e '.[cluster]'"
-TRAIN, TEST = 128, 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,37 +202,9 @@ def test_slurm_preset_asks_for_one_gpu_and_the_requeue_signal(
 # Real sweeps in a subprocess
 
 
-def _idx(magic: int, shape: tuple[int, ...], payload: bytes) -> bytes:
-    """An IDX file: magic number (0x801 labels, 0x803 images), big-endian sizes, uint8 data."""
-    return struct.pack(f">I{len(shape)}I", magic, *shape) + payload
-
-
-@pytest.fixture(scope="module")
-def sweep_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Fashion-MNIST's four files, uncompressed, with random pixels: 128 train and 32 test images."""
-    root = tmp_path_factory.mktemp("sweep_data")
-    rng = random.Random(0)
-    for prefix, count in (("train", TRAIN), ("t10k", TEST)):
-        images = rng.randbytes(count * 28 * 28)
-        labels = bytes(index % 10 for index in range(count))
-        (root / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(0x803, (count, 28, 28), images))
-        (root / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(0x801, (count,), labels))
-    return root
-
-
-@pytest.fixture(scope="module")
-def sweep_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """No thread settings of our own: the launchers must set them."""
-    base = tmp_path_factory.mktemp("sweep_env")
-    env = {key: value for key, value in os.environ.items() if not key.endswith("_NUM_THREADS")}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.update(XDG_CACHE_HOME=str(base / "cache"), MPLCONFIGDIR=str(base / "mpl"), PYTHONUNBUFFERED="1")
-    return env
-
-
-def _sweep_command(data: Path, sweep_dir: Path, launcher: str, *extra: str) -> list[str]:
+def _sweep_args(data: Path, sweep_dir: Path, launcher: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "lenet_fmnist", "train", "-m", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}",
+        "train", "-m", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}",
         f"data.root={data}", "data.val_size=32", "epochs=1", "device=cpu", "seed=0,1", *extra,
     ]  # fmt: skip
 
@@ -252,20 +221,18 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _run_sweep(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
+def _run_sweep(env: dict[str, str], cwd: Path, args: list[str]) -> None:
+    assert_ok(CLI(env, cwd).run(*args, timeout=240))
 
 
 def test_joblib_sweep_gives_each_job_its_share_of_the_cores(
-    sweep_data: Path, sweep_env: dict[str, str], tmp_path: Path
+    tiny_data: Path, sweep_env: dict[str, str], tmp_path: Path
 ) -> None:
     joblib = pytest.importorskip("joblib", reason=EXTRA)
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=EXTRA)
     sweep_dir = tmp_path / "sweep"
 
-    _run_sweep(_sweep_command(sweep_data, sweep_dir, "joblib", "hydra.launcher.n_jobs=2"), sweep_env, tmp_path)
+    _run_sweep(sweep_env, tmp_path, _sweep_args(tiny_data, sweep_dir, "joblib", "hydra.launcher.n_jobs=2"))
 
     # joblib's workers get OMP_NUM_THREADS = cpu_count // n_jobs; the trainer never exceeds its cores.
     share = max(1, min(_cores(), joblib.cpu_count() // 2))
@@ -281,23 +248,23 @@ def test_a_joblib_sweep_whose_jobs_fail_exits_non_zero(sweep_env: dict[str, str]
     """The jobs run in worker processes, so the sweep's exit status comes from their records."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=EXTRA)
     sweep_dir = tmp_path / "sweep"
-    command = _sweep_command(tmp_path / "no-such-dir", sweep_dir, "joblib", "hydra.launcher.n_jobs=2")
+    args = _sweep_args(tmp_path / "no-such-dir", sweep_dir, "joblib", "hydra.launcher.n_jobs=2")
 
-    result = subprocess.run(command, cwd=tmp_path, env=sweep_env, capture_output=True, text=True, timeout=240)
+    result = CLI(sweep_env, tmp_path).run(*args, timeout=240)
 
-    text = result.stdout + result.stderr
+    text = output(result)
     assert result.returncode == 1, text
     assert "Traceback" not in text
     assert "2 job(s) of the sweep" in text and "0_data.val_size=32,epochs=1,seed=0" in text
 
 
 def test_submitit_local_sweep_runs_each_job(
-    submitit_plugin: None, sweep_data: Path, sweep_env: dict[str, str], tmp_path: Path
+    submitit_plugin: None, tiny_data: Path, sweep_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Hydra's own preset, unchanged: every job in its own process through submitit."""
     sweep_dir = tmp_path / "sweep"
 
-    _run_sweep(_sweep_command(sweep_data, sweep_dir, "submitit_local"), sweep_env, tmp_path)
+    _run_sweep(sweep_env, tmp_path, _sweep_args(tiny_data, sweep_dir, "submitit_local"))
 
     jobs = _job_dirs(sweep_dir)
     assert len(jobs) == 2
@@ -319,12 +286,12 @@ def _job_processes(sweep_dir: Path) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the job processes through /proc")
 def test_preempted_jobs_are_requeued_and_resume(
-    submitit_plugin: None, sweep_data: Path, sweep_env: dict[str, str], tmp_path: Path
+    submitit_plugin: None, tiny_data: Path, sweep_env: dict[str, str], tmp_path: Path
 ) -> None:
     """SIGUSR2 is what SLURM sends before a time limit (and at pre-emption, where configured):
     each job is requeued with resume=true and finishes from its last saved epoch."""
     sweep_dir, epochs = tmp_path / "sweep", 100
-    command = _sweep_command(sweep_data, sweep_dir, "local", f"epochs={epochs}")
+    command = CLI(sweep_env, tmp_path).command(_sweep_args(tiny_data, sweep_dir, "local", f"epochs={epochs}"))
     sweep = subprocess.Popen(
         command, cwd=tmp_path, env=sweep_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -6,16 +6,24 @@ import itertools
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
+from lenet_fmnist.cli import config_dir
+from lenet_fmnist.config import Activation, Pool
 from lenet_fmnist.model import ACTIVATIONS, POOLS, LeNet5
 
-SETTINGS = list(itertools.product(["relu", "tanh", "sigmoid"], ["max", "avg"], [0.0, 0.5]))
+SETTINGS = list(itertools.product(ACTIVATIONS, POOLS, [0.0, 0.5]))
+
+
+def _names_in_conf(group: str) -> set[str]:
+    """The `name` that each option file of a config group in conf/ sets."""
+    return {OmegaConf.load(path)["name"] for path in (config_dir() / group).glob("*.yaml")}
 
 
 def test_every_option_of_the_config_groups_has_a_model() -> None:
-    assert set(ACTIVATIONS) == {"relu", "tanh", "sigmoid"}
-    assert set(POOLS) == {"max", "avg"}
+    assert set(ACTIVATIONS) == _names_in_conf("activation") == {option.value for option in Activation}
+    assert set(POOLS) == _names_in_conf("pool") == {option.value for option in Pool}
 
 
 @pytest.mark.parametrize(("activation", "pool", "dropout"), SETTINGS)

@@ -1,91 +1,44 @@
-"""The `report` command: real sweeps on tiny synthetic data, then the report; and its statistics.
-
-The synthetic data set is written here (not shared with other test files): 128 training and 32
-test images in the real IDX format, so `data.root=` reads them like the real Fashion-MNIST files.
-"""
+"""The `report` command: real sweeps on tiny synthetic data (conftest's IDX files), then the
+report; and its statistics."""
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
-import os
 import shutil
-import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from lenet_fmnist.report import analysis, runs, stats
+from conftest import CLI
 from lenet_fmnist.cli import main
+from lenet_fmnist.report import analysis, runs, stats
 
-TRAIN_IMAGES, TEST_IMAGES, VAL_IMAGES = 128, 32, 32
-
-
-def write_idx(path: Path, values: bytes, dims: tuple[int, ...]) -> None:
-    """An IDX file: magic (0, 0, type 0x08 = unsigned byte, number of dimensions), the sizes, the data."""
-    header = bytes([0, 0, 0x08, len(dims)]) + b"".join(struct.pack(">I", size) for size in dims)
-    path.write_bytes(header + values)
+VAL_IMAGES = 32
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny Fashion-MNIST look-alike: each class a brighter square at its own place, plus noise,
-    so one epoch can learn something and the numbers are not all equal."""
-    import random
-
-    root = tmp_path_factory.mktemp("data")
-    generator = random.Random(0)
-    for prefix, count in (("train", TRAIN_IMAGES), ("t10k", TEST_IMAGES)):
-        labels = [index % 10 for index in range(count)]
-        pixels = bytearray()
-        for label in labels:
-            image = [generator.randrange(0, 40) for _ in range(28 * 28)]
-            top, left = 2 + (label // 5) * 12, 2 + (label % 5) * 5
-            for row in range(top, top + 10):
-                for col in range(left, left + 4):
-                    image[row * 28 + col] = 200 + generator.randrange(0, 55)
-            pixels.extend(image)
-        write_idx(root / f"{prefix}-images-idx3-ubyte", bytes(pixels), (count, 28, 28))
-        # The labels compressed, as Debian ships them: the loader reads both forms.
-        labels_path = root / f"{prefix}-labels-idx1-ubyte"
-        write_idx(labels_path, bytes(labels), (count,))
-        labels_path.with_suffix(".gz").write_bytes(gzip.compress(labels_path.read_bytes()))
-        labels_path.unlink()
-    return root
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m lenet_fmnist ARGS` in a fresh process, one thread: tests share the machine."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "lenet_fmnist", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def tiny(data_root: Path) -> list[str]:
-    return [f"data.root={data_root}", f"data.val_size={VAL_IMAGES}", "epochs=2", "threads=1", "batch_size=32"]
+def tiny(data: Path) -> list[str]:
+    return [f"data.root={data}", f"data.val_size={VAL_IMAGES}", "epochs=2", "threads=1", "batch_size=32"]
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict[str, Path]:
+def sweeps(tmp_path_factory: pytest.TempPathFactory, cli: CLI, tiny_data: Path) -> dict[str, Path]:
     """Three real sweeps: two activations x two seeds; one that diverges; and, made by hand from
     the first, a run killed before its first epoch ended and one interrupted."""
     where = tmp_path_factory.mktemp("sweeps")
     activation = where / "activation"
-    done = run_cli(
-        "train", "-m", "experiment=activation", "+variant=base,tanh", "seed=0,1", *tiny(data_root),
-        f"hydra.sweep.dir={activation}", cwd=where,
+    done = cli.run(
+        "train", "-m", "experiment=activation", "+variant=base,tanh", "seed=0,1", *tiny(tiny_data),
+        f"hydra.sweep.dir={activation}", timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     diverged = where / "diverged"
-    blown = run_cli(
-        "train", "-m", "experiment=optimizer", "+variant=base", "optimizer.lr=1e6", "seed=0", *tiny(data_root),
-        "batch_size=8", f"hydra.sweep.dir={diverged}", cwd=where,
+    blown = cli.run(
+        "train", "-m", "experiment=optimizer", "+variant=base", "optimizer.lr=1e6", "seed=0", *tiny(tiny_data),
+        "batch_size=8", f"hydra.sweep.dir={diverged}", timeout=300,
     )  # fmt: skip
     assert blown.returncode == 1, blown.stderr[-3000:]  # a failed job makes the sweep exit 1
     extra = where / "extra"
@@ -107,10 +60,8 @@ def test_sweep_job_directories_read_as_run_names(sweeps: dict[str, Path]) -> Non
     ]
 
 
-def test_report_of_real_sweeps_lists_every_configuration_and_every_failure(sweeps: dict[str, Path]) -> None:
-    result = run_cli(
-        "report", str(sweeps["activation"]), str(sweeps["diverged"]), str(sweeps["extra"]), cwd=sweeps["root"]
-    )
+def test_report_of_real_sweeps_lists_every_configuration_and_every_failure(cli: CLI, sweeps: dict[str, Path]) -> None:
+    result = cli.run("report", str(sweeps["activation"]), str(sweeps["diverged"]), str(sweeps["extra"]))
     assert result.returncode == 0, result.stderr
     table = [
         line for line in result.stdout.splitlines() if line.startswith("| activation") or line.startswith("| optimizer")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import TIMING_KEYS
+from conftest import comparable
 from lenet_fmnist import checkpoint, config, train
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
@@ -33,12 +32,6 @@ def make_config(tiny_data: Path) -> Iterator[MakeConfig]:
         yield make
 
 
-def without_timing(metrics: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"train_seconds", "history"}}
-    kept["history"] = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in metrics["history"]]
-    return kept
-
-
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["model"]
 
@@ -57,7 +50,7 @@ def test_same_seed_same_results_other_seed_other_results(make_config: MakeConfig
     other = train.run(make_config("seed=4", "augmentation=standard", "dropout=standard"), tmp_path / "c")
 
     assert first["status"] == second["status"] == other["status"] == "completed"
-    assert without_timing(first) == without_timing(second)
+    assert comparable(first) == comparable(second)
     for name in ("best.pt", "last.pt"):
         assert_same_weights(tmp_path / "a" / "checkpoints" / name, tmp_path / "b" / "checkpoints" / name)
     assert first["history"][0]["train_loss"] != other["history"][0]["train_loss"]
@@ -107,7 +100,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts(make_config: MakeCon
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 0, "history": []}))
     resumed = train.run(make_config("resume=true"), run_dir)
-    assert without_timing(resumed) == without_timing(reference)
+    assert comparable(resumed) == comparable(reference)
 
 
 def test_divergence_stops_the_run_with_status_diverged(make_config: MakeConfig, tmp_path: Path) -> None:

@@ -1,0 +1,64 @@
+"""The run vocabulary: statuses, what makes a directory hold a run, and the keys that never change
+results; and the report side, which must never need torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lenet_fmnist.vocabulary import (
+    KEPT_ON_RESUME,
+    RESULT_FILES,
+    RESULT_NEUTRAL_KEYS,
+    RESUMABLE_CHANGES,
+    Status,
+    config_changes,
+    holds_run,
+    is_run_directory,
+)
+
+
+def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
+    text = json.dumps({"status": Status.interrupted})
+    assert text == '{"status": "interrupted"}'
+    assert json.loads(text)["status"] == Status.interrupted
+
+
+@pytest.mark.parametrize("name", RESULT_FILES)
+def test_any_result_file_makes_a_directory_hold_a_run(tmp_path: Path, name: str) -> None:
+    assert not holds_run(tmp_path) and not is_run_directory(tmp_path)
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text("{}")
+    assert holds_run(tmp_path)
+
+
+def test_a_job_with_only_its_hydra_config_is_a_run_for_the_report_but_holds_nothing(tmp_path: Path) -> None:
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    assert is_run_directory(tmp_path) and not holds_run(tmp_path)
+
+
+def test_resume_may_change_the_neutral_keys_but_the_device() -> None:
+    assert set(RESUMABLE_CHANGES) == set(RESULT_NEUTRAL_KEYS) - set(KEPT_ON_RESUME)
+    saved = {"seed": 0, "threads": 1, "device": "cpu", "data": {"root": "/a", "val_size": 10}}
+    moved = {"seed": 0, "threads": 2, "device": "cpu", "data": {"root": "/b", "val_size": 10}}
+    assert config_changes(saved, moved, RESUMABLE_CHANGES) == []
+    other = {**moved, "device": "cuda", "data": {"root": "/b", "val_size": 20}}
+    assert config_changes(saved, other, RESUMABLE_CHANGES) == ["data.val_size: 10 -> 20", "device: 'cpu' -> 'cuda'"]
+
+
+def test_the_report_side_imports_no_torch() -> None:
+    """Every module of lenet_fmnist.report, and the vocabulary, load without torch."""
+    code = (
+        "import pkgutil, sys, importlib, lenet_fmnist.report as report, lenet_fmnist.vocabulary\n"
+        "for module in pkgutil.iter_modules(report.__path__):\n"
+        "    importlib.import_module(f'lenet_fmnist.report.{module.name}')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
