@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from lenet_fmnist import data
+from lenet_fmnist import data, openmp
 from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.config import AugmentationConfig, SGDConfig
 from lenet_fmnist.evaluate import evaluate
@@ -238,6 +239,74 @@ def startup(python: str) -> dict[str, float]:
     }
 
 
+# --side-by-side: the wait settings compared, each exported to the runs (so the command keeps it).
+# libgomp's own default spin count is 300,000 turns when neither variable is set.
+WAIT_SETTINGS = {
+    "libgomp default": {"GOMP_SPINCOUNT": "300000"},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    f"GOMP_SPINCOUNT={openmp.SPIN_COUNT} (ours)": {"GOMP_SPINCOUNT": openmp.SPIN_COUNT},
+}
+
+
+def runs_at_once(count: int, wait: dict[str, str], data_root: str | None, val_size: int) -> list[float]:
+    """Start `count` default-threaded training runs of one epoch at the same moment (as a user
+    would in several terminals); each run's training seconds for its epoch."""
+    env = {key: value for key, value in os.environ.items() if key not in (*openmp.WAIT_VARIABLES, "OMP_NUM_THREADS")}
+    env.update(wait)
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = [
+            [sys.executable, "-m", "lenet_fmnist", "train", "epochs=1", "activation=relu", "pool=max",
+             f"data.val_size={val_size}", f"hydra.run.dir={tmp}/run{index}",
+             *([f"data.root={data_root}"] if data_root else [])]
+            for index in range(count)
+        ]  # fmt: skip
+        processes = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for command in commands
+        ]
+        for process in processes:
+            _, errors = process.communicate()
+            if process.returncode:
+                raise SystemExit(f"a side-by-side run failed (exit {process.returncode}): {errors.decode()[-2000:]}")
+        return [
+            json.loads(Path(f"{tmp}/run{index}/metrics.json").read_text())["train_seconds"] for index in range(count)
+        ]
+
+
+def side_by_side(data_root: str | None, val_size: int, counts: list[int]) -> dict:
+    """Per wait setting: seconds per epoch of 1, 2, 3 runs at once, and each against its fair share
+    (n runs on the cores should each take n times as long as one run alone, no more)."""
+    rows = []
+    for name, wait in WAIT_SETTINGS.items():
+        alone = None
+        for count in counts:
+            seconds = runs_at_once(count, wait, data_root, val_size)
+            mean = statistics.mean(seconds)
+            alone = mean if count == 1 else alone
+            rows.append({"setting": name, "runs": count, "seconds": seconds, "mean": mean,
+                         "vs_fair_share": mean / (count * alone) if alone else None})  # fmt: skip
+            sys.stdout.write(f"{name}, {count} run(s): {', '.join(f'{value:.1f}' for value in seconds)} s\n")
+    return {"train_images": 60_000 - val_size, "rows": rows}
+
+
+def format_side_by_side(result: dict) -> str:
+    default_alone = next(
+        row["mean"] for row in result["rows"] if row["setting"] == "libgomp default" and row["runs"] == 1
+    )
+    lines = [
+        f"One epoch of {result['train_images']:,} images per run, every run with all the cores as threads",
+        "",
+        "| OpenMP wait setting | runs at once | s per epoch (each run) | vs fair share | alone vs libgomp default |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        fair = f"{row['vs_fair_share']:.2f}x" if row["runs"] > 1 else "—"
+        solo = f"{row['mean'] / default_alone:.2f}x" if row["runs"] == 1 else ""
+        each = ", ".join(f"{value:.1f}" for value in row["seconds"])
+        lines.append(f"| {row['setting']} | {row['runs']} | {each} | {fair} | {solo} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -254,7 +323,23 @@ def main() -> None:
     parser.add_argument("--startup", action="store_true", help="also time start-up and peak RSS of a default run")
     parser.add_argument("--data-root", default=None, help="directory of the four files (default: the usual places)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="only measure 1, 2 and 3 runs at once under each OpenMP wait setting",
+    )
+    parser.add_argument(
+        "--side-by-side-val-size", type=int, default=40_000,
+        help="data.val_size of those runs: 40,000 leaves 20,000 training images, so a collapse ends in minutes",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.side_by_side:
+        result = side_by_side(args.data_root, args.side_by_side_val_size, [1, 2, 3])
+        out = args.out.with_name("side_by_side.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(format_side_by_side(result) + f"\nWrote {out}\n")
+        return
 
     device = torch.device(args.device)
     threads = configure_threads(args.threads)
