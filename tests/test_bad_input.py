@@ -16,6 +16,7 @@ import torch
 from conftest import CLI, output, read_metrics, tiny_args, write_dataset
 from lenet_fmnist.checkpoint import FORMAT
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.vocabulary import LOCK_FILE
 
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
 
@@ -53,7 +54,10 @@ def train_args(data: Path, run_dir: Path, *overrides: str) -> list[str]:
 
 
 def snapshot(directory: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and not skip(p)}
+    """Every file's bytes, but the lock file's: it only says which process last worked there."""
+    return {
+        p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_FILE and not skip(p)
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +189,7 @@ def test_an_existing_sweep_is_never_overwritten(cli: CLI, tiny_data: Path, tmp_p
     overrides = [a for a in tiny_args(tiny_data, tmp_path)[1:] if not a.startswith("hydra.run.dir")]
     result = cli.run("train", "-m", *overrides, "seed=0,1", f"hydra.sweep.dir={sweep_dir}")
     assert_clear_failure(result, r"already holds a sweep; it is left untouched")
-    assert [p.name for p in sweep_dir.iterdir()] == ["multirun.yaml"]
+    assert [p.name for p in sweep_dir.iterdir() if p.name != LOCK_FILE] == ["multirun.yaml"]
     assert (sweep_dir / "multirun.yaml").read_text() == "# an earlier sweep\n"
 
 

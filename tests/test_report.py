@@ -109,7 +109,15 @@ def test_report_refuses_bad_directories_with_one_paragraph(
 # ---- the analysis, on runs written by hand -------------------------------------------------
 
 
-def fake_run(directory: Path, num: int, seed: int, test_acc: float, status: str = "completed", **groups: str) -> None:
+def fake_run(
+    directory: Path,
+    num: int,
+    seed: int,
+    test_acc: float,
+    status: str = "completed",
+    warnings: tuple[str, ...] = (),
+    **groups: str,
+) -> None:
     """A run directory as train.py and Hydra leave it, with chosen numbers."""
     chosen = {"activation": "relu", "pool": "max", "optimizer": "sgd", **groups}
     (directory / ".hydra").mkdir(parents=True)
@@ -130,7 +138,8 @@ def fake_run(directory: Path, num: int, seed: int, test_acc: float, status: str 
         for epoch, fraction in ((1, 0.5), (2, 0.995), (3, 1.0))
     ]  # fmt: skip
     metrics = {"status": status, "train_acc": test_acc, "val_acc": test_acc, "test_acc": test_acc,
-               "test_loss": 0.3, "best_epoch": 3, "epochs_completed": 3, "history": history}  # fmt: skip
+               "test_loss": 0.3, "best_epoch": 3, "epochs_completed": 3, "warnings": list(warnings),
+               "history": history}  # fmt: skip
     (directory / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -173,6 +182,18 @@ def test_one_factor_at_a_time_and_unfinished_runs(tmp_path: Path) -> None:
     assert tanh.effects["test_acc"].estimate == pytest.approx(-0.02)
     assert configs[1].status_text() == "3 completed, 1 diverged"
     assert analysis.run_metrics(found[0])["epochs_to_99"] == 2.0
+
+
+def test_runs_with_warnings_are_marked_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_run(tmp_path / "0_run", 0, 0, 0.9)
+    fake_run(tmp_path / "1_run", 1, 1, 0.1, warnings=("Not learning: at chance.",))
+    assert main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 2 completed (1 with warnings) |" in printed
+    assert "1 run(s) carry warnings" in printed
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## Runs with warnings", 1)[1]
+    assert "| 1_run | Not learning: at chance. |" in section and "0_run" not in section
 
 
 def test_t_quantiles_and_welch_interval_match_tables() -> None:

@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from conftest import comparable
-from lenet_fmnist import checkpoint, config, train
+from conftest import comparable, write_idx
+from lenet_fmnist import checkpoint, config, data, train
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
 from lenet_fmnist.errors import Interrupted, UserError
@@ -132,3 +133,44 @@ def test_interrupt_while_testing_is_a_resumable_interruption(
     resumed = train.run(make_config("resume=true"), run_dir)
     assert resumed["status"] == "completed" and resumed["test_acc"] is not None
     assert len(resumed["history"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "warned"),
+    [((0.10, 0.11), True), ((0.085, 0.119), True), ((0.10, 0.13), False), ((0.5, 0.1), False), ((0.1,), False)],
+)
+def test_not_learning_means_two_epochs_at_chance(
+    make_config: MakeConfig, accuracies: tuple[float, ...], warned: bool
+) -> None:
+    history = [{"epoch": epoch, "val_acc": acc} for epoch, acc in enumerate(accuracies, 1)]
+    warning = train.not_learning(history, make_config("activation=sigmoid"))
+    assert (warning is not None) == warned
+    assert warning is None or ("sigmoid" in warning and "raise optimizer.lr" in warning)
+
+
+@pytest.fixture(scope="module")
+def noise_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Images of pure noise whose validation labels are exactly balanced (a tenth of each class):
+    nothing can be learnt, and a network that predicts one class scores exactly chance, 0.1."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    train_idx, val_idx = data.split_indices(300, 100, split_seed=0)
+    labels = np.zeros(300, dtype=np.uint8)
+    labels[val_idx.numpy()] = np.arange(100) % 10
+    labels[train_idx.numpy()] = np.arange(200) % 10
+    for prefix, images, marks in (("train", 300, labels), ("t10k", 20, np.arange(20, dtype=np.uint8) % 10)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (images, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", marks)
+    return root
+
+
+def test_a_run_that_does_not_learn_is_warned_and_still_completes(
+    make_config: MakeConfig, noise_data: Path, tmp_path: Path
+) -> None:
+    cfg = make_config("activation=sigmoid", "optimizer.lr=1e-6", "data.val_size=100")
+    cfg.data.root = str(noise_data)
+    metrics = train.run(cfg, tmp_path / "run")
+    assert [record["val_acc"] for record in metrics["history"]] == [0.1, 0.1]
+    assert metrics["status"] == "completed"
+    assert len(metrics["warnings"]) == 1 and metrics["warnings"][0].startswith("Not learning")
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["warnings"] == metrics["warnings"]

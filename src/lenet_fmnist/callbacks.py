@@ -19,6 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_fmnist import locking
+from lenet_fmnist.errors import UserError
 from lenet_fmnist.vocabulary import METRICS_FILE, Status, already_holds_run, holds_run, nothing_to_resume
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,13 @@ def _output_dir(config: DictConfig, key: str) -> Path:
     return Path(str(OmegaConf.select(config, key))).expanduser()
 
 
+def _lock(directory: Path, key: str) -> None:
+    try:
+        locking.lock(directory, key)
+    except UserError as error:
+        _refuse(str(error))
+
+
 def _check_writable(directory: Path, key: str) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -49,34 +58,35 @@ def _check_writable(directory: Path, key: str) -> None:
 
 
 class OutputDirCheck(Callback):
-    """Refuses, before any work: an output directory that cannot be written; a new run in a
-    directory that already holds one (it is never overwritten); and `resume=true` where there
-    is nothing to resume."""
+    """Refuses, before any work: `resume=true` where there is nothing to resume; an output
+    directory that cannot be written; one that another process works in (it holds the lock,
+    locking.py); and a new run in a directory that already holds one (never overwritten)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = _output_dir(config, "hydra.run.dir")
         resume = bool(config.get("resume", False))
-        if holds_run(directory) and not resume:
-            _refuse(already_holds_run(directory))
         if resume and not holds_run(directory):
             _refuse(nothing_to_resume(directory))
         _check_writable(directory, "hydra.run.dir")
+        _lock(directory, "hydra.run.dir")  # before the check below: of two runs started at once, one passes
+        if holds_run(directory) and not resume:
+            _refuse(already_holds_run(directory))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         directory = _output_dir(config, "hydra.sweep.dir")
         resume = bool(config.get("resume", False))
-        started = (directory / "multirun.yaml").exists()
-        if started and not resume:
-            _refuse(
-                f"{directory} already holds a sweep; it is left untouched. Pass resume=true to finish it "
-                "(completed jobs are skipped, the others resumed), or choose another hydra.sweep.dir=DIR."
-            )
-        if resume and not started:
+        if resume and not (directory / "multirun.yaml").exists():
             _refuse(
                 f"resume=true, but there is nothing to resume: {directory} holds no sweep (no "
                 "multirun.yaml). Point hydra.sweep.dir at the sweep to finish, or drop resume=true."
             )
         _check_writable(directory, "hydra.sweep.dir")
+        _lock(directory, "hydra.sweep.dir")  # held by the process that submits the sweep, until it ends
+        if (directory / "multirun.yaml").exists() and not resume:
+            _refuse(
+                f"{directory} already holds a sweep; it is left untouched. Pass resume=true to finish it "
+                "(completed jobs are skipped, the others resumed), or choose another hydra.sweep.dir=DIR."
+            )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Exit non-zero when any job of the sweep did not complete. Jobs may have run in other

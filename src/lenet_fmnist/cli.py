@@ -12,8 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from lenet_fmnist import locking, openmp
 from lenet_fmnist.errors import Interrupted, UserError
 from lenet_fmnist.launchers import RESUME, sets_key
+from lenet_fmnist.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +81,19 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     def app(cfg: DictConfig) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
+            locking.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
             task(cfg, run_dir)
+        except StorageError as error:  # the machine's fault: what is kept, and how to go on
+            log.error("%s Resume with: %s", error, _resume_hint(run_dir))
+            failures.append(str(run_dir))
         except UserError as error:  # the user's mistake: one paragraph, no traceback
             log.error("%s", error)
             failures.append(str(run_dir))
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
             raise SystemExit(130) from None
+        finally:
+            locking.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
 
     sys.argv = [f"lenet-fmnist {command}", *args]
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
@@ -146,6 +154,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    openmp.configure_wait()  # before any command imports torch
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in {"-h", "--help", "help"}:
         sys.stdout.write(USAGE)

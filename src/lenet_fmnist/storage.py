@@ -1,35 +1,93 @@
-"""Atomic file writes: a crash or a kill leaves either the old file or the new one, never half."""
+"""Atomic file writes: a crash or a kill leaves either the old file or the new one, never half.
+
+A write that fails for a reason of the machine, not of the program (a full disk, an exceeded
+quota, a directory that became read-only or unwritable), raises StorageError: one paragraph for
+the user instead of the traceback of whatever library was writing (torch.save reports a full disk
+as "RuntimeError: [enforce fail at inline_container.cc...]", with the OSError buried inside).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from lenet_fmnist.errors import UserError
+
+# The errors that come from the machine, with what to tell the user.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+class StorageError(UserError):
+    """A file could not be written because of the machine (full disk, read-only, no permission)."""
+
+
+def environment_cause(error: BaseException) -> OSError | None:
+    """The OSError of a machine fault anywhere in `error`'s chain of causes, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in ENVIRONMENT_ERRORS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def describe(path: Path, cause: OSError) -> str:
+    """`Cannot write PATH: REASON`, with the free space on its file system when the disk is full."""
+    text = f"Cannot write {path}: {ENVIRONMENT_ERRORS[cause.errno]}"
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        with contextlib.suppress(OSError):  # the free space is a courtesy; the reason is what counts
+            text += f" ({_size(shutil.disk_usage(path.parent).free)} free on its file system)"
+    return text + "."
+
 
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through `write` into a temporary file beside `path`, fsync it, then rename it over
     `path` and fsync the directory so the rename itself survives a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be shared like any other file
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be shared like any other file
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # frees the space a full disk needs for what follows
+        cause = environment_cause(error)
+        if cause is None:
+            raise
+        raise StorageError(describe(path, cause)) from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -37,8 +37,9 @@ from lenet_fmnist.config import (
 from lenet_fmnist.errors import Diverged, Interrupted, UserError
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
+from lenet_fmnist.openmp import wait_setting
 from lenet_fmnist.runtime import configure_threads, select_device
-from lenet_fmnist.storage import write_json
+from lenet_fmnist.storage import StorageError, describe, environment_cause, write_json
 from lenet_fmnist.tensorboard_log import TensorBoardLog
 from lenet_fmnist.vocabulary import (
     BEST_CHECKPOINT,
@@ -173,6 +174,7 @@ class TrainingState:
         self.epoch = 0  # epochs completed and saved
         self.history: list[dict[str, Any]] = []  # one record per epoch, as in metrics.json
         self.best_epoch, self.best_val_acc = 0, -1.0
+        self.warnings: list[str] = []  # what the user should know about this run (metrics.json)
 
     def complete_epoch(self, record: dict[str, Any]) -> bool:
         """Count the epoch whose record is last in the history; whether it is the best so far."""
@@ -197,6 +199,7 @@ class TrainingState:
             "history": self.history,
             "best_epoch": self.best_epoch,
             "best_val_acc": self.best_val_acc,
+            "warnings": self.warnings,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -210,6 +213,7 @@ class TrainingState:
         self.generator.set_state(state["rng"]["generator"])
         self.epoch, self.history = state["epoch"], state["history"]
         self.best_epoch, self.best_val_acc = state["best_epoch"], state["best_val_acc"]
+        self.warnings = state.get("warnings", [])  # checkpoints written before warnings existed have none
 
     def summary(self, status: Status, test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
         """metrics.json: the best-validation epoch's train/val figures, its test figures, the history."""
@@ -229,6 +233,7 @@ class TrainingState:
             "train_seconds": train_seconds,
             "images_per_second": images / train_seconds if train_seconds else None,
             **extra,
+            "warnings": self.warnings,
             "history": self.history,
         }
 
@@ -307,6 +312,23 @@ def _check_finite(record: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> No
         )
 
 
+CHANCE = 1 / len(data.CLASSES)  # the accuracy of guessing
+CHANCE_MARGIN = 0.02  # validation accuracy this close to chance means nothing was learnt
+
+
+def not_learning(history: list[dict[str, Any]], cfg: TrainConfig) -> str | None:
+    """The warning for a run whose validation accuracy is still at chance after two epochs."""
+    first = [record["val_acc"] for record in history[:2]]
+    if len(first) < 2 or any(abs(acc - CHANCE) > CHANCE_MARGIN for acc in first):
+        return None
+    return (
+        f"Not learning: validation accuracy is {first[0]:.4f} and {first[1]:.4f} after epochs 1 and 2, at chance "
+        f"({CHANCE:.2f}). A {cfg.activation.name.value} network at {cfg.optimizer.name} lr {cfg.optimizer.lr:g} may "
+        "sit there for many epochs (sigmoid and tanh pass back small gradients at a low SGD rate): raise "
+        "optimizer.lr (conf/variant/sigmoid.yaml trains sigmoid at 0.1). The run goes on."
+    )
+
+
 def _save_epoch(state: TrainingState, is_best: bool, run_dir: Path, extra: dict[str, Any]) -> None:
     """Checkpoints, then metrics.json: a kill at any moment leaves the last completed epoch resumable."""
     saved = state.state_dict()
@@ -362,7 +384,11 @@ def fit(
                 epoch, cfg.epochs, record["train_loss"], record["train_acc"], record["val_loss"], record["val_acc"],
                 record["seconds"], record["images_per_second"],
             )  # fmt: skip
-            _save_epoch(state, state.complete_epoch(record), run_dir, extra)
+            is_best = state.complete_epoch(record)
+            if epoch == 2 and (warning := not_learning(state.history, cfg)):
+                log.warning("%s", warning)
+                state.warnings.append(warning)
+            _save_epoch(state, is_best, run_dir, extra)
             if stop.is_set():  # the signal came during validation or saving
                 raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {run_dir / LAST_CHECKPOINT}.")
 
@@ -395,6 +421,36 @@ def status_after(error: BaseException) -> Status:
     return Status.diverged if isinstance(error, Diverged) else Status.failed
 
 
+def _finish(run_dir: Path, metrics: dict[str, Any], board: TensorBoardLog, failing: bool = False) -> dict[str, Any]:
+    """Write the final metrics.json and close TensorBoard. When the run is failing already, an error
+    here (a full disk may refuse even this) is logged, not raised over the one that says why."""
+    for step in (lambda: write_json(run_dir / METRICS_FILE, metrics), board.close):
+        try:
+            step()
+        except Exception as error:
+            if not failing:
+                raise
+            log.warning("While stopping: %s", error)
+    return metrics
+
+
+def _machine_fault(error: BaseException, run_dir: Path) -> str:
+    """The paragraph for a run stopped by the machine (full disk, unwritable directory): what
+    happened, and what of the run is kept."""
+    cause = environment_cause(error)
+    assert cause is not None
+    what = str(error) if isinstance(error, StorageError) else describe(Path(cause.filename or run_dir), cause)
+    last = run_dir / LAST_CHECKPOINT
+    try:
+        kept = f"{last} holds epoch {checkpoint.load(last)['epoch']}, intact"
+    except UserError:
+        kept = "no epoch was saved yet"
+    return (
+        f"{what} The run stopped with status failed; {kept}. Free some space or make {run_dir} writable "
+        "again, then resume it."
+    )
+
+
 def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` and return what metrics.json holds."""
     saved = prepare_run_dir(cfg, run_dir, start_if_unsaved)
@@ -408,23 +464,20 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
     if saved is not None:
         state.load_state_dict(saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
-    extra = {"device": str(device), "threads": threads, "parameters": sum(p.numel() for p in state.model.parameters())}
+    parameters = sum(p.numel() for p in state.model.parameters())
+    extra = {"device": str(device), "threads": threads, "openmp_wait": wait_setting(), "parameters": parameters}
     log.info(
         "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
         cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
         extra["parameters"], device, threads,
     )  # fmt: skip
     board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
-    status, test = Status.running, {}
-    try:  # the one place that decides the run's status and writes its final metrics.json
+    try:  # the one place that decides how the run ended and writes its final metrics.json
         fit(cfg, state, splits, run_dir, board, extra)
         test = final_test(cfg, state, splits.test, run_dir, board)
-        status = Status.completed
     except BaseException as error:
-        status = status_after(error)
-        raise
-    finally:
-        metrics = state.summary(status, test, extra)
-        write_json(run_dir / METRICS_FILE, metrics)
-        board.close()
-    return metrics
+        _finish(run_dir, state.summary(status_after(error), {}, extra), board, failing=True)
+        if environment_cause(error) is None:
+            raise
+        raise StorageError(_machine_fault(error, run_dir)) from None
+    return _finish(run_dir, state.summary(Status.completed, test, extra), board)

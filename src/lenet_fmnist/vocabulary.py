@@ -32,6 +32,7 @@ EVAL_FILE = "eval.json"  # evaluation: the result of `eval`
 # Any of these makes a directory hold a run's results: a new run is never started over them.
 RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE)
 HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
+LOCK_FILE = ".lock"  # held by the process working in the directory (locking.py); says which one
 
 
 def holds_run(directory: Path) -> bool:

@@ -108,7 +108,10 @@ class Configuration:
         counts: dict[str, int] = {}
         for run in self.runs:
             counts[run.status] = counts.get(run.status, 0) + 1
-        return ", ".join(f"{count} {status}" for status, count in counts.items())
+        warned = sum(1 for run in self.runs if run.warnings)
+        return ", ".join(f"{count} {status}" for status, count in counts.items()) + (
+            f" ({warned} with warnings)" if warned else ""
+        )
 
     def value(self, key: str) -> Any:
         """The configuration's value of a top-level key: a scalar, or its subtree's items."""

@@ -54,6 +54,11 @@ class Run:
     def history(self) -> list[dict[str, Any]]:
         return list(self.metrics.get("history") or [])
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the run warned about (e.g. that it was not learning); metrics.json's `warnings`."""
+        return [str(warning) for warning in self.metrics.get("warnings") or []]
+
 
 def find(directories: list[Path]) -> list[Path]:
     """Every run directory under `directories`, in a stable order. Raises UserError for a

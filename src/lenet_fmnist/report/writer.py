@@ -137,6 +137,32 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
+def _warned(report: Report) -> list[Run]:
+    return [run for run in report.runs if run.warnings]
+
+
+def _notes(report: Report) -> list[str]:
+    """The report's sections on runs to look at: not completed, with warnings, repeated."""
+    unfinished = _unfinished(report)
+    parts = ["", "## Runs not completed", ""]
+    if unfinished:
+        parts.append("Counted in the *runs* column above, left out of the means.")
+        parts.append("")
+        rows = [[_relative(run.path, report.directories[0]), run.status, run.detail] for run in unfinished]
+        parts.append(_table(["run", "status", "detail"], rows))
+    else:
+        parts.append("None: every run completed.")
+    if warned := _warned(report):
+        parts += ["", "## Runs with warnings", "", "Counted in the means above; marked in the *runs* column.", ""]
+        rows = [[_relative(run.path, report.directories[0]), " ".join(run.warnings)] for run in warned]
+        parts.append(_table(["run", "warnings"], rows))
+    duplicates = analysis.duplicates(report.configurations)
+    if duplicates:
+        parts += ["", "## Repeated runs", "", "Counted as separate runs in the means above:", ""]
+        parts += [f"- {note}" for note in duplicates]
+    return parts
+
+
 def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
     counts: dict[str, int] = {}
     for run in report.runs:
@@ -165,19 +191,7 @@ def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
             parts += [f"Not analysed: {experiment.note}"]
             continue
         parts += [_DESIGN_TEXT[experiment.design], "", _effects_table(experiment.comparisons)]
-    unfinished = _unfinished(report)
-    parts += ["", "## Runs not completed", ""]
-    if unfinished:
-        parts.append("Counted in the *runs* column above, left out of the means.")
-        parts.append("")
-        rows = [[_relative(run.path, report.directories[0]), run.status, run.detail] for run in unfinished]
-        parts.append(_table(["run", "status", "detail"], rows))
-    else:
-        parts.append("None: every run completed.")
-    duplicates = analysis.duplicates(report.configurations)
-    if duplicates:
-        parts += ["", "## Repeated runs", "", "Counted as separate runs in the means above:", ""]
-        parts += [f"- {note}" for note in duplicates]
+    parts += _notes(report)
     if figures:
         parts += ["", "## Figures", ""]
         for title, name in figures:
@@ -280,5 +294,7 @@ def main(argv: list[str]) -> int:
     unfinished = len(_unfinished(report))
     if unfinished:
         sys.stdout.write(f"{unfinished} run(s) did not complete; see {markdown_path}.\n")
+    if warned := len(_warned(report)):
+        sys.stdout.write(f"{warned} run(s) carry warnings (e.g. not learning); see {markdown_path}.\n")
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
     return 0

@@ -1,0 +1,181 @@
+"""Faults users meet on a real machine, through the command line in subprocesses: two runs on one
+directory, a lock left by a killed run, a full disk, a directory that becomes unwritable mid-run,
+and OpenMP's wait setting, which lets runs side by side share the cores."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI, assert_ok, epochs_done, output, plain_args, read_metrics, resume_hints, tiny_args, wait_for
+from lenet_fmnist import checkpoint, openmp
+from lenet_fmnist.vocabulary import LAST_CHECKPOINT, LOCK_FILE
+
+# ---------------------------------------------------------------------------------------------
+# One run per directory
+
+
+def test_two_runs_started_together_on_one_directory_one_trains(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = tiny_args(tiny_data, run_dir, "epochs=2")
+    processes = [cli.start(*args, log=tmp_path / f"{name}.log") for name in ("a", "b")]
+    codes = [process.wait(timeout=180) for process in processes]
+    logs = [(tmp_path / f"{name}.log").read_text() for name in ("a", "b")]
+
+    assert sorted(codes) == [0, 1], logs
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    assert f"is in use by process {processes[winner].pid} on " in logs[loser], logs[loser]
+    assert "Traceback" not in logs[loser] and "hydra.run.dir=DIR" in logs[loser]
+    assert read_metrics(run_dir)["status"] == "completed"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one run's files, not two
+
+
+def test_a_run_in_use_refuses_a_resume_and_a_killed_runs_lock_does_not_block_it(
+    cli: CLI, plain_data: Path, tmp_path: Path
+) -> None:
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = cli.start(*plain_args(plain_data, run_dir, "epochs=40"), log=log)
+    try:
+        wait_for(lambda: epochs_done(run_dir) >= 1, process, log)
+        meanwhile = cli.run(*plain_args(plain_data, run_dir, "epochs=40", "resume=true"))
+        assert meanwhile.returncode == 1 and f"is in use by process {process.pid}" in output(meanwhile)
+        assert "Traceback" not in output(meanwhile)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (run_dir / LOCK_FILE).exists()  # the file stays; its lock went with the process
+    resumed = cli.run(*plain_args(plain_data, run_dir, "epochs=40", "resume=true"), timeout=300)
+    assert_ok(resumed)
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# The disk: full, or unwritable in the middle of a run
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A mount point for a tmpfs the test mounts (as root) and that is unmounted afterwards."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    yield point
+    subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def mount(point: Path, options: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+
+
+def test_a_full_disk_stops_the_run_with_one_paragraph_and_keeps_last_pt(
+    cli: CLI, tiny_data: Path, tiny_run: Path, tmpfs: Path
+) -> None:
+    """Room for everything a run writes up to its first epoch's checkpoints, and half a
+    checkpoint more: the second epoch's checkpoint cannot be written."""
+    first_epoch = sum(path.stat().st_size for path in tiny_run.rglob("*") if path.is_file())
+    half_checkpoint = (tiny_run / LAST_CHECKPOINT).stat().st_size // 2
+    mount(tmpfs, f"size={first_epoch + half_checkpoint}")
+    run_dir = tmpfs / "run"
+
+    result = cli.run(*tiny_args(tiny_data, run_dir, "epochs=3"))
+
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "Traceback" not in text and "RuntimeError" not in text, text
+    assert "no space left on the device" in text and "free on its file system" in text, text
+    assert f"{run_dir / LAST_CHECKPOINT} holds epoch 1, intact" in text, text
+    assert "Resume with: " in text
+    assert checkpoint.load(run_dir / LAST_CHECKPOINT)["epoch"] == 1
+    assert read_metrics(run_dir)["status"] == "failed"
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[list[Path]]:
+    """Directories the test makes immutable (`chattr +i`: nothing can be created or renamed in
+    them, not even by root), made mutable again afterwards so they can be removed."""
+    made: list[Path] = []
+    yield made
+    for directory in made:
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+
+
+def test_a_directory_made_unwritable_mid_run_stops_it_and_resume_works_after(
+    cli: CLI, plain_data: Path, tmp_path: Path, immutable: list[Path]
+) -> None:
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    process = cli.start(*plain_args(plain_data, run_dir, "epochs=30"), log=log)
+    try:
+        wait_for(lambda: epochs_done(run_dir) >= 1, process, log)
+        for directory in (run_dir / "checkpoints", run_dir):
+            made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, text=True)
+            if made.returncode:
+                pytest.skip(f"cannot make a directory immutable here: {made.stderr.strip()}")
+            immutable.append(directory)
+        code = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert code == 1, text
+    assert "Traceback" not in text and "operation not permitted" in text, text
+    saved = checkpoint.load(run_dir / LAST_CHECKPOINT)["epoch"]
+    assert f"holds epoch {saved}, intact" in text
+
+    for directory in immutable:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    (hint,) = resume_hints(text)
+    assert_ok(cli.run_hint(hint, timeout=300))
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert [record["epoch"] for record in metrics["history"]] == list(range(1, 31))
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenMP's wait setting
+
+
+def _without_wait_settings(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in openmp.WAIT_VARIABLES}
+
+
+def test_the_command_sets_the_wait_before_torch_loads(cli_env: dict[str, str]) -> None:
+    code = (
+        "import os, sys\n"
+        "from lenet_fmnist.cli import main\n"
+        "main(['--help'])\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=_without_wait_settings(cli_env), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"{openmp.SPIN_COUNT} False"
+
+
+@pytest.mark.parametrize(
+    ("exported", "recorded"),
+    [
+        ({}, f"GOMP_SPINCOUNT={openmp.SPIN_COUNT}"),
+        ({"GOMP_SPINCOUNT": "5"}, "GOMP_SPINCOUNT=5"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "OMP_WAIT_POLICY=PASSIVE"),
+    ],
+)
+def test_the_wait_reaches_the_training_process_and_a_users_own_is_kept(
+    cli: CLI, tiny_data: Path, tmp_path: Path, exported: dict[str, str], recorded: str
+) -> None:
+    env = {**_without_wait_settings(cli.env), **exported}
+    assert_ok(CLI(env, cli.cwd).run(*tiny_args(tiny_data, tmp_path / "run")))
+    assert read_metrics(tmp_path / "run")["openmp_wait"] == recorded
