@@ -43,9 +43,11 @@ from lenet_fmnist.tensorboard_log import TensorBoardLog
 log = logging.getLogger(__name__)
 
 # Config keys that may change when a run is resumed: they change speed, not what is computed.
-# (The device may not: CPU and CUDA draw different random numbers. Bit-identical resumes on CPU
-# also need the same thread count, as float sums may be split differently across threads.)
-RESUMABLE_CHANGES = {"resume", "threads", "eval_batch_size"}
+# The device may change only within its kind (`_check_device_kind`: CPU and CUDA draw different
+# random numbers), e.g. device=auto to device=cpu for a run that auto had put on the CPU.
+# (Bit-identical resumes on CPU also need the same thread count, as float sums may be split
+# differently across threads.)
+RESUMABLE_CHANGES = {"resume", "threads", "eval_batch_size", "device"}
 
 
 class Diverged(UserError):
@@ -170,6 +172,25 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator, device: torc
     generator.set_state(state["generator"])
 
 
+def _check_device_kind(state: dict[str, Any], device: torch.device, last: Path) -> None:
+    """A run continues on the kind of device it began on: a CUDA generator's state cannot be
+    restored into a CPU one or the other way round, and the two draw different numbers."""
+    saved_on_gpu = state["rng"]["cuda"] is not None  # _rng_state saves the CUDA state only on a GPU
+    if saved_on_gpu == (device.type == "cuda"):
+        return
+    if saved_on_gpu:
+        raise UserError(
+            f"resume=true, but {last} was saved by a run on a CUDA GPU and this run would continue on "
+            f"{device}. A run continues on the kind of device it began on (CPU and CUDA draw different "
+            "random numbers): resume it with device=cuda on a machine with a GPU."
+        )
+    raise UserError(
+        f"resume=true, but {last} was saved by a run on the CPU and this run would continue on {device}. "
+        "A run continues on the kind of device it began on (CPU and CUDA draw different random numbers): "
+        "resume it with device=cpu."
+    )
+
+
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """Differences between the saved and the current config that would change results."""
     changed = []
@@ -248,6 +269,8 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
             log.info("%s is already completed; nothing to resume.", run_dir)
             return done
     device = select_device(cfg.device)
+    if resumed is not None:
+        _check_device_kind(resumed, device, run_dir / "checkpoints" / "last.pt")
     threads = configure_threads(cfg.threads)
     fashion = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed)
     train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
