@@ -34,20 +34,21 @@ def resolve_device(name: str, gpu_count: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def gpu_count() -> int:
+def visible_gpus() -> int:
     """The CUDA GPUs this process may use (CUDA_VISIBLE_DEVICES; a SLURM job with one GPU sees only its own)."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def select_device(name: str) -> torch.device:
-    """`resolve_device` on this machine, made ready for a run: on a GPU, it becomes the current
-    device (what an unindexed `cuda` means to torch) and cuDNN may use only deterministic
-    convolution algorithms, chosen by its fixed heuristics rather than by timing (benchmark
-    off). Every other operation of a training step has a deterministic CUDA kernel (no atomic
-    float sums), so a run repeated or resumed on the same GPU and software computes the same bits,
-    as on the CPU. TF32 convolutions stay as torch sets them: that changes rounding, not
-    reproducibility. The CPU is left exactly as it was."""
-    device = resolve_device(name, gpu_count())
+    """`resolve_device` on this machine, made ready for a run. On a GPU it becomes the current
+    device (what an unindexed `cuda` means to torch), and cuDNN may use only deterministic
+    convolution algorithms, chosen by its fixed heuristics rather than by timing (benchmark off).
+    The other operations of a training step have deterministic CUDA kernels (none is on torch's
+    list of nondeterministic ones; tests/test_cuda.py has torch check that) and cuBLAS is
+    deterministic on one stream, so a run repeated or resumed on the same GPU and software
+    computes the same bits, as on the CPU. TF32 convolutions stay as torch sets them: they change
+    rounding, not reproducibility. On the CPU nothing is changed."""
+    device = resolve_device(name, visible_gpus())
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.deterministic = True
@@ -67,7 +68,7 @@ def spread_over_gpus(device: str, job_num: int | None, gpu_count: int) -> str:
 
 def sweep_job_device(device: str, job_num: int | None) -> str:
     """`spread_over_gpus` over the GPUs visible to this process."""
-    return spread_over_gpus(device, job_num, gpu_count())
+    return spread_over_gpus(device, job_num, visible_gpus())
 
 
 def default_threads() -> int:
