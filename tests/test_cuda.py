@@ -7,12 +7,14 @@ machine run them with `python -m pytest -m cuda` (scripts/gpu_check.sh does).
 
 Determinism: on a GPU the trainer lets cuDNN use only deterministic convolution algorithms,
 chosen by heuristics rather than timing (runtime.select_device). Every other operation of a
-training step already has a deterministic CUDA kernel (gathers, per-row losses, reductions
-without atomic float sums; none is on torch's list of nondeterministic operations), and cuBLAS
-is deterministic on one stream. So a run resumed on the same GPU must end bit for bit as an
-uninterrupted one, and the tests below assert exactly that; `test_torch_finds_no_nondeterministic
-_operation` has torch itself check the claim. Across devices (a checkpoint evaluated on the
-other one) the figures differ by rounding only, bounded in `test_checkpoints_cross_devices`.
+training step already has a deterministic CUDA kernel: gathers, pooling backward by gathering,
+reductions without atomic float sums, and a cross-entropy over one class index per image (torch's
+documentation lists NLLLoss on CUDA as nondeterministic, but only its per-pixel variant adds with
+atomics). cuBLAS is deterministic on one stream. So a run resumed on the same GPU must end bit
+for bit as an uninterrupted one, and the tests below assert exactly that;
+`test_torch_finds_no_nondeterministic_operation` has torch itself check the claim. Across devices
+(a checkpoint evaluated on the other one) the figures differ by rounding only, bounded in
+`test_checkpoints_cross_devices`.
 """
 
 from __future__ import annotations

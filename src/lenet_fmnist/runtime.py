@@ -43,9 +43,8 @@ def select_device(name: str) -> torch.device:
     """`resolve_device` on this machine, made ready for a run. On a GPU it becomes the current
     device (what an unindexed `cuda` means to torch), and cuDNN may use only deterministic
     convolution algorithms, chosen by its fixed heuristics rather than by timing (benchmark off).
-    The other operations of a training step have deterministic CUDA kernels (none is on torch's
-    list of nondeterministic ones; tests/test_cuda.py has torch check that) and cuBLAS is
-    deterministic on one stream, so a run repeated or resumed on the same GPU and software
+    The other operations of a training step have deterministic CUDA kernels (tests/test_cuda.py
+    has torch's deterministic mode check that) and cuBLAS is deterministic on one stream, so a run repeated or resumed on the same GPU and software
     computes the same bits, as on the CPU. TF32 convolutions stay as torch sets them: they change
     rounding, not reproducibility. On the CPU nothing is changed."""
     device = resolve_device(name, visible_gpus())
