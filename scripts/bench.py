@@ -10,7 +10,9 @@ Measured side by side in one process, on the same data, model (LeNet-5, relu, ma
                    batch, no data work at all
 
 Variants run in interleaved rounds and each reports its median, so a burst of load elsewhere on
-the machine hits all of them alike. This is a benchmark, run by hand; the tests assert no timings.
+the machine hits all of them alike. On a GPU every variant runs under the settings of a real run
+(runtime.select_device: deterministic cuDNN algorithms). This is a benchmark, run by hand; the tests
+assert no timings.
 
     python scripts/bench.py                       # CPU, batch 64 and 256
     python scripts/bench.py --device cuda         # on a GPU
@@ -43,9 +45,10 @@ from torchvision import datasets, transforms
 from lenet_fmnist import data, openmp
 from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.config import AugmentationConfig, SGDConfig
+from lenet_fmnist.errors import UserError
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.runtime import configure_threads
+from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.train import build_optimizer, build_scheduler, train_epoch
 
 EPOCH_IMAGES = 50_000  # one epoch: the training split left after 10,000 validation images
@@ -341,7 +344,10 @@ def main() -> None:
         sys.stdout.write(format_side_by_side(result) + f"\nWrote {out}\n")
         return
 
-    device = torch.device(args.device)
+    try:
+        device = select_device(args.device)
+    except UserError as error:  # e.g. --device cuda without a GPU: the message, exit 1
+        raise SystemExit(f"bench.py: {error}") from None
     threads = configure_threads(args.threads)
     fashion = data.load(args.data_root, 10_000, 0)
     train_idx, _ = data.split_indices(60_000, 10_000, 0)

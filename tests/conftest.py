@@ -12,7 +12,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shlex
+import signal
 import struct
 import subprocess
 import sys
@@ -24,6 +26,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lenet_fmnist.vocabulary import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
@@ -253,3 +260,112 @@ def reference_run(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathF
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     assert_ok(cli.run(*plain_args(plain_data, run_dir)))
     return run_dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks shared by several test files
+
+
+# Hydra's own report of a wrong option, type or key ends with this line.
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Final metrics, every weight and optimizer buffer, and the TensorBoard curves identical."""
+    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(reference))
+    for name in ("best.pt", "last.pt"):
+        mine = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        theirs = torch.load(reference / "checkpoints" / name, weights_only=True)
+        assert mine["epoch"] == theirs["epoch"]
+        assert mine["model"].keys() == theirs["model"].keys()
+        for key in mine["model"]:
+            assert torch.equal(mine["model"][key], theirs["model"][key]), f"{name}: {key}"
+        for index, buffers in mine["optimizer"]["state"].items():
+            for key, value in buffers.items():
+                assert torch.equal(value, theirs["optimizer"]["state"][index][key]), f"{name}: optimizer {key}"
+        assert torch.equal(mine["rng"]["generator"], theirs["rng"]["generator"])
+        assert torch.equal(mine["rng"]["torch"], theirs["rng"]["torch"])
+    assert scalars(run_dir) == scalars(reference)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every per-epoch TensorBoard curve as (step, value) pairs, as TensorBoard reads them."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate", "accuracy/test")
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags if tag in events.Tags()["scalars"]}
+
+
+def interrupt_when(
+    cli: CLI, args: list[str], log: Path, ready: Callable[[], bool], sig: signal.Signals
+) -> tuple[int, str]:
+    """Start a command, send `sig` once `ready()` holds, and return the exit status and
+    everything the command printed."""
+    process = cli.start(*args, log=log)
+    try:
+        wait_for(ready, process, log)
+        process.send_signal(sig)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, log.read_text()
+
+
+def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
+    """Send `sig` as soon as epoch 1 is on disk, so that it lands early in epoch 2."""
+    log = run_dir.parent / f"{run_dir.name}.{sig.name}.log"
+    return interrupt_when(cli, args, log, lambda: epochs_done(run_dir) >= 1, sig)
+
+
+def assert_clear_failure(result: subprocess.CompletedProcess[str], pattern: str) -> None:
+    text = output(result)
+    assert result.returncode != 0, text
+    assert "Traceback" not in text and 'File "' not in text, text
+    assert re.search(pattern, text), f"{pattern!r} not in:\n{text}"
+    if HYDRA_HINT in text:
+        return  # Hydra's own report of a wrong option, type or key: its message, then the hint
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    assert len(paragraphs) == 1, f"expected one paragraph:\n{text}"
+    assert len(re.findall(r"\]\[(ERROR|HYDRA)\]", text)) == 1, f"expected one logged error:\n{text}"
+
+
+def train_args(data: Path, run_dir: Path, *overrides: str) -> list[str]:
+    """tiny_args with `overrides` replacing the defaults of the same keys."""
+    keys = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    base = [a for a in tiny_args(data, run_dir) if a.split("=", 1)[0] not in keys]
+    return [*base, *overrides]
+
+
+def snapshot(directory: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[Path, bytes]:
+    """Every file's bytes, but the lock file's: it only says which process last worked there."""
+    return {
+        p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_FILE and not skip(p)
+    }
+
+
+def random_images(count: int, seed: int = 0) -> torch.Tensor:
+    """Images with no zero pixel, so a shift shows as a zero border and no two differ by one."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
+
+
+def transform_of(output: torch.Tensor, image: torch.Tensor, max_shift: int) -> tuple[bool, int, int] | None:
+    """(mirrored, dy, dx) such that `output` is `image`, mirrored or not, shifted by (dy, dx);
+    None when it is no such transform of `image`. Shifts one pixel beyond `max_shift` are
+    searched too, so that the callers' bound checks can fail."""
+    reach = range(-max_shift - 1, max_shift + 2)
+    for mirrored in (False, True):
+        source = image.flip(-1) if mirrored else image
+        for dy in reach:
+            for dx in reach:
+                if torch.equal(output, shift(source, dy, dx)):
+                    return mirrored, dy, dx
+    return None
+
+
+def shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`image` moved down by dy and right by dx pixels, the uncovered border zero."""
+    padded = F.pad(image, (8, 8, 8, 8))
+    return padded[8 - dy : 8 - dy + 28, 8 - dx : 8 - dx + 28]

@@ -5,36 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from conftest import random_images, transform_of
 from lenet_fmnist.augment import Augmenter, augment, normalise
 from lenet_fmnist.data import MEAN, STD
-
-
-def random_images(count: int, seed: int = 0) -> torch.Tensor:
-    """Images with no zero pixel, so a shift shows as a zero border and no two differ by one."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(1, 256, (count, 28, 28), dtype=torch.uint8, generator=generator)
-
-
-def shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """`image` moved down by dy and right by dx pixels, the uncovered border zero."""
-    padded = F.pad(image, (8, 8, 8, 8))
-    return padded[8 - dy : 8 - dy + 28, 8 - dx : 8 - dx + 28]
-
-
-def transform_of(output: torch.Tensor, image: torch.Tensor, max_shift: int) -> tuple[bool, int, int] | None:
-    """(mirrored, dy, dx) such that `output` is `image`, mirrored or not, shifted by (dy, dx);
-    None when it is no such transform of `image`. Shifts one pixel beyond `max_shift` are
-    searched too, so that the callers' bound checks can fail."""
-    reach = range(-max_shift - 1, max_shift + 2)
-    for mirrored in (False, True):
-        source = image.flip(-1) if mirrored else image
-        for dy in reach:
-            for dx in reach:
-                if torch.equal(output, shift(source, dy, dx)):
-                    return mirrored, dy, dx
-    return None
 
 
 def seeded(seed: int) -> torch.Generator:

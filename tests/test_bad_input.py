@@ -7,30 +7,24 @@ import pickle
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import CLI, output, read_metrics, tiny_args, write_dataset
+from conftest import (
+    CLI,
+    assert_clear_failure,
+    output,
+    read_metrics,
+    snapshot,
+    tiny_args,
+    train_args,
+    write_dataset,
+)
 from lenet_fmnist.checkpoint import FORMAT
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.vocabulary import LOCK_FILE
-
-HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
-
-
-def assert_clear_failure(result: subprocess.CompletedProcess[str], pattern: str) -> None:
-    text = output(result)
-    assert result.returncode != 0, text
-    assert "Traceback" not in text and 'File "' not in text, text
-    assert re.search(pattern, text), f"{pattern!r} not in:\n{text}"
-    if HYDRA_HINT in text:
-        return  # Hydra's own report of a wrong option, type or key: its message, then the hint
-    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
-    assert len(paragraphs) == 1, f"expected one paragraph:\n{text}"
-    assert len(re.findall(r"\]\[(ERROR|HYDRA)\]", text)) == 1, f"expected one logged error:\n{text}"
 
 
 def assert_each_job_failed_clearly(result: subprocess.CompletedProcess[str], expected: dict[str, str]) -> None:
@@ -44,20 +38,6 @@ def assert_each_job_failed_clearly(result: subprocess.CompletedProcess[str], exp
     for name, pattern in expected.items():
         (line,) = [line for line in errors if name in line]
         assert re.search(pattern, line), f"{pattern!r} not in {line!r}"
-
-
-def train_args(data: Path, run_dir: Path, *overrides: str) -> list[str]:
-    """tiny_args with `overrides` replacing the defaults of the same keys."""
-    keys = {o.lstrip("+").split("=", 1)[0] for o in overrides}
-    base = [a for a in tiny_args(data, run_dir) if a.split("=", 1)[0] not in keys]
-    return [*base, *overrides]
-
-
-def snapshot(directory: Path, skip: Callable[[Path], bool] = lambda p: False) -> dict[Path, bytes]:
-    """Every file's bytes, but the lock file's: it only says which process last worked there."""
-    return {
-        p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK_FILE and not skip(p)
-    }
 
 
 # ---------------------------------------------------------------------------------------------

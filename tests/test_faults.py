@@ -8,77 +8,28 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import (
     CLI,
     assert_ok,
-    comparable,
+    assert_same_run,
     epochs_done,
+    interrupt_after_first_epoch,
+    interrupt_when,
     output,
     plain_args,
     read_metrics,
     resume_hints,
+    scalars,
     tiny_args,
-    wait_for,
 )
 
 EPOCHS = 3  # plain_args
-
-
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    """Final metrics, every weight and optimizer buffer, and the TensorBoard curves identical."""
-    assert comparable(read_metrics(run_dir)) == comparable(read_metrics(reference))
-    for name in ("best.pt", "last.pt"):
-        mine = torch.load(run_dir / "checkpoints" / name, weights_only=True)
-        theirs = torch.load(reference / "checkpoints" / name, weights_only=True)
-        assert mine["epoch"] == theirs["epoch"]
-        assert mine["model"].keys() == theirs["model"].keys()
-        for key in mine["model"]:
-            assert torch.equal(mine["model"][key], theirs["model"][key]), f"{name}: {key}"
-        for index, buffers in mine["optimizer"]["state"].items():
-            for key, value in buffers.items():
-                assert torch.equal(value, theirs["optimizer"]["state"][index][key]), f"{name}: optimizer {key}"
-        assert torch.equal(mine["rng"]["generator"], theirs["rng"]["generator"])
-        assert torch.equal(mine["rng"]["torch"], theirs["rng"]["torch"])
-    assert scalars(run_dir) == scalars(reference)
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every per-epoch TensorBoard curve as (step, value) pairs, as TensorBoard reads them."""
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    tags = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "learning_rate", "accuracy/test")
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags if tag in events.Tags()["scalars"]}
-
-
-def interrupt_when(
-    cli: CLI, args: list[str], log: Path, ready: Callable[[], bool], sig: signal.Signals
-) -> tuple[int, str]:
-    """Start a command, send `sig` once `ready()` holds, and return the exit status and
-    everything the command printed."""
-    process = cli.start(*args, log=log)
-    try:
-        wait_for(ready, process, log)
-        process.send_signal(sig)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return process.returncode, log.read_text()
-
-
-def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: signal.Signals) -> tuple[int, str]:
-    """Send `sig` as soon as epoch 1 is on disk, so that it lands early in epoch 2."""
-    log = run_dir.parent / f"{run_dir.name}.{sig.name}.log"
-    return interrupt_when(cli, args, log, lambda: epochs_done(run_dir) >= 1, sig)
 
 
 def test_sigterm_mid_epoch_then_resume_is_bit_identical(

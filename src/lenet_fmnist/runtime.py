@@ -9,22 +9,49 @@ import torch
 from lenet_fmnist.errors import UserError
 
 
-def select_device(name: str) -> torch.device:
-    """`auto` means the first GPU when CUDA works here, else the CPU; asking for CUDA without it
-    is a UserError rather than a crash deep inside the first step."""
+def resolve_device(name: str, gpu_count: int) -> torch.device:
+    """The device that `name` (auto, cpu, cuda or cuda:N) means on a machine with `gpu_count`
+    usable CUDA GPUs, or a UserError saying why there is none. `auto` and `cuda` mean cuda:0, so
+    metrics.json names the GPU a run used. Asking for CUDA without it is an error here rather
+    than a crash deep inside the first step."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", 0) if gpu_count else torch.device("cpu")
     device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not gpu_count:
+        raise UserError(
+            f"device={name!r} asks for CUDA, but no CUDA GPU is available here. Use device=cpu or device=auto."
+        )
+    index = device.index or 0
+    if index >= gpu_count:
+        visible = "1 CUDA GPU is" if gpu_count == 1 else f"{gpu_count} CUDA GPUs are"
+        names = "cuda:0" if gpu_count == 1 else f"cuda:0 to cuda:{gpu_count - 1}"
+        raise UserError(
+            f"device={name!r} names a GPU that does not exist: {visible} visible here ({names}). "
+            "Use one of those, device=cuda or device=auto (CUDA_VISIBLE_DEVICES decides which GPUs are visible)."
+        )
+    return torch.device("cuda", index)
+
+
+def visible_gpus() -> int:
+    """The CUDA GPUs this process may use (CUDA_VISIBLE_DEVICES; a SLURM job with one GPU sees only its own)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def select_device(name: str) -> torch.device:
+    """`resolve_device` on this machine, made ready for a run. On a GPU it becomes the current
+    device (what an unindexed `cuda` means to torch), and cuDNN may use only deterministic
+    convolution algorithms, chosen by its fixed heuristics rather than by timing (benchmark off).
+    The other operations of a training step have deterministic CUDA kernels (tests/test_cuda.py
+    has torch's deterministic mode check that) and cuBLAS is deterministic on one stream, so a run repeated or resumed on the same GPU and software
+    computes the same bits, as on the CPU. TF32 convolutions stay as torch sets them: they change
+    rounding, not reproducibility. On the CPU nothing is changed."""
+    device = resolve_device(name, visible_gpus())
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(
-                f"device={name!r} asks for CUDA, but no CUDA GPU is available here. Use device=cpu or device=auto."
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device={name!r} names a GPU that does not exist: this machine has "
-                f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
-            )
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     return device
 
 
@@ -39,9 +66,8 @@ def spread_over_gpus(device: str, job_num: int | None, gpu_count: int) -> str:
 
 
 def sweep_job_device(device: str, job_num: int | None) -> str:
-    """`spread_over_gpus` over the GPUs visible to this process (CUDA_VISIBLE_DEVICES; a SLURM job
-    with one GPU sees only its own)."""
-    return spread_over_gpus(device, job_num, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    """`spread_over_gpus` over the GPUs visible to this process."""
+    return spread_over_gpus(device, job_num, visible_gpus())
 
 
 def default_threads() -> int:

@@ -241,6 +241,25 @@ class TrainingState:
 # ---- the phases of a run -----------------------------------------------------------------------
 
 
+def _check_device_kind(state: dict[str, Any], device: torch.device, last: Path) -> None:
+    """A run continues on the kind of device it began on: a CUDA generator's state cannot be
+    restored into a CPU one or the other way round, and the two draw different numbers."""
+    saved_on_gpu = state["rng"]["cuda"] is not None  # TrainingState saves the CUDA state only on a GPU
+    if saved_on_gpu == (device.type == "cuda"):
+        return
+    if saved_on_gpu:
+        raise UserError(
+            f"resume=true, but {last} was saved by a run on a CUDA GPU and this run would continue on "
+            f"{device}. A run continues on the kind of device it began on (CPU and CUDA draw different "
+            "random numbers): resume it with device=cuda on a machine with a GPU."
+        )
+    raise UserError(
+        f"resume=true, but {last} was saved by a run on the CPU and this run would continue on {device}. "
+        "A run continues on the kind of device it began on (CPU and CUDA draw different random numbers): "
+        "resume it with device=cpu."
+    )
+
+
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> dict[str, Any] | None:
     """Return last.pt's state when resuming, None for a fresh run; refuse to overwrite a run.
 
@@ -458,6 +477,8 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
         log.info("%s is already completed; nothing to resume.", run_dir)
         return done
     device = select_device(cfg.device)
+    if saved is not None:
+        _check_device_kind(saved, device, run_dir / LAST_CHECKPOINT)
     threads = configure_threads(cfg.threads)
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     state = TrainingState(cfg, device, steps_per_epoch=math.ceil(len(splits.train.labels) / cfg.batch_size))

@@ -69,10 +69,11 @@ def nothing_to_resume(directory: Path) -> str:
 # (conf/train.yaml's exclude_keys, checked by a test), so a sweep run again with resume=true finds
 # its jobs; the report pools runs that differ only in them.
 RESULT_NEUTRAL_KEYS = ("resume", "device", "threads", "eval_batch_size", "data.root")
-# Of those, the ones a resumed run must keep: CPU and CUDA draw different random numbers, so a run
-# continued on another kind of device is no longer the run it started as.
-KEPT_ON_RESUME = ("device",)
-RESUMABLE_CHANGES = tuple(key for key in RESULT_NEUTRAL_KEYS if key not in KEPT_ON_RESUME)
+# A resumed run may change any of them; the device only within its kind (train._check_device_kind:
+# CPU and CUDA draw different random numbers), e.g. device=auto to device=cpu on the same CPU.
+# (Bit-identical resumes on the CPU also need the same thread count: float sums may be split
+# differently across threads.)
+RESUMABLE_CHANGES = RESULT_NEUTRAL_KEYS
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
