@@ -72,7 +72,10 @@ class ResumeOnRequeue:
     ) -> Any:
         """Runs in the job's own process, once per attempt."""
         if restarted_by_slurm(os.environ):
-            log.warning("SLURM restarted this job; it resumes from its last saved epoch.")
+            log.warning(
+                "SLURM restarted this job (SLURM_RESTART_COUNT=%s); it resumes from its last saved epoch.",
+                os.environ["SLURM_RESTART_COUNT"].strip(),
+            )
             sweep_overrides = with_resume(sweep_overrides)
         self._share_cores()
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)  # type: ignore[misc]
