@@ -5,8 +5,8 @@ Marked `slurm`, and skipped with the reason when no cluster answers `sinfo`: sta
 machine with `scripts/slurm-local.sh start` (README.md, "Rehearsing a SLURM cluster on one
 machine"). The jobs run `python -m lenet_fmnist` from this interpreter on synthetic data, with
 the environment of the sweep that submitted them (sbatch passes it on). Each test waits on what
-the scheduler and the jobs record (sacct, squeue, metrics.json), never for a fixed time, and
-prints what the scheduler did with its jobs (ids, the state of each attempt, restarts).
+the scheduler and the jobs record (sacct, metrics.json, submitit's logs), never for a fixed time,
+and prints what the scheduler did with its jobs (ids, the state of each attempt, restarts).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import torch
 
 from conftest import CLI, assert_ok, epochs_done, output, read_metrics, wait_for, write_dataset
 
@@ -63,6 +62,8 @@ def slurm_cli(cluster: None, cli_env: dict[str, str], tmp_path_factory: pytest.T
 
 def one_thread_speed() -> float:
     """Images per second of LeNet-5 training steps (batch 64, SGD) on one thread of this machine."""
+    import torch  # here, not at the top: without a cluster the tests skip without importing it
+
     from lenet_fmnist.model import LeNet5
 
     threads = torch.get_num_threads()
@@ -114,6 +115,21 @@ def job_ids(sweep_dir: Path) -> list[str]:
     submitit's folders, one per job, in order of submission."""
     names = [path.parent.name for path in (sweep_dir / ".submitit").glob("*/*_submitted.pkl")]
     return sorted(names, key=lambda name: tuple(int(part) for part in name.split("_")))
+
+
+def cancel_jobs(sweep_dir: Path) -> None:
+    """Cancel what is left of the sweep's jobs (scancel ignores those that ended)."""
+    ids = job_ids(sweep_dir) if (sweep_dir / ".submitit").is_dir() else []
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left(tmp_path: Path) -> Iterator[None]:
+    """A test that fails half-way leaves none of its jobs to hold the node's cores after it."""
+    yield
+    for sweep_dir in tmp_path.iterdir():
+        cancel_jobs(sweep_dir)
 
 
 def submitit_log(sweep_dir: Path, job_id: str) -> str:
@@ -236,6 +252,7 @@ def interrupted(slurm_cli: CLI, paced_data: Path, tmp_path_factory: pytest.TempP
         code, text = finish(process, log, timeout=240)
     finally:
         stop(process)
+        cancel_jobs(sweep_dir)
     return Interrupted(code, text, sweep_dir, job_ids(sweep_dir))
 
 
