@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import pytest
 
-from conftest import CLI, assert_ok, epochs_done, output, read_metrics, wait_for, write_dataset
+from conftest import CLI, assert_ok, epochs_done, output, read_metrics, resume_hints, wait_for, write_dataset
 
 pytestmark = pytest.mark.slurm
 
@@ -250,9 +250,11 @@ def interrupted(slurm_cli: CLI, paced_data: Path, tmp_path_factory: pytest.TempP
             for number in [number for number in commands if saved(number)]:
                 subprocess.run([*commands.pop(number), job_ids(sweep_dir)[number]], check=True, timeout=60)
         code, text = finish(process, log, timeout=240)
+    except BaseException:
+        cancel_jobs(sweep_dir)  # the jobs of a failed setup must not hold the node's cores
+        raise
     finally:
         stop(process)
-        cancel_jobs(sweep_dir)
     return Interrupted(code, text, sweep_dir, job_ids(sweep_dir))
 
 
@@ -268,6 +270,10 @@ def test_scontrol_requeue_restarts_the_job_which_resumes(interrupted: Interrupte
     assert_every_epoch_once(job, EPOCHS)
     log = (job / "train.log").read_text()
     assert "Interrupted in epoch 2" in log and "Resuming" in log and "after epoch 1" in log, log
+    # What the job prints to resume it is the sweep's own command, not the job's (submitit's).
+    (hint,) = resume_hints(log)
+    assert f"-m hydra.sweep.dir={interrupted.sweep_dir} " in hint and "seed=0,1" in hint, hint
+    assert "hydra/launcher=slurm" in hint and ".submitit" not in hint, hint
 
 
 def test_a_job_reaching_its_time_limit_is_signalled_requeued_and_completes(
