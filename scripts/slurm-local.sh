@@ -250,8 +250,11 @@ cancel_jobs() {
         say "cancelling ${#jobs[@]} job(s)"
         scancel "${jobs[@]}" 2>/dev/null || true # a job may end meanwhile
     fi
-    # A slurmd stopped under a running job can leave its slurmstepd and the job behind.
-    wait_until "the queue to empty" "$LOG/slurmctld.log" queue_empty
+    # A slurmd stopped under a running job can leave its slurmstepd and the job behind. (Without a
+    # slurmd no job can end; the next start begins with an empty controller state anyway.)
+    if running_pid slurmd >/dev/null; then
+        wait_until "the queue to empty" "$LOG/slurmctld.log" queue_empty
+    fi
 }
 
 queue_empty() { [[ -z $(squeue -h -o %i 2>/dev/null) ]]; }
