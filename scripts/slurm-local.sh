@@ -284,6 +284,9 @@ stop() {
         for daemon in "${DAEMONS[@]}"; do
             stop_daemon "$daemon"
         done
+        local steps
+        steps=$(pgrep -x slurmstepd | paste -sd ' ' || true)
+        [[ -z $steps ]] || say "warning: job processes outlived their slurmd (slurmstepd pids: $steps); end them with kill -9"
     fi
     if [[ -L $SYSTEM_CONF && $(readlink "$SYSTEM_CONF") == "$CONF" ]]; then
         rm "$SYSTEM_CONF"
