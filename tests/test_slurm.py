@@ -34,7 +34,7 @@ RESOURCES = ("hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra
 VAL = 256  # validation images of paced_data
 EPOCH_SECONDS = 2.0  # an epoch of paced_data: a signal sent when epoch 1 is saved lands in epoch 2
 EPOCHS = 3  # of the jobs interrupted in epoch 2
-JOB_SECONDS = 70  # training time of the job that reaches its time limit: longer than the 60 s before its signal
+JOB_SECONDS = 65  # training time of the job that reaches its time limit: longer than the 60 s before its signal
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 
 
@@ -359,14 +359,20 @@ def test_a_refused_job_fails_the_sweep_but_not_the_other_job(slurm_cli: CLI, tin
 
 def test_jobs_outlive_a_killed_sweep_which_resume_completes(slurm_cli: CLI, paced_data: Path, tmp_path: Path) -> None:
     """The sweep submits its jobs two at a time (max_batch_size=2) and is killed while the first
-    two run: they still finish; resume=true then runs only the job never submitted."""
-    sweep_dir, epochs = tmp_path / "sweep", 2
+    two train: they still finish; resume=true then runs only the job never submitted."""
+    sweep_dir, epochs = tmp_path / "sweep", 1
     args = sweep_args(paced_data, sweep_dir, f"epochs={epochs}", "seed=0,1,2", "hydra.sweeper.max_batch_size=2")
     log = tmp_path / "sweep.log"
     process = slurm_cli.start(*args, log=log)
 
+    def training(job: Path) -> bool:
+        try:
+            return "Training starts" in (job / "train.log").read_text()
+        except FileNotFoundError:
+            return False
+
     def both_training() -> bool:
-        return sum(epochs_done(job) >= 1 for job in sweep_dir.glob("[01]_*")) == 2
+        return sum(training(job) for job in sweep_dir.glob("[01]_*")) == 2
 
     wait_for(both_training, process, log, timeout=120)
     process.send_signal(signal.SIGKILL)
