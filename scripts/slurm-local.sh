@@ -14,7 +14,7 @@
 # A munged that already answers is used, not replaced. Both commands are idempotent: `start` with
 # everything running only reports it; a half-running cluster is stopped and started afresh.
 #
-# The settings are the ones that make a one-machine cluster quick to test against (measured; see
+# The settings make a one-machine cluster quick to test against (see
 # README.md, "Rehearsing a SLURM cluster on one machine").
 set -euo pipefail
 
