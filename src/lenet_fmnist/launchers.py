@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,13 +67,26 @@ class ResumeOnRequeue:
     params: dict[str, Any]  # the launcher's config, set by BaseSubmititLauncher
     # Jobs running at once on this machine (the local executor); None where each has its allocation.
     concurrent_jobs: int | None = None
+    # The sweep's command line, taken to each job: a job's own is submitit's (`-m
+    # submitit.core._submit FOLDER`), which would make the resume command it prints wrong.
+    command_line: list[str] | None = None
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        """Runs in the sweep's process; submitit pickles the launcher into each job after this."""
+        self.command_line = list(sys.argv)
+        return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
 
     def __call__(
         self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state: Any
     ) -> Any:
         """Runs in the job's own process, once per attempt."""
+        if self.command_line:
+            sys.argv = self.command_line
         if restarted_by_slurm(os.environ):
-            log.warning("SLURM restarted this job; it resumes from its last saved epoch.")
+            log.warning(
+                "SLURM restarted this job (SLURM_RESTART_COUNT=%s); it resumes from its last saved epoch.",
+                os.environ["SLURM_RESTART_COUNT"].strip(),
+            )
             sweep_overrides = with_resume(sweep_overrides)
         self._share_cores()
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)  # type: ignore[misc]
