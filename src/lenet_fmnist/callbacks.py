@@ -3,7 +3,7 @@
 Hydra makes the run directory and writes `.hydra/*.yaml` into it before the task starts, so the
 task itself comes too late for these checks: an unwritable directory would end in Hydra's
 traceback, and a run directory given again would have its `.hydra/` record overwritten before
-the task refuses it. Named in `hydra.callbacks` of conf/train.yaml and conf/eval.yaml. This
+the task refuses it. Named in `hydra.callbacks` of conf/train.yaml, eval.yaml, predict.yaml and export.yaml. This
 module must not import torch.
 """
 
@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("lenet_fmnist")
 
-# Files whose presence means a directory already holds a run (training or evaluation).
-RUN_FILES = ("metrics.json", "checkpoints/last.pt", "eval.json")
+# Files whose presence means a directory already holds a run (training, evaluation or prediction).
+RUN_FILES = ("metrics.json", "checkpoints/last.pt", "eval.json", "predictions.csv")
 
 
 def holds_run(directory: Path) -> bool:
