@@ -229,3 +229,13 @@ def reference_run(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathF
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     assert_ok(cli.run(*plain_args(plain_data, run_dir)))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def flip_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch on the tiny set with relu, max pooling, augmentation and test-time flip: a
+    checkpoint whose predictions average each image and its mirror image (predict, export)."""
+    run_dir = tmp_path_factory.mktemp("flip_run") / "run"
+    flip = ("activation=relu", "pool=max", "augmentation=standard", "augmentation.test_flip=true")
+    assert_ok(cli.run(*tiny_args(tiny_data, run_dir, *flip)))
+    return run_dir

@@ -130,9 +130,12 @@ def _predict(cfg: object, run_dir: Path) -> None:
     from lenet_fmnist.config import PredictConfig, validate
 
     typed = validate(cfg, PredictConfig)
+    from lenet_fmnist.images import find_images
+
+    paths = find_images(typed.images)  # before importing torch: a wrong path fails at once
     from lenet_fmnist import predict
 
-    predict.run(typed, run_dir)
+    predict.run(typed, run_dir, paths)
 
 
 def _export(cfg: object, run_dir: Path) -> None:
