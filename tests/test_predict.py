@@ -162,16 +162,21 @@ def test_lossy_files_come_back_close(framed: FramedSet) -> None:
         )
 
 
-def _photo(size: tuple[int, int], box: tuple[int, int, int, int], item: float, background: float) -> np.ndarray:
-    """A grey photo: a uniform item (top, left, height, width) on a background with pixel noise."""
-    grey = np.random.default_rng(3).normal(background, 0.03, size).astype(np.float32)
-    top, left, height, width = box
-    grey[top : top + height, left : left + width] = item
+def _photo(
+    size: tuple[int, int], box: tuple[int, int, int, int], item: float, light: tuple[float, float]
+) -> np.ndarray:
+    """A grey photo: a uniform item (top, left, height, width) on a background lit unevenly (from
+    light[0] at the left edge to light[1] at the right), with pixel noise."""
+    height, width = size
+    grey = np.linspace(*light, width, dtype=np.float32)[None, :].repeat(height, axis=0)
+    grey += np.random.default_rng(3).normal(0, 0.03, size).astype(np.float32)
+    top, left, item_height, item_width = box
+    grey[top : top + item_height, left : left + item_width] = item
     return np.clip(grey, 0, 1)
 
 
-def test_a_dark_item_on_a_light_noisy_photo_is_inverted_centred_and_fitted() -> None:
-    grey = _photo((448, 896), (40, 560, 320, 160), item=0.2, background=0.92)  # 1/8 of it: 56 x 112
+def test_a_dark_item_on_an_unevenly_lit_noisy_photo_is_inverted_centred_and_fitted() -> None:
+    grey = _photo((448, 896), (40, 560, 320, 160), item=0.2, light=(0.95, 0.75))  # 1/8 of it: 56 x 112
     prepared = prepare(grey, "auto")
     assert prepared.inverted
     top, left, height, width = _box(prepared.pixels)
@@ -182,8 +187,20 @@ def test_a_dark_item_on_a_light_noisy_photo_is_inverted_centred_and_fitted() -> 
     assert prepared.pixels[~outside].mean() > 150, "the dark item must come out light"
 
 
+def test_a_small_item_keeps_its_detail() -> None:
+    """A 64 px item with 8 px stripes in a 1200 x 900 picture: found on the 112 px copy (where it
+    is 6 px wide), but cut from the full-size image, so the stripes survive."""
+    grey = np.zeros((900, 1200), dtype=np.float32)
+    stripes = np.where((np.arange(64) // 8) % 2 == 0, 0.9, 0.3).astype(np.float32)
+    grey[700:764, 100:164] = stripes[None, :]
+    pixels = prepare(grey, "auto").pixels.astype(float)
+    assert _box(pixels.astype(np.uint8)) == (0, 0, 28, 28)
+    assert pixels.std() > 65, "the stripes were blurred away (cut from the 112 px copy: 54)"
+    assert np.count_nonzero(np.diff(pixels[14] > 150)) == 7, "8 stripes make 7 edges (from the 112 px copy: 5)"
+
+
 def test_wide_and_small_items_keep_their_aspect_ratio() -> None:
-    wide = _photo((100, 400), (30, 50, 40, 300), item=0.9, background=0.0)
+    wide = _photo((100, 400), (30, 50, 40, 300), item=0.9, light=(0.0, 0.0))
     assert _box(prepare(wide, "auto").pixels) == (12, 0, 4, 28)  # 40 x 300 -> 4 x 28, centred
     small = np.zeros((80, 80), dtype=np.float32)
     small[2:12, 70:76] = 0.8  # 10 x 6 in a corner -> 28 x 17, centred
