@@ -202,8 +202,10 @@ def _level(grey: np.ndarray, plane: np.ndarray | None, top: int, left: int, shap
     (x - background) / (1 - background), clipped to [0, 1]."""
     if plane is None:
         return grey
-    rows, cols = np.indices(grey.shape)
-    background = np.clip(_design(rows + top, cols + left, shape) @ plane, 0, 1 - 1e-3).astype(np.float32)
+    v = (np.arange(top, top + grey.shape[0]) + 0.5) / shape[0]
+    u = (np.arange(left, left + grey.shape[1]) + 0.5) / shape[1]
+    background = plane[0] + plane[1] * u[None, :] + plane[2] * v[:, None]  # [1, u, v] @ plane, per pixel
+    background = np.clip(background, 0, 1 - 1e-3).astype(np.float32)
     return np.clip((grey - background) / (1 - background), 0, 1)
 
 
