@@ -387,6 +387,12 @@ def test_a_folder_with_some_bad_files_predicts_the_good_ones(
         assert re.search(reason, warning[0]), reason
     rows = read_csv(tmp_path / "run")
     assert [Path(row["file"]).name for row in rows] == ["good-text.png", "good-tiny.png", "good-truncated.png"]
+    with open(tmp_path / "run" / "skipped.csv", newline="") as handle:
+        skipped = {Path(row["file"]).name: row["reason"] for row in csv.DictReader(handle)}
+    assert sorted(skipped) == ["cut.png", "dot.png", "notes.png"]
+    for reason in BAD_REASONS.values():
+        name, why = reason.split(": ", 1)
+        assert re.match(why, skipped[name]), (name, skipped[name])
     assert list(rows[0]) == ["file", "class_1", "probability_1", "class_2", "probability_2", "class_3", "probability_3", "inverted"]  # fmt: skip
 
 

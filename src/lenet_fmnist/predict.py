@@ -51,9 +51,10 @@ class Classifier(nn.Module):
 
     def __init__(self, model: nn.Module, test_flip: bool, uint8_input: bool) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         self.test_flip = test_flip
         self.uint8_input = uint8_input
+        self.eval()  # dropout off, in predict and in every exported graph
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         inputs = normalise(images) if self.uint8_input else images
@@ -117,7 +118,15 @@ def predict_files(
 
 def _list_bad(bad: list[tuple[Path, str]], shown: int = 10) -> str:
     listed = "; ".join(f"{path}: {reason}" for path, reason in bad[:shown])
-    return listed + (f"; and {len(bad) - shown} more" if len(bad) > shown else "")
+    return listed + (f"; and {len(bad) - shown} more (all in skipped.csv)" if len(bad) > shown else "")
+
+
+def write_skipped(path: Path, bad: list[tuple[Path, str]]) -> None:
+    """The files that could not be used, with why: one row each."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([("file", "reason"), *((str(file), reason) for file, reason in bad)])
+    write_atomic(path, lambda handle: handle.write(buffer.getvalue().encode()))
 
 
 def _top(result: Result, k: int) -> list[tuple[str, float]]:
@@ -178,12 +187,15 @@ def write_figure(path: Path, results: list[Result]) -> None:
 
 def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     """The `predict` command on `paths` (`images.find_images(cfg.images)`): prepare and classify
-    them, print a table, and write predictions.csv and predictions.png into the run directory."""
+    them, print a table, and write predictions.csv, predictions.png and (if any file could not be
+    used) skipped.csv into the run directory."""
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
     device = select_device(cfg.device)
     configure_threads(cfg.threads)
     classifier.to(device, memory_format=CHANNELS_LAST)
     results, bad = predict_files(classifier, paths, cfg, device)
+    if bad:
+        write_skipped(run_dir / "skipped.csv", bad)
     if not results:
         raise UserError(
             f"None of the {len(paths)} file(s) of images={cfg.images!r} could be used: {_list_bad(bad)}. "
