@@ -3,8 +3,8 @@
 Hydra makes the run directory and writes `.hydra/*.yaml` into it before the task starts, so the
 task itself comes too late for these checks: an unwritable directory would end in Hydra's
 traceback, and a run directory given again would have its `.hydra/` record overwritten before
-the task refuses it. Named in `hydra.callbacks` of conf/train.yaml, eval.yaml, predict.yaml and export.yaml. This
-module must not import torch.
+the task refuses it. Named in `hydra.callbacks` of conf/train.yaml, eval.yaml, predict.yaml and
+export.yaml. This module must not import torch.
 """
 
 from __future__ import annotations
