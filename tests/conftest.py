@@ -47,7 +47,7 @@ TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
 # that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
-SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run"}
+SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -369,3 +369,13 @@ def shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """`image` moved down by dy and right by dx pixels, the uncovered border zero."""
     padded = F.pad(image, (8, 8, 8, 8))
     return padded[8 - dy : 8 - dy + 28, 8 - dx : 8 - dx + 28]
+
+
+@pytest.fixture(scope="session")
+def flip_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch on the tiny set with relu, max pooling, augmentation and test-time flip: a
+    checkpoint whose predictions average each image and its mirror image (predict, export)."""
+    run_dir = tmp_path_factory.mktemp("flip_run") / "run"
+    flip = ("activation=relu", "pool=max", "augmentation=standard", "augmentation.test_flip=true")
+    assert_ok(cli.run(*tiny_args(tiny_data, run_dir, *flip)))
+    return run_dir

@@ -177,3 +177,16 @@ def test_one_epoch_on_the_real_data(cli: CLI, tmp_path: Path) -> None:
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
     assert metrics["test_acc"] > 0.7, metrics
+
+
+def test_an_eval_sweep_of_good_checkpoints_exits_zero(
+    cli: CLI, tiny_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """Only a training sweep's jobs write metrics.json; an eval sweep is judged by its jobs' results."""
+    paths = ",".join(str(tiny_run / "checkpoints" / name) for name in ("best.pt", "last.pt"))
+    sweep = tmp_path / "sweep"
+    result = cli.run(
+        "eval", "-m", f"checkpoint={paths}", f"data.root={tiny_data}", "device=cpu", f"hydra.sweep.dir={sweep}"
+    )
+    assert_ok(result)
+    assert len(list(sweep.glob("*/eval.json"))) == 2

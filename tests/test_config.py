@@ -21,6 +21,10 @@ from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import (
     AdamConfig,
     EvalConfig,
+    ExportConfig,
+    ExportFormat,
+    ExportInput,
+    PredictConfig,
     RMSpropConfig,
     SGDConfig,
     TrainConfig,
@@ -269,3 +273,22 @@ def test_the_built_wheel_ships_the_configs_and_runs_from_it(tmp_path: Path) -> N
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert Path(where.stdout.strip()) == tmp_path / "site" / "lenet_fmnist" / "conf"
+
+
+def test_configs_ship_with_the_package_or_the_checkout() -> None:
+    assert (config_dir() / "train.yaml").is_file() and (config_dir() / "eval.yaml").is_file()
+    assert config_dir() == Path(config.__file__).parent / "conf" or config_dir().parent.joinpath("src").is_dir()
+
+
+@pytest.mark.parametrize(("given", "read"), [("true", "true"), ("False", "false"), ("AUTO", "auto")])
+def test_predict_config_reads_invert_whatever_hydra_makes_of_it(compose_with: Compose, given: str, read: str) -> None:
+    """Hydra turns invert=true into a boolean; the schema's string takes it back as "true"."""
+    cfg = validate(compose_with("predict", "checkpoint=x.pt", "images=photos", f"invert={given}"), PredictConfig)
+    assert (cfg.invert, cfg.top_k, cfg.figure_images) == (read, 3, 64)
+
+
+def test_export_config_composes(compose_with: Compose) -> None:
+    cfg = validate(compose_with("export", "checkpoint=x.pt", "input=uint8"), ExportConfig)
+    assert (cfg.format, cfg.input, cfg.out, cfg.overwrite, cfg.check_images) == (
+        ExportFormat.onnx, ExportInput.uint8, None, False, 1000,
+    )  # fmt: skip

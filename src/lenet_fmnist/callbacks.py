@@ -3,8 +3,8 @@
 Hydra makes the run directory and writes `.hydra/*.yaml` into it before the task starts, so the
 task itself comes too late for these checks: an unwritable directory would end in Hydra's
 traceback, and a run directory given again would have its `.hydra/` record overwritten before
-the task refuses it. Named in `hydra.callbacks` of conf/train.yaml and conf/eval.yaml. This
-module must not import torch.
+the task refuses it. Named in `hydra.callbacks` of conf/train.yaml, eval.yaml, predict.yaml and
+export.yaml. This module must not import torch.
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ class OutputDirCheck(Callback):
         """Exit non-zero when any job of the sweep did not complete. Jobs may have run in other
         processes (joblib, submitit), so their metrics.json files are the one record of how each
         ended; a job refused before training (a bad value) has none."""
+        if OmegaConf.select(config, "hydra.job.name") != "train":
+            return  # eval, predict, export: their jobs write no metrics.json; the command counts failures
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
         unfinished = [
             job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != Status.completed

@@ -29,6 +29,10 @@ Commands:
   eval checkpoint=PATH [OVERRIDES]   test a checkpoint: accuracy, per-class accuracy, confusion matrix
   report DIR [DIR ...]               tables, effects with 95% CIs and figures of the runs under DIRs,
                                        written to the first DIR (report.md, report.csv, *.png)
+  predict checkpoint=PATH images=DIR|FILE|'GLOB' [top_k=3] [invert=auto|true|false]
+                                     classify your own images (predictions.csv, predictions.png)
+  export checkpoint=PATH [format=onnx|torchscript] [input=float32|uint8] [out=DIR]
+                                     write model.onnx or model.pt and a JSON sidecar, then check them
 
 Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
   experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best
@@ -134,6 +138,27 @@ def _eval(cfg: object, run_dir: Path) -> None:
     evaluate.run(typed, run_dir)
 
 
+def _predict(cfg: object, run_dir: Path) -> None:
+    from lenet_fmnist.config import PredictConfig, validate
+
+    typed = validate(cfg, PredictConfig)
+    from lenet_fmnist.images import find_images
+
+    paths = find_images(typed.images)  # before importing torch: a wrong path fails at once
+    from lenet_fmnist import predict
+
+    predict.run(typed, run_dir, paths)
+
+
+def _export(cfg: object, run_dir: Path) -> None:
+    from lenet_fmnist.config import ExportConfig, validate
+
+    typed = validate(cfg, ExportConfig)
+    from lenet_fmnist import export
+
+    export.run(typed, run_dir)
+
+
 def _report(args: list[str]) -> int:
     """Plain argparse, no Hydra: it reads runs, it does not configure one."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -150,6 +175,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": lambda args: _run_hydra("train", "train", _train, args),
     "eval": lambda args: _run_hydra("eval", "eval", _eval, args),
     "report": _report,
+    "predict": lambda args: _run_hydra("predict", "predict", _predict, args),
+    "export": lambda args: _run_hydra("export", "export", _export, args),
 }
 
 

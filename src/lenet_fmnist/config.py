@@ -204,6 +204,8 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="eval_schema", node=EvalConfig)
+    store.store(name="predict_schema", node=PredictConfig)
+    store.store(name="export_schema", node=ExportConfig)
     for name, node in (("sgd", SGDConfig), ("adam", AdamConfig), ("rmsprop", RMSpropConfig)):
         store.store(group="schema/optimizer", name=name, node=node)
 
@@ -255,3 +257,57 @@ def to_plain(cfg: Any) -> dict:
     """The resolved configuration as plain Python values (enums as strings), fit for
     checkpoints, JSON and TensorBoard."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+# predict and export (issue 14)
+
+
+class ExportFormat(Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+class ExportInput(Enum):
+    float32 = "float32"  # N x 1 x 28 x 28, normalised as in training
+    uint8 = "uint8"  # N x 28 x 28 grey pixels 0-255; the graph normalises
+
+
+_INVERT = ("auto", "true", "false")
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = MISSING
+    images: str = MISSING
+    top_k: int = 3
+    # A string, not an enum: Hydra reads `invert=true` as a boolean, which arrives here as "True".
+    invert: str = "auto"
+    batch_size: int = 1000
+    figure_images: int = 64
+    device: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.top_k <= 10, "top_k", self.top_k, "an integer from 1 to 10 (there are 10 classes)")
+        self.invert = str(self.invert).lower()
+        _require(self.invert in _INVERT, "invert", self.invert, "auto, true or false")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(self.figure_images >= 0, "figure_images", self.figure_images, ">= 0 (0: no predictions.png)")
+        _check_device(self.device)
+        _check_threads(self.threads)
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING
+    format: ExportFormat = ExportFormat.onnx
+    input: ExportInput = ExportInput.float32
+    out: str | None = None
+    overwrite: bool = False
+    check_images: int = 1000
+    data: DataConfig = field(default_factory=DataConfig)
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.check_images >= 1, "check_images", self.check_images, ">= 1")
+        _check_threads(self.threads)

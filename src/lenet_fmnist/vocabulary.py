@@ -29,8 +29,9 @@ METRICS_FILE = "metrics.json"  # training: written after every epoch and at the 
 LAST_CHECKPOINT = "checkpoints/last.pt"  # training: the last completed epoch, what resume reads
 BEST_CHECKPOINT = "checkpoints/best.pt"  # training: the best-validation epoch, what is tested
 EVAL_FILE = "eval.json"  # evaluation: the result of `eval`
+PREDICTIONS_FILE = "predictions.csv"  # prediction: the result of `predict`
 # Any of these makes a directory hold a run's results: a new run is never started over them.
-RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE)
+RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE, PREDICTIONS_FILE)
 HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
 LOCK_FILE = ".lock"  # held by the process working in the directory (locking.py); says which one
 

@@ -1,0 +1,220 @@
+"""The `predict` command: classify your own images with a trained checkpoint.
+
+Each file is read and prepared by `images` (grey, light item on black, centred and fitted into
+28 x 28 as Fashion-MNIST's images were made), then classified in batches on the chosen device by
+`Classifier`: the checkpoint's LeNet-5 with what `eval` does around it, test-time flip included.
+The run directory gets predictions.csv (top-k classes per file) and predictions.png (the prepared
+inputs, titled with their top class), so a user sees what the model saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lenet_fmnist import checkpoint, data
+from lenet_fmnist.augment import normalise
+from lenet_fmnist.config import PredictConfig
+from lenet_fmnist.errors import UserError
+from lenet_fmnist.images import BadImage, Prepared, load_image
+from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.storage import write_atomic
+from lenet_fmnist.vocabulary import PREDICTIONS_FILE
+
+log = logging.getLogger(__name__)
+
+TABLE_ROWS = 50  # rows of the printed table; predictions.csv has them all
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+class Classifier(nn.Module):
+    """LeNet-5 with what `eval` does around it: normalisation (for uint8 input) and, when the
+    checkpoint was trained with augmentation.test_flip, logits averaged over each image and its
+    mirror image. `predict` runs it and `export` writes it, so both compute the same.
+
+    Input: uint8 N x 28 x 28 pixels when `uint8_input`, else float32 N x 1 x 28 x 28 normalised
+    as in training ((pixel / 255 - MEAN) / STD). Output: logits N x 10.
+    """
+
+    def __init__(self, model: nn.Module, test_flip: bool, uint8_input: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.test_flip = test_flip
+        self.uint8_input = uint8_input
+        self.eval()  # dropout off, in predict and in every exported graph
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = normalise(images) if self.uint8_input else images
+        logits = self.model(inputs)
+        if self.test_flip:
+            logits = (logits + self.model(inputs.flip(-1))) / 2
+        return logits
+
+
+def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, dict[str, Any]]:
+    """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config)."""
+    state = checkpoint.load(path)
+    model = checkpoint.model_from(state, path)
+    test_flip = bool(state["config"]["augmentation"]["test_flip"])
+    return Classifier(model, test_flip, uint8_input), state
+
+
+@torch.inference_mode()
+def probabilities(classifier: Classifier, pixels: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N x 10, on the CPU) of uint8 N x 28 x 28 `pixels` already on the
+    classifier's device."""
+    return torch.softmax(classifier(pixels), dim=1).cpu()
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+@dataclass
+class Result:
+    path: Path
+    prepared: Prepared
+    probabilities: torch.Tensor  # 10
+
+
+def _chunks(paths: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+def predict_files(
+    classifier: Classifier, paths: list[Path], cfg: PredictConfig, device: torch.device
+) -> tuple[list[Result], list[tuple[Path, str]]]:
+    """Prepare and classify `paths` batch by batch; the files that cannot be used, with why."""
+    results: list[Result] = []
+    bad: list[tuple[Path, str]] = []
+    for chunk in _chunks(paths, cfg.batch_size):
+        prepared: list[tuple[Path, Prepared]] = []
+        for path in chunk:
+            try:
+                prepared.append((path, load_image(path, cfg.invert)))
+            except BadImage as error:
+                bad.append((path, str(error)))
+        if not prepared:
+            continue
+        pixels = torch.from_numpy(np.stack([item.pixels for _, item in prepared])).to(device)
+        for (path, item), probs in zip(prepared, probabilities(classifier, pixels), strict=True):
+            results.append(Result(path, item, probs))
+    return results, bad
+
+
+def _list_bad(bad: list[tuple[Path, str]], shown: int = 10) -> str:
+    listed = "; ".join(f"{path}: {reason}" for path, reason in bad[:shown])
+    return listed + (f"; and {len(bad) - shown} more (all in skipped.csv)" if len(bad) > shown else "")
+
+
+def write_skipped(path: Path, bad: list[tuple[Path, str]]) -> None:
+    """The files that could not be used, with why: one row each."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows([("file", "reason"), *((str(file), reason) for file, reason in bad)])
+    write_atomic(path, lambda handle: handle.write(buffer.getvalue().encode()))
+
+
+def _top(result: Result, k: int) -> list[tuple[str, float]]:
+    probs, classes = result.probabilities.topk(k)
+    return [(data.CLASSES[c], float(p)) for p, c in zip(probs.tolist(), classes.tolist(), strict=True)]
+
+
+def write_csv(path: Path, results: list[Result], top_k: int) -> None:
+    """One row per image: file, the top_k classes with their probabilities, and whether it was inverted."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["file"]
+    for rank in range(1, top_k + 1):
+        header += [f"class_{rank}", f"probability_{rank}"]
+    writer.writerow([*header, "inverted"])
+    for result in results:
+        row: list[object] = [str(result.path)]
+        for name, prob in _top(result, top_k):
+            row += [name, f"{prob:.6f}"]
+        writer.writerow([*row, str(result.prepared.inverted).lower()])
+    write_atomic(path, lambda handle: handle.write(buffer.getvalue().encode()))
+
+
+def format_table(results: list[Result], top_k: int, rows: int = TABLE_ROWS) -> str:
+    cells = [[str(r.path), *(f"{name} {prob:.3f}" for name, prob in _top(r, top_k))] for r in results[:rows]]
+    header = ["file", *(f"top {rank}" for rank in range(1, top_k + 1))]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in [header, *cells]]
+    if len(results) > rows:
+        lines.append(f"... {len(results) - rows} more in predictions.csv")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def write_figure(path: Path, results: list[Result]) -> None:
+    """A grid of the prepared 28 x 28 inputs, each titled with its file, top class and probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: figures are files, never windows
+    import matplotlib.pyplot as plt
+
+    columns = min(8, len(results))
+    rows = math.ceil(len(results) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.2 * columns, 1.55 * rows), squeeze=False, layout="constrained"
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, result in zip(axes.flat, results, strict=False):
+        name, prob = _top(result, 1)[0]
+        axis.imshow(result.prepared.pixels, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        label = result.path.name if len(result.path.name) <= 16 else result.path.name[:15] + "…"
+        axis.set_title(f"{label}\n{name} {prob:.2f}", fontsize=7)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    write_atomic(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
+    """The `predict` command on `paths` (`images.find_images(cfg.images)`): prepare and classify
+    them, print a table, and write predictions.csv, predictions.png and (if any file could not be
+    used) skipped.csv into the run directory."""
+    classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
+    device = select_device(cfg.device)
+    configure_threads(cfg.threads)
+    classifier.to(device, memory_format=CHANNELS_LAST)
+    results, bad = predict_files(classifier, paths, cfg, device)
+    if bad:
+        write_skipped(run_dir / "skipped.csv", bad)
+    if not results:
+        raise UserError(
+            f"None of the {len(paths)} file(s) of images={cfg.images!r} could be used: {_list_bad(bad)}. "
+            "Give PNG, JPEG, BMP, TIFF or WebP images of at least 3 x 3 pixels."
+        )
+    if bad:
+        log.warning("%d of %d files were skipped: %s.", len(bad), len(paths), _list_bad(bad))
+    log.info(
+        "Checkpoint %s (epoch %d, test-time flip %s): %d image(s) on %s",
+        cfg.checkpoint, state["epoch"], "on" if classifier.test_flip else "off", len(results), device,
+    )  # fmt: skip
+    log.info("Predictions:\n%s", format_table(results, cfg.top_k))
+    write_csv(run_dir / PREDICTIONS_FILE, results, cfg.top_k)
+    log.info("Wrote %s", run_dir / PREDICTIONS_FILE)
+    if cfg.figure_images:
+        shown = results[: cfg.figure_images]
+        write_figure(run_dir / "predictions.png", shown)
+        log.info(
+            "Wrote %s (the model's inputs: %d of %d images)", run_dir / "predictions.png", len(shown), len(results)
+        )
+    return results
