@@ -319,6 +319,21 @@ def interrupt_after_first_epoch(cli: CLI, args: list[str], run_dir: Path, sig: s
     return interrupt_when(cli, args, log, lambda: epochs_done(run_dir) >= 1, sig)
 
 
+def sigterm_in_epoch_2(cli: CLI, args: list[str], run_dir: Path) -> str:
+    """SIGTERM as soon as epoch 1 is on disk: the run stops with exit 130, no traceback, status
+    "interrupted" after epoch 1, and prints one resume command, which is returned."""
+    code, text = interrupt_after_first_epoch(cli, args, run_dir, signal.SIGTERM)
+    assert code == 130, text
+    assert "Traceback" not in text, text
+    # Mid-epoch the epoch in flight is abandoned; a signal that lands while epoch 1 is still being
+    # saved stops the run right after it. Either way epoch 1 is what is on disk.
+    assert "Interrupted in epoch 2" in text or "Interrupted after epoch 1" in text, text
+    (hint,) = resume_hints(text)  # one line says how to resume
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+    return hint
+
+
 def assert_clear_failure(result: subprocess.CompletedProcess[str], pattern: str) -> None:
     text = output(result)
     assert result.returncode != 0, text
