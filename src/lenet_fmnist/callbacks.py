@@ -19,7 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_fmnist.vocabulary import METRICS_FILE, Status, already_holds_run, holds_run, nothing_to_resume
+from lenet_fmnist.vocabulary import (
+    METRICS_FILE,
+    SEARCH_FILE,
+    Status,
+    already_holds_run,
+    holds_run,
+    nothing_to_resume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +86,17 @@ class OutputDirCheck(Callback):
         _check_writable(directory, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Exit non-zero when any job of the sweep did not complete. Jobs may have run in other
+        """Exit non-zero when any job of the sweep did not complete (or was pruned). Jobs may have run in other
         processes (joblib, submitit), so their metrics.json files are the one record of how each
         ended; a job refused before training (a bad value) has none."""
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+        if (directory / SEARCH_FILE).exists():
+            return  # a search judges its own trials: the sweeper (lenet_fmnist.search) already did
+        # A job a search's pruner stopped ended as asked: never a failure.
         unfinished = [
-            job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != Status.completed
+            job.parent.name
+            for job in sorted(directory.glob("*/.hydra"))
+            if _status(job.parent) not in (Status.completed, Status.pruned)
         ]
         if unfinished:
             _refuse(f"{len(unfinished)} job(s) of the sweep in {directory} did not complete: {', '.join(unfinished)}.")

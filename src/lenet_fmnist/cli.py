@@ -12,8 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lenet_fmnist.errors import Interrupted, UserError
+from lenet_fmnist.errors import Interrupted, Pruned, UserError
 from lenet_fmnist.launchers import RESUME, sets_key
+from lenet_fmnist.vocabulary import SEARCH_TRIAL
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
             raise SystemExit(130) from None
+        except Pruned as error:  # the search's decision, not a failure: the job ends normally
+            log.info("%s", error)
 
     sys.argv = [f"lenet-fmnist {command}", *args]
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
@@ -113,8 +116,16 @@ def _train(cfg: object, run_dir: Path) -> None:
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
+    # A trial of a hyperparameter search (hydra/sweeper=optuna) reports every epoch to its study,
+    # whose pruner may stop it; the sweeper names the trial in the job's Hydra config, not its own.
+    trial = hydra_cfg.job.env_set.get(SEARCH_TRIAL) if sweep else None
+    on_epoch = None
+    if trial is not None:
+        from lenet_fmnist.search import trial_reporter
+
+        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), int(trial), typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    train.run(typed, run_dir, start_if_unsaved=sweep)
+    train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
