@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -112,7 +112,8 @@ class Space:
         }
 
 
-def _interval(key: str, sweep: IntervalSweep) -> BaseDistribution:
+def _interval(key: str, sweep: IntervalSweep, integer: bool) -> BaseDistribution:
+    """Hydra's interval() holds floats whatever was written: the key's type decides."""
     low, high = sweep.start, sweep.end
     log_scale = "log" in sweep.tags
     unknown = sweep.tags - {"log"}
@@ -126,13 +127,16 @@ def _interval(key: str, sweep: IntervalSweep) -> BaseDistribution:
         raise UserError(
             f"{key}=tag(log, interval({low}, {high})) touches or crosses 0: a log-scale range needs 0 < low < high."
         )
-    if isinstance(low, int) and isinstance(high, int):
-        return IntDistribution(low, high, log=log_scale)
+    if integer:
+        if not (float(low).is_integer() and float(high).is_integer()):
+            raise UserError(f"{key} is an integer, but interval({low}, {high}) has fractional bounds.")
+        return IntDistribution(int(low), int(high), log=log_scale)
     return FloatDistribution(float(low), float(high), log=log_scale)
 
 
-def parse_space(overrides: Sequence[Override]) -> Space:
-    """The search space of the sweeper's params and the command line's overrides (later wins)."""
+def parse_space(overrides: Sequence[Override], holds_int: Callable[[str], bool]) -> Space:
+    """The search space of the sweeper's params and the command line's overrides (later wins).
+    `holds_int(key)`: whether the configuration's value at `key` is an integer."""
     distributions: dict[str, BaseDistribution] = {}
     fixed: dict[str, str] = {}
     for override in overrides:
@@ -140,9 +144,10 @@ def parse_space(overrides: Sequence[Override]) -> Space:
         distributions.pop(key, None)
         fixed.pop(key, None)
         if override.is_discrete_sweep():
-            distributions[key] = CategoricalDistribution(list(dict.fromkeys(override.sweep_string_iterator())))
+            values = override.sweep_iterator(transformer=Transformer.identity)
+            distributions[key] = CategoricalDistribution(list(dict.fromkeys(map(_choice_text, values))))
         elif override.is_interval_sweep():
-            distributions[key] = _interval(key, override.value())  # type: ignore[arg-type]
+            distributions[key] = _interval(key, override.value(), holds_int(key.lstrip("+~")))  # type: ignore[arg-type]
         elif override.is_sweep_override():
             raise UserError(
                 f"{override.input_line}: this kind of sweep cannot be searched. Use a comma list or choice() for "
@@ -156,6 +161,11 @@ def parse_space(overrides: Sequence[Override]) -> Space:
             "'optimizer.lr=tag(log, interval(0.001, 0.3))', on the command line or in hydra.sweeper.params."
         )
     return Space(distributions, list(fixed.values()))
+
+
+def _choice_text(value: Any) -> str:
+    """A category as an override's value; booleans as YAML writes them (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else Transformer.str(value)
 
 
 def _value_text(value: Any) -> str:

@@ -68,6 +68,7 @@ if importlib.util.find_spec("optuna") is not None:
             self.hydra_context: HydraContext | None = None
             self.config: DictConfig | None = None
             self.launcher: Any = None
+            self.naming = ""  # the override that keeps the fixed values out of run directory names
 
         def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
             from hydra.core.plugins import Plugins
@@ -107,17 +108,26 @@ if importlib.util.find_spec("optuna") is not None:
                 overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             except HydraException as error:
                 raise UserError(f"The search space cannot be read: {error}") from None
-            space = search.parse_space(overrides)
+            space = search.parse_space(overrides, self._holds_int)
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             self.validate([search.trial_overrides(space, point) for point in _corners(space)])
             sweep_dir.mkdir(parents=True, exist_ok=True)
             if not (sweep_dir / "multirun.yaml").exists():  # a resumed search keeps the first one's
                 OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             study = search.open_study(settings, sweep_dir, space, bool(self.config.get("resume", False)))
+            # Run directories are named by trial number and sampled values only: the values every
+            # trial shares would only lengthen the names (past the file system's 255 bytes).
+            excluded = [*self.config.hydra.job.config.override_dirname.exclude_keys]
+            excluded += [fixed.split("=", 1)[0].lstrip("+~") for fixed in space.fixed]
+            self.naming = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"
             failures = search.search(settings, study, space, self._launch)
             search_summary.write(sweep_dir)
             if failures:
                 log.warning("%d trial(s) failed; search.md lists them.", failures)
+
+        def _holds_int(self, key: str) -> bool:
+            value = OmegaConf.select(self.config, key, default=None)
+            return isinstance(value, int) and not isinstance(value, bool)
 
         def validate(self, batch: list[list[str]]) -> None:
             """Compose the jobs' configs before launching: an unknown key or group option in the
@@ -132,6 +142,7 @@ if importlib.util.find_spec("optuna") is not None:
                 ) from None
 
         def _launch(self, batch: list[list[str]], first_number: int) -> Any:
+            batch = [[*job, self.naming] for job in batch]
             self.validate(batch)
             return self.launcher.launch(batch, initial_job_idx=first_number)
 
