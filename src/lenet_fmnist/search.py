@@ -20,10 +20,11 @@ search's trials and the report of a search directory import it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -189,14 +190,15 @@ class Location:
     storage: str | None  # None: the journal file in the sweep directory
     study_name: str
 
-    def open(self, sweep_dir: Path) -> BaseStorage:
-        """The storage; a bad one raises UserError."""
+    @contextlib.contextmanager
+    def problems(self, sweep_dir: Path) -> Iterator[None]:
+        """Turn what a bad storage raises (OSError, a corrupt journal's JSON error, SQLAlchemy's
+        errors: the user's to fix) into a UserError naming it."""
         try:
-            if self.storage is not None and "://" in self.storage:
-                return optuna.storages.RDBStorage(self.storage)
-            path = sweep_dir / JOURNAL_FILE if self.storage is None else Path(self.storage).expanduser()
-            return JournalStorage(JournalFileBackend(str(path)))
-        except Exception as error:  # OSError, a corrupt journal, SQLAlchemy's errors: all the user's to fix
+            yield
+        except (UserError, KeyError):  # KeyError: no such study, which the caller explains
+            raise
+        except Exception as error:
             where = self.storage or sweep_dir / JOURNAL_FILE
             raise UserError(
                 f"The search's storage {where} cannot be used ({type(error).__name__}: {error}). Give a writable "
@@ -204,12 +206,36 @@ class Location:
                 "(the default storage is DIR/optuna.journal). Nothing was changed."
             ) from None
 
+    def open(self, sweep_dir: Path) -> BaseStorage:
+        with self.problems(sweep_dir):
+            if self.storage is not None and "://" in self.storage:
+                return optuna.storages.RDBStorage(self.storage)
+            path = sweep_dir / JOURNAL_FILE if self.storage is None else Path(self.storage).expanduser()
+            _check_journal(path)
+            return JournalStorage(JournalFileBackend(str(path)))
+
     def load(self, sweep_dir: Path) -> optuna.Study:
         storage = self.open(sweep_dir)
         try:
-            return optuna.load_study(study_name=self.study_name, storage=storage)
+            with self.problems(sweep_dir):
+                return optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
             raise UserError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a journal file whose lines are not all JSON records. Optuna forgives a bad last line
+    (another process may be writing it) until the next record is appended after it, which would
+    bury the damage; no process writes while a search starts."""
+    if not path.is_file():
+        return
+    with path.open("rb") as journal:
+        for number, line in enumerate(journal, start=1):
+            try:
+                if not line.endswith(b"\n") or not isinstance(json.loads(line), dict):
+                    raise ValueError("not a complete JSON record")
+            except ValueError as error:
+                raise ValueError(f"line {number} of the journal is damaged ({error})") from None
 
 
 def read_location(sweep_dir: Path) -> Location | None:
@@ -234,15 +260,16 @@ def make_sampler(settings: Settings, asked_before: int) -> optuna.samplers.BaseS
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
 
-def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """The pruner from its description in the study (the trials' processes build it from there)."""
+def make_pruner(spec: dict[str, Any], epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner from its description in the study (the trials' processes build it from there).
+    Hyperband is told the epochs: left to guess ("auto"), it prunes nothing before a trial completes."""
     name = PrunerName(spec["name"])
     if name is PrunerName.median:
         return optuna.pruners.MedianPruner(
             n_startup_trials=spec["startup_trials"], n_warmup_steps=spec["warmup_epochs"]
         )
     if name is PrunerName.hyperband:
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec["warmup_epochs"]))
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec["warmup_epochs"]), max_resource=epochs)
     return optuna.pruners.NopPruner()
 
 
@@ -270,9 +297,11 @@ def open_study(settings: Settings, sweep_dir: Path, space: Space, resume: bool) 
             f"{wanted.study_name!r}. Run it with the same hydra.sweeper.storage and study_name."
         )
     storage = wanted.open(sweep_dir)
-    study = optuna.create_study(
-        storage=storage, study_name=wanted.study_name, direction="maximize", load_if_exists=True
-    )
+    with wanted.problems(sweep_dir):  # looked up before created: a refused command writes nothing
+        if any(known.study_name == wanted.study_name for known in storage.get_all_studies()):
+            study = optuna.load_study(study_name=wanted.study_name, storage=storage)
+        else:
+            study = optuna.create_study(storage=storage, study_name=wanted.study_name, direction="maximize")
     saved, described = study.user_attrs.get(SPACE_ATTR), space.describe()
     if saved is not None and not resume:
         raise UserError(
@@ -405,7 +434,7 @@ def trial_reporter(sweep_dir: Path, number: int, epochs: int) -> Callable[[dict[
         raise UserError(f"{sweep_dir} holds no {SEARCH_FILE}: trial {number} cannot find its search.")
     storage = location.open(sweep_dir)
     study = optuna.load_study(study_name=location.study_name, storage=storage)
-    study.pruner = make_pruner(study.user_attrs[PRUNER_ATTR])
+    study.pruner = make_pruner(study.user_attrs[PRUNER_ATTR], epochs)
     study_id = storage.get_study_id_from_name(location.study_name)
     trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, number))
 

@@ -112,9 +112,9 @@ if importlib.util.find_spec("optuna") is not None:
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             self.validate([search.trial_overrides(space, point) for point in _corners(space)])
             sweep_dir.mkdir(parents=True, exist_ok=True)
+            study = search.open_study(settings, sweep_dir, space, bool(self.config.get("resume", False)))
             if not (sweep_dir / "multirun.yaml").exists():  # a resumed search keeps the first one's
                 OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-            study = search.open_study(settings, sweep_dir, space, bool(self.config.get("resume", False)))
             # Run directories are named by trial number and sampled values only: the values every
             # trial shares would only lengthen the names (past the file system's 255 bytes).
             excluded = [*self.config.hydra.job.config.override_dirname.exclude_keys]
