@@ -184,6 +184,18 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(cli: CLI, pla
     assert (sweep_dir / "optuna.journal").read_bytes() == journal
 
 
+def test_a_search_whose_trials_all_fail_gives_up_and_says_so(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """A value only the trainer refuses (momentum 1.5): every trial fails at once; the search stops
+    after n_trials failures with one paragraph, and its summary lists them as failed."""
+    sweep_dir = tmp_path / "search"
+    result = cli.run(*search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.momentum=1.5"))
+    assert result.returncode == 1 and "Traceback" not in output(result)
+    assert "optimizer.momentum=1.5 is not allowed" in output(result)
+    assert "2 trials failed" in output(result) and "resume=true" in output(result)
+    assert states(study_of(sweep_dir)) == ["FAIL", "FAIL"]
+    assert "| 0 | failed |" in (sweep_dir / "search.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # The plugin without Optuna, and from a built wheel
 

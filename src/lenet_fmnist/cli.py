@@ -66,6 +66,12 @@ def _resume_hint(run_dir: Path) -> str:
     return " ".join(["python -m lenet_fmnist train", *where, *kept, RESUME])
 
 
+def _is_search_trial() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().job.env_set.get(SEARCH_TRIAL) is not None
+
+
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -83,7 +89,8 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             task(cfg, run_dir)
         except UserError as error:  # the user's mistake: one paragraph, no traceback
             log.error("%s", error)
-            failures.append(str(run_dir))
+            if not _is_search_trial():  # a search's sweeper judges its failed trials itself
+                failures.append(str(run_dir))
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
             raise SystemExit(130) from None

@@ -120,8 +120,10 @@ if importlib.util.find_spec("optuna") is not None:
             excluded = [*self.config.hydra.job.config.override_dirname.exclude_keys]
             excluded += [fixed.split("=", 1)[0].lstrip("+~") for fixed in space.fixed]
             self.naming = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"
-            failures = search.search(settings, study, space, self._launch)
-            search_summary.write(sweep_dir)
+            try:
+                failures = search.search(settings, study, space, self._launch)
+            finally:  # also when it gives up or is interrupted: the trials so far, summarised
+                search_summary.write(sweep_dir)
             if failures:
                 log.warning("%d trial(s) failed; search.md lists them.", failures)
 

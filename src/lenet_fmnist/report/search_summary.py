@@ -90,8 +90,11 @@ def _figures(study: optuna.Study, directory: Path) -> tuple[list[str], list[str]
     )
     for name, what, plot in plots:
         try:
-            with warnings.catch_warnings():  # Optuna calls its matplotlib plots experimental; they are what we want
+            # Optuna calls its matplotlib plots experimental, and warns when few trials make equal
+            # importances: neither is news to the reader of the figure.
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
                 axes = plot(study)
         except (ValueError, RuntimeError) as error:  # e.g. fewer than two complete trials
             notes.append(f"No {what} figure: {error}")
