@@ -200,6 +200,17 @@ def test_a_search_whose_trials_all_fail_gives_up_and_says_so(cli: CLI, tiny_data
 # The plugin without Optuna, and from a built wheel
 
 
+def test_the_search_side_imports_no_torch() -> None:
+    """Hydra imports the plugin at every start, and `report` reads searches: neither waits for torch."""
+    code = (
+        "import sys, hydra_plugins.lenet_fmnist_optuna, lenet_fmnist.search, lenet_fmnist.report.search_summary\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_without_optuna_the_plugin_defines_nothing_and_warns_nothing(cli: CLI) -> None:
     hide = "import sys; sys.modules['optuna'] = None; from lenet_fmnist.cli import main; sys.exit(main(sys.argv[1:]))"
     common = [sys.executable, "-W", "error", "-c", hide, "train"]
