@@ -61,6 +61,44 @@ def check_objective(sweep_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The ready search
+
+
+def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    import hydra_plugins.lenet_fmnist_optuna as plugin
+    from lenet_fmnist import config
+    from lenet_fmnist.cli import config_dir
+    from lenet_fmnist.config import TrainConfig, validate
+    from lenet_fmnist.search import parse_space, trial_overrides
+
+    config.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=search"], return_hydra_config=True)
+        assert cfg.hydra.sweeper._target_ == "hydra_plugins.lenet_fmnist_optuna.OptunaSweeper"
+        params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+        space = parse_space(OverridesParser.create().parse_overrides(params), cfg)
+        found = space.distributions
+        assert found["optimizer.lr"] == FloatDistribution(0.0003, 0.3, log=True)
+        assert found["optimizer.weight_decay"] == FloatDistribution(1e-6, 0.01, log=True)
+        assert found["dropout.p"] == FloatDistribution(0.0, 0.5)
+        assert found["augmentation.max_shift"] == IntDistribution(0, 2)
+        assert found["batch_size"] == CategoricalDistribution(["64", "128", "256"])
+        assert found["augmentation.flip"] == CategoricalDistribution(["true", "false"])
+        assert found["optimizer.schedule"] == CategoricalDistribution(["constant", "cosine"])
+        assert {key for key, d in found.items() if isinstance(d, CategoricalDistribution)} >= {
+            "activation", "pool", "optimizer"
+        }  # fmt: skip
+        assert space.fixed == ["optimizer.warmup_epochs=1"] and cfg.epochs == 15
+        for point in plugin._corners(space):  # what the sweeper checks before training anything
+            job = compose("train", overrides=["experiment=search", *trial_overrides(space, point)])
+            validate(job, TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
 # Searches through the launchers
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 from hydra.core.override_parser.types import IntervalSweep, Override, Transformer
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -135,9 +136,14 @@ def _interval(key: str, sweep: IntervalSweep, integer: bool) -> BaseDistribution
     return FloatDistribution(float(low), float(high), log=log_scale)
 
 
-def parse_space(overrides: Sequence[Override], holds_int: Callable[[str], bool]) -> Space:
-    """The search space of the sweeper's params and the command line's overrides (later wins).
-    `holds_int(key)`: whether the configuration's value at `key` is an integer."""
+def _holds_int(config: DictConfig, key: str) -> bool:
+    value = OmegaConf.select(config, key.lstrip("+~"), default=None)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_space(overrides: Sequence[Override], config: DictConfig) -> Space:
+    """The search space of the sweeper's params and the command line's overrides (later wins);
+    `config` (the sweep's) tells integer keys from float ones."""
     distributions: dict[str, BaseDistribution] = {}
     fixed: dict[str, str] = {}
     for override in overrides:
@@ -148,7 +154,7 @@ def parse_space(overrides: Sequence[Override], holds_int: Callable[[str], bool])
             values = override.sweep_iterator(transformer=Transformer.identity)
             distributions[key] = CategoricalDistribution(list(dict.fromkeys(map(_choice_text, values))))
         elif override.is_interval_sweep():
-            distributions[key] = _interval(key, override.value(), holds_int(key.lstrip("+~")))  # type: ignore[arg-type]
+            distributions[key] = _interval(key, override.value(), _holds_int(config, key))  # type: ignore[arg-type]
         elif override.is_sweep_override():
             raise UserError(
                 f"{override.input_line}: this kind of sweep cannot be searched. Use a comma list or choice() for "

@@ -108,7 +108,7 @@ if importlib.util.find_spec("optuna") is not None:
                 overrides = parser.parse_overrides([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
             except HydraException as error:
                 raise UserError(f"The search space cannot be read: {error}") from None
-            space = search.parse_space(overrides, self._holds_int)
+            space = search.parse_space(overrides, self.config)
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             self.validate([search.trial_overrides(space, point) for point in _corners(space)])
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -126,10 +126,6 @@ if importlib.util.find_spec("optuna") is not None:
                 search_summary.write(sweep_dir)
             if failures:
                 log.warning("%d trial(s) failed; search.md lists them.", failures)
-
-        def _holds_int(self, key: str) -> bool:
-            value = OmegaConf.select(self.config, key, default=None)
-            return isinstance(value, int) and not isinstance(value, bool)
 
         def validate(self, batch: list[list[str]]) -> None:
             """Compose the jobs' configs before launching: an unknown key or group option in the
