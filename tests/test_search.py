@@ -147,7 +147,7 @@ def test_a_pruned_trial_stops_keeps_its_checkpoints_and_is_not_a_failure(
     sweep_dir = tmp_path / "search"
     args = search_args(
         plain_data, sweep_dir, "hydra.sweeper.pruner_startup_trials=1", "hydra.sweeper.pruner_warmup_epochs=0",
-        "hydra.sweeper.sampler=random", "optimizer.lr=0.1,0.00000001", val_size=256, epochs=3,
+        "hydra.sweeper.sampler=random", "optimizer.lr=0.1,0.00000001", val_size=256, epochs=2,
     )  # fmt: skip
     args.remove(LR_SPACE)
     result = cli.run(*args)
@@ -179,7 +179,7 @@ def test_a_pruned_trial_stops_keeps_its_checkpoints_and_is_not_a_failure(
 
 def test_a_killed_search_resumes_without_rerunning_finished_trials(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "search"
-    args = search_args(plain_data, sweep_dir, "hydra.sweeper.pruner=none", val_size=256, epochs=3)
+    args = search_args(plain_data, sweep_dir, "hydra.sweeper.pruner=none", val_size=256, epochs=2)
     log = tmp_path / "first.log"
     process = cli.start(*args, log=log)
 
