@@ -135,8 +135,12 @@ def test_a_search_through_joblib_runs_two_trials_at_once(
     study = study_of(sweep_dir)
     assert states(study) == ["COMPLETE"] * 4
     check_objective(sweep_dir)
-    first, second = study.trials[0], study.trials[1]  # one batch: both started before either ended
-    assert second.datetime_start < first.datetime_complete and first.datetime_start < second.datetime_complete
+    # One batch of two processes: each run started (Hydra wrote its config) before the other ended
+    # (its final metrics.json); one after the other, the second would start after the first ended.
+    runs = trial_dirs(sweep_dir)
+    started = {n: (runs[n] / ".hydra" / "config.yaml").stat().st_mtime for n in (0, 1)}
+    ended = {n: (runs[n] / "metrics.json").stat().st_mtime for n in (0, 1)}
+    assert started[1] < ended[0] and started[0] < ended[1]
 
 
 def test_a_pruned_trial_stops_keeps_its_checkpoints_and_is_not_a_failure(
