@@ -302,6 +302,7 @@ def test_the_plugin_is_found_from_a_built_wheel(cli: CLI, tiny_data: Path, tmp_p
     [
         (["hydra.sweeper.n_trial=3"], "n_trial"),
         (["hydra.sweeper.n_trials=0"], "n_trials=0 is not allowed"),
+        (["hydra.sweeper.n_jobs=0"], "n_jobs=0 is not allowed"),
         (["hydra.sweeper.sampler=grid"], "grid"),
         (["optimizer.lr=interval(0.3, 0.1)"], "needs low < high"),
         (["optimizer.lr=tag(log, interval(0, 0.1))"], "touches or crosses 0"),

@@ -89,7 +89,9 @@ if importlib.util.find_spec("optuna") is not None:
             from lenet_fmnist import search
 
             assert self.config is not None
-            n_jobs = self.keys["n_jobs"] or OmegaConf.select(self.config, "hydra.launcher.n_jobs") or 1
+            n_jobs = self.keys["n_jobs"]
+            if n_jobs is None:  # as many trials at once as the launcher runs jobs at once
+                n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None) or 1
             values = {**self.keys, "n_jobs": n_jobs}
             values["sampler"] = search.SamplerName(Sampler(values["sampler"]).value)
             values["pruner"] = search.PrunerName(Pruner(values["pruner"]).value)
