@@ -23,7 +23,7 @@ from lenet_fmnist.errors import UserError
 from lenet_fmnist.report.figures import plt  # matplotlib with the Agg backend
 from lenet_fmnist.search import read_location
 from lenet_fmnist.storage import write_atomic, write_text
-from lenet_fmnist.vocabulary import METRICS_FILE, SEARCH_FILE
+from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, SEARCH_FILE
 
 HISTORY_PNG, IMPORTANCE_PNG = "search_history.png", "search_importance.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -35,7 +35,7 @@ class TrialRow:
     state: str
     value: float | None  # the objective; a pruned trial's last reported validation accuracy
     epochs: int | None  # epochs its run trained
-    seconds: float | None  # wall time, from Optuna's start and end stamps
+    seconds: float | None  # the run's wall time: Hydra wrote its config, then its last metrics.json
     run_dir: str
     overrides: list[str]
 
@@ -52,20 +52,26 @@ def _epochs(run_dir: Path) -> int | None:
         return None
 
 
+def _wall_seconds(run_dir: Path) -> float | None:
+    """From the job's start to its end, read off its files: Optuna's own stamps would count the
+    wait of a trial pruned early for the rest of its batch."""
+    try:
+        return (run_dir / METRICS_FILE).stat().st_mtime - (run_dir / HYDRA_CONFIG).stat().st_mtime
+    except OSError:
+        return None
+
+
 def _row(trial: FrozenTrial, sweep_dir: Path) -> TrialRow:
     value = trial.value
     if trial.state is TrialState.PRUNED and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
-    seconds = None
-    if trial.datetime_start and trial.datetime_complete:
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     run_dir = str(trial.user_attrs.get("run_dir", ""))
     return TrialRow(
         number=trial.number,
         state=_STATE.get(trial.state, trial.state.name.lower()),
         value=value,
         epochs=_epochs(sweep_dir / run_dir) if run_dir else None,
-        seconds=seconds,
+        seconds=_wall_seconds(sweep_dir / run_dir) if run_dir else None,
         run_dir=run_dir,
         overrides=list(trial.user_attrs.get("overrides", [])),
     )
