@@ -300,9 +300,11 @@ def main(argv: list[str]) -> int:
     for experiment in report.experiments:
         if experiment.comparisons:  # the raw intervals with their Holm-adjusted p-values
             sys.stdout.write(f"Effects in {experiment.name}:\n{_effects_table(experiment.comparisons)}\n\n")
-    unfinished = len(_unfinished(report))
+    unfinished = _unfinished(report)
     if unfinished:
-        sys.stdout.write(f"{unfinished} run(s) did not complete; see {markdown_path}.\n")
+        pruned = sum(run.status == runs.PRUNED for run in unfinished)
+        why = f" ({pruned} pruned by a search)" if pruned else ""
+        sys.stdout.write(f"{len(unfinished)} run(s) did not complete{why}; see {markdown_path}.\n")
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
     for directory in options.directories:
         if (directory / SEARCH_FILE).is_file():
