@@ -30,7 +30,8 @@ Commands:
                                        written to the first DIR (report.md, report.csv, *.png)
 
 Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
-  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best
+  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
+  experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
 
 Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
