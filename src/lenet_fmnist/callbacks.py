@@ -86,13 +86,13 @@ class OutputDirCheck(Callback):
         _check_writable(directory, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Exit non-zero when any job of the sweep did not complete (or was pruned). Jobs may have run in other
+        """Exit non-zero when any job of the sweep did not complete. Jobs may have run in other
         processes (joblib, submitit), so their metrics.json files are the one record of how each
         ended; a job refused before training (a bad value) has none."""
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
         if (directory / SEARCH_FILE).exists():
             return  # a search judges its own trials: the sweeper (lenet_fmnist.search) already did
-        # A job a search's pruner stopped ended as asked: never a failure.
+        # A job a search's pruner stopped ended as asked: never a failure, wherever it is found.
         unfinished = [
             job.parent.name
             for job in sorted(directory.glob("*/.hydra"))

@@ -67,10 +67,13 @@ def _resume_hint(run_dir: Path) -> str:
     return " ".join(["python -m lenet_fmnist train", *where, *kept, RESUME])
 
 
-def _is_search_trial() -> bool:
+def _search_trial() -> int | None:
+    """The trial's number when this job is a trial of a hyperparameter search (hydra/sweeper=optuna,
+    which names it in the job's Hydra config, not in its own), else None."""
     from hydra.core.hydra_config import HydraConfig
 
-    return HydraConfig.get().job.env_set.get(SEARCH_TRIAL) is not None
+    trial = HydraConfig.get().job.env_set.get(SEARCH_TRIAL)
+    return None if trial is None else int(trial)
 
 
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
@@ -90,7 +93,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             task(cfg, run_dir)
         except UserError as error:  # the user's mistake: one paragraph, no traceback
             log.error("%s", error)
-            if not _is_search_trial():  # a search's sweeper judges its failed trials itself
+            if _search_trial() is None:  # a search's sweeper judges its failed trials itself
                 failures.append(str(run_dir))
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
@@ -124,14 +127,13 @@ def _train(cfg: object, run_dir: Path) -> None:
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
-    # A trial of a hyperparameter search (hydra/sweeper=optuna) reports every epoch to its study,
-    # whose pruner may stop it; the sweeper names the trial in the job's Hydra config, not its own.
-    trial = hydra_cfg.job.env_set.get(SEARCH_TRIAL) if sweep else None
+    # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
+    trial = _search_trial() if sweep else None
     on_epoch = None
     if trial is not None:
         from lenet_fmnist.search import trial_reporter
 
-        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), int(trial), typed.epochs)
+        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
     train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)
 
