@@ -15,7 +15,7 @@ import yaml
 
 from conftest import CLI
 from lenet_fmnist.cli import main
-from lenet_fmnist.report import analysis, runs, stats
+from lenet_fmnist.report import analysis, runs, stats, writer
 
 VAL_IMAGES = 32
 
@@ -63,9 +63,13 @@ def test_sweep_job_directories_read_as_run_names(sweeps: dict[str, Path]) -> Non
 def test_report_of_real_sweeps_lists_every_configuration_and_every_failure(cli: CLI, sweeps: dict[str, Path]) -> None:
     result = cli.run("report", str(sweeps["activation"]), str(sweeps["diverged"]), str(sweeps["extra"]))
     assert result.returncode == 0, result.stderr
+    configurations, effects = result.stdout.split("Effects in activation:")
     table = [
-        line for line in result.stdout.splitlines() if line.startswith("| activation") or line.startswith("| optimizer")
+        line
+        for line in configurations.splitlines()
+        if line.startswith("| activation") or line.startswith("| optimizer")
     ]
+    assert "| Δ test acc vs base [95% CI] | p | Holm p |" in effects  # raw intervals, then the adjusted p
     # relu (2 seeds + the two hand-made unfinished copies of its seed-0 run), tanh, the diverged SGD.
     assert len(table) == 3, result.stdout
     relu, tanh, blown = table
@@ -206,3 +210,31 @@ def test_t_quantiles_and_welch_interval_match_tables() -> None:
     assert interval.df == pytest.approx(3.2)
     assert interval.high == pytest.approx(stats.t_quantile(0.975, 3.2) * math.sqrt(4 / 3))
     assert not stats.welch_interval([1.0], [1.0, 2.0]).defined
+
+
+def test_holm_adjusts_step_down_and_keeps_order() -> None:
+    # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, then 0.04 raised to 0.06.
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, math.nan])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    assert stats.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_effects_carry_raw_and_holm_adjusted_p_values(tmp_path: Path) -> None:
+    # Paired differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.464 with 2 df, two-sided p = 0.0742.
+    assert stats.paired_interval([1.0, 2.0, 3.0]).p == pytest.approx(0.0742, abs=1e-4)
+    num = 0
+    for seed in (0, 1, 2):
+        for groups, value in (({}, 0.90), ({"activation": "tanh"}, 0.88), ({"optimizer": "adam"}, 0.9005)):
+            fake_run(tmp_path / f"{num}_run", num, seed, value + 0.002 * seed**2, **groups)
+            num += 1
+    found = runs.load_all([tmp_path])
+    result = analysis.adjust_for_multiplicity(
+        analysis.analyse("x", analysis.configurations(found), analysis.group_keys(found))
+    )
+    levels = [level for comparison in result.comparisons for level in comparison.levels[1:]]
+    raw = [level.effects["test_acc"].p for level in levels]
+    assert [level.holm["test_acc"] for level in levels] == pytest.approx(stats.holm(raw))
+    assert min(raw) < 0.05 and max(raw) > 0.5  # tanh's -0.02 stands out, adam's +0.0005 does not
+    table = writer._effects_table(result.comparisons)
+    assert "| Holm p |" in table and f"{stats.holm(raw)[raw.index(min(raw))]:.3f} *" in table

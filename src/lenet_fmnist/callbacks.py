@@ -21,7 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lenet_fmnist import locking
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.vocabulary import METRICS_FILE, Status, already_holds_run, holds_run, nothing_to_resume
+from lenet_fmnist.vocabulary import (
+    METRICS_FILE,
+    SEARCH_FILE,
+    Status,
+    already_holds_run,
+    holds_run,
+    nothing_to_resume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +102,13 @@ class OutputDirCheck(Callback):
         if OmegaConf.select(config, "hydra.job.name") != "train":
             return  # eval, predict, export: their jobs write no metrics.json; the command counts failures
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
+        if (directory / SEARCH_FILE).exists():
+            return  # a search judges its own trials: the sweeper (lenet_fmnist.search) already did
+        # A job a search's pruner stopped ended as asked: never a failure, wherever it is found.
         unfinished = [
-            job.parent.name for job in sorted(directory.glob("*/.hydra")) if _status(job.parent) != Status.completed
+            job.parent.name
+            for job in sorted(directory.glob("*/.hydra"))
+            if _status(job.parent) not in (Status.completed, Status.pruned)
         ]
         if unfinished:
             _refuse(f"{len(unfinished)} job(s) of the sweep in {directory} did not complete: {', '.join(unfinished)}.")

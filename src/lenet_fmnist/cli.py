@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lenet_fmnist import locking, openmp
-from lenet_fmnist.errors import Interrupted, UserError
+from lenet_fmnist.errors import Interrupted, Pruned, UserError
 from lenet_fmnist.launchers import RESUME, sets_key
 from lenet_fmnist.storage import StorageError
+from lenet_fmnist.vocabulary import SEARCH_TRIAL
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ Commands:
                                      write model.onnx or model.pt and a JSON sidecar, then check them
 
 Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
-  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best
+  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
+  experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
 
 Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
@@ -71,6 +73,15 @@ def _resume_hint(run_dir: Path) -> str:
     return " ".join(["python -m lenet_fmnist train", *where, *kept, RESUME])
 
 
+def _search_trial() -> int | None:
+    """The trial's number when this job is a trial of a hyperparameter search (hydra/sweeper=optuna,
+    which names it in the job's Hydra config, not in its own), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    trial = HydraConfig.get().job.env_set.get(SEARCH_TRIAL)
+    return None if trial is None else int(trial)
+
+
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -92,10 +103,13 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             failures.append(str(run_dir))
         except UserError as error:  # the user's mistake: one paragraph, no traceback
             log.error("%s", error)
-            failures.append(str(run_dir))
+            if _search_trial() is None:  # a search's sweeper judges its failed trials itself
+                failures.append(str(run_dir))
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
             raise SystemExit(130) from None
+        except Pruned as error:  # the search's decision, not a failure: the job ends normally
+            log.info("%s", error)
         finally:
             locking.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
 
@@ -125,8 +139,15 @@ def _train(cfg: object, run_dir: Path) -> None:
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
+    # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
+    trial = _search_trial() if sweep else None
+    on_epoch = None
+    if trial is not None:
+        from lenet_fmnist.search import trial_reporter
+
+        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    train.run(typed, run_dir, start_if_unsaved=sweep)
+    train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)
 
 
 def _eval(cfg: object, run_dir: Path) -> None:

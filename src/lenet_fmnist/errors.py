@@ -11,3 +11,8 @@ class Diverged(UserError):
 
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived: the run saved its last completed epoch and stopped."""
+
+
+class Pruned(Exception):
+    """A hyperparameter search's pruner stopped the run after a saved epoch: it ended with status
+    "pruned", its checkpoints kept and no test (lenet_fmnist.search)."""

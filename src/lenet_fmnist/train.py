@@ -14,7 +14,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from lenet_fmnist.config import (
     TrainConfig,
     to_plain,
 )
-from lenet_fmnist.errors import Diverged, Interrupted, UserError
+from lenet_fmnist.errors import Diverged, Interrupted, Pruned, UserError
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.openmp import wait_setting
@@ -53,6 +53,10 @@ from lenet_fmnist.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
+
+# Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
+# with status "pruned": a hyperparameter search's pruner does so (lenet_fmnist.search.trial_reporter).
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def build_optimizer(cfg: OptimizerConfig, parameters: Any) -> torch.optim.Optimizer:
@@ -370,10 +374,11 @@ def fit(
     run_dir: Path,
     board: TensorBoardLog,
     extra: dict[str, Any],
+    on_epoch: EpochCallback | None = None,
 ) -> None:
-    """Train the epochs after `state.epoch`, validating, logging and saving each one. SIGINT and
-    SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite loss stops it too
-    (Diverged), with the epoch that diverged in the history."""
+    """Train the epochs after `state.epoch`, validating, logging and saving each one, then calling
+    `on_epoch`. SIGINT and SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite
+    loss stops it too (Diverged), with the epoch that diverged in the history."""
     train, val = splits.train, splits.val
     if state.epoch == 0:  # what the model sees, drawn with its own generator so training is unaffected
         preview = torch.Generator(device=state.device).manual_seed(cfg.seed)
@@ -410,6 +415,8 @@ def fit(
             _save_epoch(state, is_best, run_dir, extra)
             if stop.is_set():  # the signal came during validation or saving
                 raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {run_dir / LAST_CHECKPOINT}.")
+            if on_epoch is not None:
+                on_epoch(record)
 
 
 def final_test(
@@ -437,6 +444,8 @@ def status_after(error: BaseException) -> Status:
     it saved (the job is resumed later); KeyboardInterrupt is a signal outside the epoch loop."""
     if isinstance(error, Interrupted | KeyboardInterrupt | SystemExit):
         return Status.interrupted
+    if isinstance(error, Pruned):
+        return Status.pruned
     return Status.diverged if isinstance(error, Diverged) else Status.failed
 
 
@@ -470,8 +479,11 @@ def _machine_fault(error: BaseException, run_dir: Path) -> str:
     )
 
 
-def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> dict[str, Any]:
-    """Train (or resume) the run in `run_dir` and return what metrics.json holds."""
+def run(
+    cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Train (or resume) the run in `run_dir` and return what metrics.json holds; `on_epoch` is
+    called after every saved epoch (see EpochCallback)."""
     saved = prepare_run_dir(cfg, run_dir, start_if_unsaved)
     if saved is not None and (done := _completed_metrics(run_dir)) is not None:
         log.info("%s is already completed; nothing to resume.", run_dir)
@@ -494,7 +506,7 @@ def run(cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False) -> d
     )  # fmt: skip
     board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
     try:  # the one place that decides how the run ended and writes its final metrics.json
-        fit(cfg, state, splits, run_dir, board, extra)
+        fit(cfg, state, splits, run_dir, board, extra, on_epoch)
         test = final_test(cfg, state, splits.test, run_dir, board)
     except BaseException as error:
         _finish(run_dir, state.summary(status_after(error), {}, extra), board, failing=True)

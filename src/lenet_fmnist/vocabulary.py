@@ -21,6 +21,7 @@ class Status(StrEnum):
     interrupted = "interrupted"  # stopped by a signal after saving; resume=true continues it
     diverged = "diverged"  # the loss became NaN or infinite
     failed = "failed"  # any other error
+    pruned = "pruned"  # stopped early by a hyperparameter search's pruner; checkpoints kept, not tested
 
 
 # ---- the files of a run directory ------------------------------------------------------------
@@ -34,6 +35,13 @@ PREDICTIONS_FILE = "predictions.csv"  # prediction: the result of `predict`
 RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE, PREDICTIONS_FILE)
 HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
 LOCK_FILE = ".lock"  # held by the process working in the directory (locking.py); says which one
+# A sweep directory holding this file holds a hyperparameter search (hydra/sweeper=optuna): where
+# its Optuna study is stored; lenet_fmnist.search reads and writes it.
+SEARCH_FILE = "search.json"
+# The sweeper names each trial's number in `hydra.job.env_set` under this key: part of the job's
+# Hydra config (so it reaches the job through every launcher) but not of its own config, so the
+# run directory's name and the run's results are those of the same run outside a search.
+SEARCH_TRIAL = "LENET_FMNIST_SEARCH_TRIAL"
 
 
 def holds_run(directory: Path) -> bool:

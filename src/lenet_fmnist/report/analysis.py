@@ -185,6 +185,7 @@ class Level:
     label: str
     configurations: list[Configuration]
     effects: dict[str, stats.Interval] = field(default_factory=dict)  # metric -> vs base; {} for base
+    holm: dict[str, float] = field(default_factory=dict)  # metric -> Holm-adjusted p over the experiment
 
     @property
     def runs(self) -> list[Run]:
@@ -340,6 +341,18 @@ def _full_grid(design: Design) -> bool:
     levels = [{design.of(config, key) for config in design.configs} for key in design.factors]
     present = {tuple(design.of(config, key) for key in design.factors) for config in design.configs}
     return len(present) == len(design.configs) and all(combo in present for combo in itertools.product(*levels))
+
+
+def adjust_for_multiplicity(analysis: ExperimentAnalysis) -> ExperimentAnalysis:
+    """Holm-adjust, per metric, the p-values of every level-vs-base effect of the experiment (the
+    study's seven comparisons are one family): an effect that survives is unlikely to be one of
+    the chance findings that seven tests at 5% would make now and then."""
+    levels = [level for comparison in analysis.comparisons for level in comparison.levels if level.effects]
+    for metric, _ in EFFECT_METRICS:
+        adjusted = stats.holm([level.effects[metric].p if metric in level.effects else math.nan for level in levels])
+        for level, p in zip(levels, adjusted, strict=True):
+            level.holm[metric] = p
+    return analysis
 
 
 def analyse(name: str, configs: list[Configuration], groups: list[str]) -> ExperimentAnalysis:

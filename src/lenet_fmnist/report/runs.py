@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 # The report's states of a run: metrics.json's status, except that a run still "running" (or
 # killed while it was) and an "interrupted" one both lack a final test: both are unfinished.
 COMPLETED, DIVERGED, FAILED, UNFINISHED = Status.completed, Status.diverged, Status.failed, "unfinished"
+PRUNED = Status.pruned  # a search's trial its pruner stopped: never a failure, left out of the means
 _STATUS = {
     Status.completed: COMPLETED,
     Status.diverged: DIVERGED,
     Status.failed: FAILED,
+    Status.pruned: PRUNED,
     Status.running: UNFINISHED,
     Status.interrupted: UNFINISHED,
 }
@@ -42,7 +44,7 @@ class Run:
     choices: dict[str, str]  # Hydra's config-group choices (activation: relu, experiment: study, ...)
     job_num: int | None  # position in its sweep; the sweep's first job holds the base levels
     experiment: str  # the experiment (or sweep, or "single runs") the run belongs to
-    status: str  # COMPLETED, DIVERGED, FAILED or UNFINISHED
+    status: str  # COMPLETED, DIVERGED, FAILED, PRUNED or UNFINISHED
     detail: str  # why it is not completed, for the report ("" when completed)
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} when absent)
 

@@ -93,6 +93,7 @@ class Interval:
     low: float
     high: float
     df: float
+    p: float = math.nan  # two-sided p-value of "no difference" (NaN when undefined)
 
     @property
     def defined(self) -> bool:
@@ -108,10 +109,10 @@ def welch_interval(sample: Sequence[float], reference: Sequence[float], level: f
     share_a, share_b = std(sample) ** 2 / len(sample), std(reference) ** 2 / len(reference)
     variance = share_a + share_b
     if variance == 0.0:  # identical values in both groups: no spread to speak of
-        return Interval(estimate, estimate, estimate, math.inf)
+        return Interval(estimate, estimate, estimate, math.inf, float(estimate == 0.0))
     df = variance**2 / (share_a**2 / (len(sample) - 1) + share_b**2 / (len(reference) - 1))
     half = t_quantile(0.5 + level / 2.0, df) * math.sqrt(variance)
-    return Interval(estimate, estimate - half, estimate + half, df)
+    return Interval(estimate, estimate - half, estimate + half, df, _two_sided_p(estimate / math.sqrt(variance), df))
 
 
 def paired_interval(differences: Sequence[float], level: float = 0.95) -> Interval:
@@ -121,7 +122,25 @@ def paired_interval(differences: Sequence[float], level: float = 0.95) -> Interv
         return Interval(estimate, math.nan, math.nan, math.nan)
     spread = std(differences)
     if spread == 0.0:
-        return Interval(estimate, estimate, estimate, math.inf)
+        return Interval(estimate, estimate, estimate, math.inf, float(estimate == 0.0))
     df = len(differences) - 1
-    half = t_quantile(0.5 + level / 2.0, df) * spread / math.sqrt(len(differences))
-    return Interval(estimate, estimate - half, estimate + half, df)
+    error = spread / math.sqrt(len(differences))
+    half = t_quantile(0.5 + level / 2.0, df) * error
+    return Interval(estimate, estimate - half, estimate + half, df, _two_sided_p(estimate / error, df))
+
+
+def _two_sided_p(t: float, df: float) -> float:
+    return 2.0 * (1.0 - t_cdf(abs(t), df))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together (NaN ones left out and kept NaN): the
+    k-th smallest of m is multiplied by m - k + 1, never below an earlier one, at most 1. An
+    adjusted p below 0.05 keeps the chance of any false "effect" in the family under 5%."""
+    order = sorted((index for index, p in enumerate(p_values) if not math.isnan(p)), key=lambda i: p_values[i])
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

@@ -22,6 +22,7 @@ from lenet_fmnist.report import analysis, runs, stats
 from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
 from lenet_fmnist.report.runs import COMPLETED, Run
 from lenet_fmnist.storage import write_text
+from lenet_fmnist.vocabulary import SEARCH_FILE
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ def build(directories: list[Path]) -> Report:
     analysis.label(configs, groups)
     names = list(dict.fromkeys(config.experiment for config in configs))
     experiments = [
-        analysis.analyse(name, [config for config in configs if config.experiment == name], groups) for name in names
+        analysis.adjust_for_multiplicity(
+            analysis.analyse(name, [config for config in configs if config.experiment == name], groups)
+        )
+        for name in names
     ]
     return Report(directories, found, groups, configs, experiments)
 
@@ -67,6 +71,13 @@ def _format_interval(interval: stats.Interval | None) -> str:
     if not interval.defined:
         return f"{interval.estimate:+.4f} (no CI: fewer than 2 runs)"
     return f"{interval.estimate:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+
+
+def _format_p(p: float, mark: bool = False) -> str:
+    """A p-value to 3 decimals; with `mark`, a star where it is below 0.05."""
+    if math.isnan(p):
+        return "—"
+    return f"{p:.3f}" + (" *" if mark and p < 0.05 else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -103,14 +114,16 @@ def configurations_table(report: Report) -> str:
 def _effects_table(comparisons: list[Comparison]) -> str:
     header = ["factor", "level", "n", "runs"]
     for _, heading in analysis.EFFECT_METRICS:
-        header += [heading, f"Δ {heading} vs base [95% CI]"]
+        header += [heading, f"Δ {heading} vs base [95% CI]", "p", "Holm p"]
     rows = []
     for comparison in comparisons:
         for index, level in enumerate(comparison.levels):
             row = [comparison.factor, level.label + (" (base)" if index == 0 else ""), str(len(level.completed))]
             row.append(", ".join(config.status_text() for config in level.configurations))
             for metric, _ in analysis.EFFECT_METRICS:
-                row += [_format(level.values(metric), 4), _format_interval(level.effects.get(metric))]
+                effect = level.effects.get(metric)
+                row += [_format(level.values(metric), 4), _format_interval(effect)]
+                row += [_format_p(effect.p if effect else math.nan), _format_p(level.holm.get(metric, math.nan), True)]
             rows.append(row)
     return _table(header, rows)
 
@@ -124,6 +137,13 @@ _DESIGN_TEXT = {
     "combination of the other factors and seed (paired), with a 95% paired t interval. The mean and n of a "
     "level pool all its configurations.",
 }
+
+
+_MULTIPLICITY_TEXT = (
+    "*p*: two-sided p-value of no difference, for that comparison alone. *Holm p*: the same adjusted by Holm's "
+    "method over every comparison in this table (per metric), so that the chance of any false effect among them "
+    "stays under 5%; * marks an adjusted p below 0.05."
+)
 
 
 def _unfinished(report: Report) -> list[Run]:
@@ -190,7 +210,7 @@ def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
         if experiment.note:
             parts += [f"Not analysed: {experiment.note}"]
             continue
-        parts += [_DESIGN_TEXT[experiment.design], "", _effects_table(experiment.comparisons)]
+        parts += [_DESIGN_TEXT[experiment.design], _MULTIPLICITY_TEXT, "", _effects_table(experiment.comparisons)]
     parts += _notes(report)
     if figures:
         parts += ["", "## Figures", ""]
@@ -291,10 +311,30 @@ def main(argv: list[str]) -> int:
     report = build(options.directories)
     markdown_path, csv_path, pngs = write(report)
     sys.stdout.write(configurations_table(report) + "\n\n")
-    unfinished = len(_unfinished(report))
+    for experiment in report.experiments:
+        if experiment.comparisons:  # the raw intervals with their Holm-adjusted p-values
+            sys.stdout.write(f"Effects in {experiment.name}:\n{_effects_table(experiment.comparisons)}\n\n")
+    unfinished = _unfinished(report)
     if unfinished:
-        sys.stdout.write(f"{unfinished} run(s) did not complete; see {markdown_path}.\n")
+        pruned = sum(run.status == runs.PRUNED for run in unfinished)
+        why = f" ({pruned} pruned by a search)" if pruned else ""
+        sys.stdout.write(f"{len(unfinished)} run(s) did not complete{why}; see {markdown_path}.\n")
     if warned := len(_warned(report)):
         sys.stdout.write(f"{warned} run(s) carry warnings (e.g. not learning); see {markdown_path}.\n")
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
+    for directory in options.directories:
+        if (directory / SEARCH_FILE).is_file():
+            sys.stdout.write(f"Wrote {_search_summary(directory)} and search.csv (a hyperparameter search).\n")
     return 0
+
+
+def _search_summary(directory: Path) -> Path:
+    """search.md and search.csv of a search directory (hydra/sweeper=optuna); they need Optuna."""
+    try:
+        from lenet_fmnist.report import search_summary
+    except ImportError:
+        raise UserError(
+            f"{directory} holds a hyperparameter search; its summary needs Optuna: pip install 'lenet-fmnist[search]'. "
+            "report.md above covers its runs."
+        ) from None
+    return search_summary.write(directory)

@@ -1,0 +1,339 @@
+"""Hyperparameter search: `train -m hydra/sweeper=optuna` (the `search` extra) through the basic and
+joblib launchers on tiny synthetic data, pruning, resuming a killed search, the summary, the
+plugin from a built wheel, and bad inputs. Skipped without Optuna (pip install -e '.[search]').
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import CLI, REPO, assert_ok, output, read_metrics, wait_for
+
+optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+
+from lenet_fmnist.search import read_location  # noqa: E402  (after the skip: it imports Optuna)
+
+LR_SPACE = "optimizer.lr=tag(log, interval(0.001, 0.3))"
+
+
+def search_args(data: Path, sweep_dir: Path, *extra: str, val_size: int = 64, epochs: int = 2) -> list[str]:
+    """A small search on synthetic data: 4 trials over activation and a log-scale learning rate."""
+    return [
+        "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=0",
+        "activation=relu,tanh", LR_SPACE, f"epochs={epochs}", f"data.root={data}", f"data.val_size={val_size}",
+        "device=cpu", "threads=1", f"hydra.sweep.dir={sweep_dir}", *extra,
+    ]  # fmt: skip
+
+
+def study_of(sweep_dir: Path) -> Any:
+    location = read_location(sweep_dir)
+    assert location is not None, f"no search.json in {sweep_dir}"
+    return location.load(sweep_dir)
+
+
+def trial_dirs(sweep_dir: Path) -> dict[int, Path]:
+    """The trials' run directories by trial number (their names start with it)."""
+    return {int(path.name.split("_", 1)[0]): path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()}
+
+
+def states(study: Any) -> list[str]:
+    return [trial.state.name for trial in study.trials]
+
+
+def check_objective(sweep_dir: Path) -> None:
+    """Every complete trial's value is its run's best validation accuracy; the best trial is the best run."""
+    study, runs = study_of(sweep_dir), trial_dirs(sweep_dir)
+    complete = [trial for trial in study.trials if trial.state.name == "COMPLETE"]
+    for trial in complete:
+        metrics = read_metrics(runs[trial.number])
+        assert metrics["status"] == "completed"
+        assert trial.value == metrics["val_acc"]  # the validation accuracy, never the test accuracy
+    best_val = max(read_metrics(runs[trial.number])["val_acc"] for trial in complete)
+    assert study.best_value == best_val
+
+
+# ---------------------------------------------------------------------------------------------
+# The ready search
+
+
+def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    import hydra_plugins.lenet_fmnist_optuna as plugin
+    from lenet_fmnist import config
+    from lenet_fmnist.cli import config_dir
+    from lenet_fmnist.config import TrainConfig, validate
+    from lenet_fmnist.search import parse_space, trial_overrides
+
+    config.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=search"], return_hydra_config=True)
+        assert cfg.hydra.sweeper._target_ == "hydra_plugins.lenet_fmnist_optuna.OptunaSweeper"
+        params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+        space = parse_space(OverridesParser.create().parse_overrides(params), cfg)
+        found = space.distributions
+        assert found["optimizer.lr"] == FloatDistribution(0.0003, 0.3, log=True)
+        assert found["optimizer.weight_decay"] == FloatDistribution(1e-6, 0.01, log=True)
+        assert found["dropout.p"] == FloatDistribution(0.0, 0.5)
+        assert found["augmentation.max_shift"] == IntDistribution(0, 2)
+        assert found["batch_size"] == CategoricalDistribution(["64", "128", "256"])
+        assert found["augmentation.flip"] == CategoricalDistribution(["true", "false"])
+        assert found["optimizer.schedule"] == CategoricalDistribution(["constant", "cosine"])
+        assert {key for key, d in found.items() if isinstance(d, CategoricalDistribution)} >= {
+            "activation", "pool", "optimizer"
+        }  # fmt: skip
+        assert space.fixed == ["optimizer.warmup_epochs=1"] and cfg.epochs == 15
+        for point in plugin._corners(space):  # what the sweeper checks before training anything
+            job = compose("train", overrides=["experiment=search", *trial_overrides(space, point)])
+            validate(job, TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Searches through the launchers
+
+
+def test_a_search_through_the_basic_launcher(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "search"
+    result = cli.run(*search_args(tiny_data, sweep_dir))
+    assert_ok(result)
+
+    study = study_of(sweep_dir)
+    assert states(study) == ["COMPLETE"] * 4
+    assert study.direction.name == "MAXIMIZE"
+    assert sorted(trial_dirs(sweep_dir)) == [0, 1, 2, 3]
+    check_objective(sweep_dir)
+    for trial in study.trials:  # the run directory carries the sampled values, not the fixed ones
+        name = trial_dirs(sweep_dir)[trial.number].name
+        assert f"activation={trial.params['activation']}" in name and "epochs=" not in name
+    summary = (sweep_dir / "search.md").read_text()
+    best = study.best_trial
+    assert f"Best: trial {best.number}, validation accuracy {best.value:.4f}" in summary
+    assert f"optimizer.lr={float(best.params['optimizer.lr']):.4g}" in summary  # in the ready command
+    assert len((sweep_dir / "search.csv").read_text().splitlines()) == 5
+    assert (sweep_dir / "search_history.png").stat().st_size > 0
+    assert (sweep_dir / "search_importance.png").stat().st_size > 0
+
+
+def test_a_search_through_joblib_runs_two_trials_at_once(
+    sweep_env: dict[str, str], tiny_data: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the `cluster` extra")
+    sweep_dir = tmp_path / "search"
+    cli = CLI(sweep_env, tmp_path)
+    assert_ok(cli.run(*search_args(tiny_data, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")))
+
+    study = study_of(sweep_dir)
+    assert states(study) == ["COMPLETE"] * 4
+    check_objective(sweep_dir)
+    # One batch of two processes: each run started (Hydra wrote its config) before the other ended
+    # (its final metrics.json); one after the other, the second would start after the first ended.
+    runs = trial_dirs(sweep_dir)
+    started = {n: (runs[n] / ".hydra" / "config.yaml").stat().st_mtime for n in (0, 1)}
+    ended = {n: (runs[n] / "metrics.json").stat().st_mtime for n in (0, 1)}
+    assert started[1] < ended[0] and started[0] < ended[1]
+
+
+def test_a_pruned_trial_stops_keeps_its_checkpoints_and_is_not_a_failure(
+    cli: CLI, plain_data: Path, tmp_path: Path
+) -> None:
+    """The median pruner after one complete trial, from epoch 1: a learning rate that learns
+    nothing in an epoch is pruned there, once a trial that learns has completed."""
+    sweep_dir = tmp_path / "search"
+    args = search_args(
+        plain_data, sweep_dir, "hydra.sweeper.pruner_startup_trials=1", "hydra.sweeper.pruner_warmup_epochs=0",
+        "hydra.sweeper.sampler=random", "optimizer.lr=0.1,0.00000001", val_size=256, epochs=2,
+    )  # fmt: skip
+    args.remove(LR_SPACE)
+    result = cli.run(*args)
+    assert_ok(result)
+
+    study, runs = study_of(sweep_dir), trial_dirs(sweep_dir)
+    pruned = [trial for trial in study.trials if trial.state.name == "PRUNED"]
+    assert pruned, f"nothing was pruned: {[(t.params, t.intermediate_values) for t in study.trials]}"
+    for trial in pruned:
+        metrics = read_metrics(runs[trial.number])
+        assert metrics["status"] == "pruned"
+        assert metrics["epochs_completed"] == 1 and metrics["test_acc"] is None
+        assert (runs[trial.number] / "checkpoints" / "last.pt").is_file()
+        assert (runs[trial.number] / "checkpoints" / "best.pt").is_file()
+        # The median pruner's rule: worse at epoch 1 than the complete trials were there.
+        complete = [t.intermediate_values[1] for t in study.trials if t.state.name == "COMPLETE"]
+        assert trial.intermediate_values[1] < max(complete)
+    assert "pruned after epoch 1" in output(result)
+    assert "did not complete" not in output(result)
+
+    report = cli.run("report", str(sweep_dir))
+    assert_ok(report)
+    summary = (sweep_dir / "report.md").read_text()
+    pruned_run = runs[pruned[0].number].name
+    assert f"| {pruned_run} | pruned |" in summary
+    assert "| failed |" not in summary
+    assert f"| {pruned[0].number} | pruned |" in (sweep_dir / "search.md").read_text()
+
+
+def test_a_killed_search_resumes_without_rerunning_finished_trials(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "search"
+    args = search_args(plain_data, sweep_dir, "hydra.sweeper.pruner=none", val_size=256, epochs=2)
+    log = tmp_path / "first.log"
+    process = cli.start(*args, log=log)
+
+    def two_done_and_a_third_started() -> bool:
+        runs = trial_dirs(sweep_dir) if sweep_dir.is_dir() else {}
+        done = [
+            n
+            for n, path in runs.items()
+            if (path / "metrics.json").is_file() and read_metrics(path)["status"] == "completed"
+        ]
+        return len(done) >= 2 and len(runs) >= 3
+
+    wait_for(two_done_and_a_third_started, process, log)
+    process.send_signal(signal.SIGKILL)  # a dead search: no handler runs
+    process.wait()
+    before = {n: (path / "metrics.json").read_bytes() for n, path in trial_dirs(sweep_dir).items() if n < 2}
+    left_running = [trial.number for trial in study_of(sweep_dir).trials if trial.state.name == "RUNNING"]
+
+    again = cli.run(*args, "resume=true")
+    assert_ok(again)
+
+    study = study_of(sweep_dir)
+    finished = [trial for trial in study.trials if trial.state.name == "COMPLETE"]
+    assert len(finished) == 4
+    assert [trial.number for trial in finished][:2] == [0, 1]
+    for number, content in before.items():  # the first two trials were not run again
+        assert (trial_dirs(sweep_dir)[number] / "metrics.json").read_bytes() == content
+    for number in left_running:  # marked failed, and their values asked again
+        assert study.trials[number].state.name == "FAIL"
+        assert any(trial.user_attrs.get("retry_of") == number for trial in finished)
+    assert "Launching 1 jobs" in output(again) and "#0 :" not in output(again) and "#1 :" not in output(again)
+    check_objective(sweep_dir)
+
+    # The same directory with another space: refused, and nothing of the search is touched.
+    journal = (sweep_dir / "optuna.journal").read_bytes()
+    changed = [arg for arg in args if arg != "activation=relu,tanh"] + ["activation=relu,sigmoid", "resume=true"]
+    refused = cli.run(*changed)
+    assert refused.returncode == 1 and "Traceback" not in output(refused)
+    assert "search space differs" in output(refused) and "activation" in output(refused)
+    assert (sweep_dir / "optuna.journal").read_bytes() == journal
+
+
+def test_a_search_whose_trials_all_fail_gives_up_and_says_so(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """A value only the trainer refuses (momentum 1.5): every trial fails at once; the search stops
+    after n_trials failures with one paragraph, and its summary lists them as failed."""
+    sweep_dir = tmp_path / "search"
+    result = cli.run(*search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.momentum=1.5"))
+    assert result.returncode == 1 and "Traceback" not in output(result)
+    assert "optimizer.momentum=1.5 is not allowed" in output(result)
+    assert "2 trials failed" in output(result) and "resume=true" in output(result)
+    assert states(study_of(sweep_dir)) == ["FAIL", "FAIL"]
+    assert "| 0 | failed |" in (sweep_dir / "search.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# The plugin without Optuna, and from a built wheel
+
+
+def test_the_search_side_imports_no_torch() -> None:
+    """Hydra imports the plugin at every start, and `report` reads searches: neither waits for torch."""
+    code = (
+        "import sys, hydra_plugins.lenet_fmnist_optuna, lenet_fmnist.search, lenet_fmnist.report.search_summary\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_without_optuna_the_plugin_defines_nothing_and_warns_nothing(cli: CLI) -> None:
+    hide = "import sys; sys.modules['optuna'] = None; from lenet_fmnist.cli import main; sys.exit(main(sys.argv[1:]))"
+    common = [sys.executable, "-W", "error", "-c", hide, "train"]
+    plain = subprocess.run(
+        [*common, "--cfg", "job"], env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    asked = subprocess.run(
+        [*common, "hydra/sweeper=optuna", "--cfg", "hydra"], env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=60
+    )  # fmt: skip
+    assert asked.returncode == 1 and "Could not find 'hydra/sweeper/optuna'" in asked.stderr
+
+
+def test_the_plugin_is_found_from_a_built_wheel(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = tmp_path.glob("lenet_fmnist-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "hydra_plugins/lenet_fmnist_optuna/__init__.py" in archive.namelist()
+        assert "lenet_fmnist/conf/experiment/search.yaml" in archive.namelist()
+        archive.extractall(tmp_path / "site")
+    env = {**cli.env, "PYTHONPATH": str(tmp_path / "site")}
+    sweep_dir = tmp_path / "search"
+    args = search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=1", epochs=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet_fmnist", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )  # fmt: skip
+    assert_ok(result)
+    assert str(tmp_path / "site" / "hydra_plugins" / "lenet_fmnist_optuna") in json.dumps(
+        subprocess.run(
+            [sys.executable, "-c", "import hydra_plugins.lenet_fmnist_optuna as p; print(p.__file__)"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        ).stdout
+    )  # fmt: skip
+    assert [trial.state.name for trial in study_of(sweep_dir).trials] == ["COMPLETE"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one paragraph naming the value, exit 1, no traceback, nothing lost
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (["hydra.sweeper.n_trial=3"], "n_trial"),
+        (["hydra.sweeper.n_trials=0"], "n_trials=0 is not allowed"),
+        (["hydra.sweeper.n_jobs=0"], "n_jobs=0 is not allowed"),
+        (["hydra.sweeper.sampler=grid"], "grid"),
+        (["optimizer.lr=interval(0.3, 0.1)"], "needs low < high"),
+        (["optimizer.lr=tag(log, interval(0, 0.1))"], "touches or crosses 0"),
+        (["optimizer.lrate=0.1,0.2"], "optimizer.lrate"),
+        (["activation=relu,swish"], "swish"),
+    ],
+)
+def test_bad_search_input_is_refused(
+    cli: CLI, tiny_data: Path, tmp_path: Path, change: list[str], expected: str
+) -> None:
+    sweep_dir = tmp_path / "search"
+    args = [arg for arg in search_args(tiny_data, sweep_dir) if arg != LR_SPACE] + change
+    result = cli.run(*args)
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in output(result)
+    assert expected in output(result)
+    assert not (sweep_dir / "optuna.journal").exists() or not trial_dirs(sweep_dir)
+
+
+@pytest.mark.parametrize("problem", ["corrupt", "unwritable"])
+def test_a_bad_storage_is_refused_and_left_as_it_was(cli: CLI, tiny_data: Path, tmp_path: Path, problem: str) -> None:
+    if problem == "corrupt":
+        storage = tmp_path / "old.journal"
+        storage.write_text("not a journal {\n")
+    else:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("a file, not a directory\n")
+        storage = blocker / "optuna.journal"
+    before = storage.read_bytes() if storage.exists() else None
+    result = cli.run(*search_args(tiny_data, tmp_path / "search", f"hydra.sweeper.storage={storage}"))
+    assert result.returncode == 1, output(result)
+    assert "Traceback" not in output(result)
+    assert f"storage {storage} cannot be used" in output(result)
+    assert (storage.read_bytes() if storage.exists() else None) == before
