@@ -47,7 +47,7 @@ TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
 # that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
-SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run"}
+SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "built_wheel"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -139,6 +139,20 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     env.pop("HYDRA_FULL_ERROR", None)  # Hydra must report errors the way users see them
     return env
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from this checkout, once per session (--no-build-isolation: the
+    installed hatchling builds it, nothing is downloaded)."""
+    out = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = out.glob("lenet_fmnist-*.whl")
+    return wheel
 
 
 @pytest.fixture(scope="session")

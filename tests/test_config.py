@@ -246,16 +246,10 @@ def test_eval_yaml_holds_only_what_eval_uses(compose_with: Compose) -> None:
     assert {key: composed[key] for key in _defaults_of(EvalConfig)} == _defaults_of(EvalConfig)
 
 
-def test_the_built_wheel_ships_the_configs_and_runs_from_it(tmp_path: Path) -> None:
+def test_the_built_wheel_ships_the_configs_and_runs_from_it(built_wheel: Path, tmp_path: Path) -> None:
     """A non-editable install: the wheel pip builds holds conf/ as lenet_fmnist/conf and the
     launcher plugin, and the command line unpacked from it composes a config from there."""
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = tmp_path.glob("lenet_fmnist-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(built_wheel) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
     shipped = {path.relative_to(REPO).as_posix() for path in (REPO / "conf").rglob("*.yaml")}
