@@ -29,6 +29,7 @@ from conftest import (
     sigterm_in_epoch_2,
     tiny_args,
 )
+from lenet_fmnist.vocabulary import LOCK_FILE
 
 EPOCHS = 3  # plain_args
 
@@ -101,11 +102,12 @@ def test_sweep_resume_skips_completed_jobs_and_finishes_the_others(cli: CLI, pla
     assert first is not None and second is not None and job(2) is None, "the sweep stopped in job 1"
     assert read_metrics(first)["status"] == "completed"
     assert read_metrics(second)["status"] == "interrupted"
-    # Its results (not Hydra's .hydra/ record or the log, which the next invocation appends to).
+    # Its results (not Hydra's .hydra/ record or the log, which the next invocation appends to,
+    # nor the lock file, which names the last process that worked there).
     finished = {
         p: p.stat().st_mtime_ns
         for p in first.rglob("*")
-        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"
+        if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log" and p.name != LOCK_FILE
     }
     assert {"metrics.json", "best.pt", "last.pt"} <= {p.name for p in finished}
     contents = {p: p.read_bytes() for p in finished}
@@ -145,6 +147,7 @@ def test_a_diverging_job_does_not_stop_its_sweep(cli: CLI, tiny_data: Path, tmp_
 WRITER = """
 import sys
 from pathlib import Path
+from lenet_fmnist.vocabulary import LOCK_FILE
 from lenet_fmnist.storage import write_json
 path = Path(sys.argv[1])
 version = 0
