@@ -4,7 +4,7 @@ Writes real Fashion-MNIST test images as PNG files (and, with --photos, as camer
 "photos": a dark item off-centre on a light, noisy background) into a temporary folder, then
 times in interleaved rounds, reporting the median of each:
 
-  model     predict's Classifier on the prepared images already in memory: no files, no decoding
+  model     evaluate's Classifier on the prepared images already in memory: no files, no decoding
             (the model's own throughput at predict's batch size, softmax and copy to the CPU included)
   prepare   read, decode and prepare every file (lenet_fmnist.images.load_image), no model
   predict   what the command does after start-up (predict.predict_files): read, decode, prepare
@@ -36,9 +36,10 @@ from PIL import Image
 
 from lenet_fmnist import checkpoint, data
 from lenet_fmnist.config import PredictConfig, TrainConfig, register, to_plain, validate
+from lenet_fmnist.evaluate import load_classifier
 from lenet_fmnist.images import load_image
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.predict import load_classifier, predict_files, probabilities
+from lenet_fmnist.predict import predict_files, probabilities
 from lenet_fmnist.runtime import configure_threads, select_device
 
 

@@ -18,9 +18,8 @@ import torch
 from conftest import CLI, assert_ok, output, synthetic_split
 from lenet_fmnist import checkpoint, data
 from lenet_fmnist.config import ExportFormat, ExportInput
-from lenet_fmnist.evaluate import evaluate
+from lenet_fmnist.evaluate import evaluate, load_classifier
 from lenet_fmnist.export import TOLERANCE, onnx_bytes, self_check
-from lenet_fmnist.predict import load_classifier
 from test_bad_input import assert_clear_failure
 
 

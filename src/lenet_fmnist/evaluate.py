@@ -21,20 +21,50 @@ from lenet_fmnist.vocabulary import EVAL_FILE
 log = logging.getLogger(__name__)
 
 
+class Classifier(nn.Module):
+    """LeNet-5 with what `eval` does around it: normalisation (for uint8 input) and, when the
+    checkpoint was trained with augmentation.test_flip, logits averaged over each image and its
+    mirror image. `evaluate` (validation and `eval`) and `predict` run it and `export` writes it,
+    so all of them compute the same.
+
+    Input: uint8 N x 28 x 28 pixels when `uint8_input`, else float32 N x 1 x 28 x 28 normalised
+    as in training ((pixel / 255 - MEAN) / STD). Output: logits N x 10.
+    """
+
+    def __init__(self, model: nn.Module, test_flip: bool, uint8_input: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.test_flip = test_flip
+        self.uint8_input = uint8_input
+        self.eval()  # dropout off: when evaluating, predicting and in every exported graph
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = normalise(images) if self.uint8_input else images
+        logits = self.model(inputs)
+        if self.test_flip:
+            logits = (logits + self.model(inputs.flip(-1))) / 2
+        return logits
+
+
+def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, dict[str, Any]]:
+    """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config)."""
+    state = checkpoint.load(path)
+    model = checkpoint.model_from(state, path)
+    test_flip = bool(state["config"]["augmentation"]["test_flip"])
+    return Classifier(model, test_flip, uint8_input), state
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, test_flip: bool
 ) -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy, accuracy and predicted classes over `images` (uint8 on the model's
     device). With `test_flip` the logits are averaged over each image and its mirror image."""
-    model.eval()
+    classifier = Classifier(model, test_flip, uint8_input=True)
     loss_sum = torch.zeros((), device=images.device)
     predictions = []
     for start in range(0, len(labels), batch_size):
-        inputs = normalise(images[start : start + batch_size])
-        logits = model(inputs)
-        if test_flip:
-            logits = (logits + model(inputs.flip(-1))) / 2
+        logits = classifier(images[start : start + batch_size])
         loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
         predictions.append(logits.argmax(dim=1))
     predicted = torch.cat(predictions)
@@ -65,15 +95,13 @@ def format_confusion(confusion: torch.Tensor) -> str:
 def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     """The `eval` command: test accuracy, per-class accuracy and confusion matrix of a checkpoint,
     logged and written to eval.json in the run directory."""
-    state = checkpoint.load(cfg.checkpoint)
-    model = checkpoint.model_from(state, cfg.checkpoint)
+    classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
     device = select_device(cfg.device)
     configure_threads(cfg.threads)
     test = data.load_test(cfg.data.root)
-    test_flip = bool(state["config"]["augmentation"]["test_flip"])
-    model.to(device, memory_format=CHANNELS_LAST)
+    classifier.to(device, memory_format=CHANNELS_LAST)
     loss, accuracy, predicted = evaluate(
-        model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size, test_flip
+        classifier.model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size, classifier.test_flip
     )
     confusion = confusion_matrix(test.labels, predicted)
     per_class = per_class_accuracy(confusion)

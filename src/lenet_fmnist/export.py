@@ -1,6 +1,6 @@
 """The `export` command: a checkpoint as an ONNX or TorchScript model for use outside the toolkit.
 
-The exported graph is `predict.Classifier`: what `predict` and `eval` compute, test-time flip
+The exported graph is `evaluate.Classifier`: what `predict` and `eval` compute, test-time flip
 included when the checkpoint was trained with it. Its input is either float32 N x 1 x 28 x 28
 normalised as in training, or uint8 N x 28 x 28 grey pixels with the normalisation inside the
 graph; images must first be prepared as `predict` does (light item on black, centred, 28 x 28).
@@ -29,7 +29,7 @@ from lenet_fmnist import data
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import ExportConfig, ExportFormat, ExportInput
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.predict import Classifier, load_classifier
+from lenet_fmnist.evaluate import Classifier, load_classifier
 from lenet_fmnist.runtime import configure_threads
 from lenet_fmnist.storage import write_atomic, write_json
 

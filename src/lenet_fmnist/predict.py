@@ -2,7 +2,8 @@
 
 Each file is read and prepared by `images` (grey, light item on black, centred and fitted into
 28 x 28 as Fashion-MNIST's images were made), then classified in batches on the chosen device by
-`Classifier`: the checkpoint's LeNet-5 with what `eval` does around it, test-time flip included.
+`evaluate.Classifier`: the checkpoint's LeNet-5 with what `eval` does around it, test-time flip
+included.
 The run directory gets predictions.csv (top-k classes per file) and predictions.png (the prepared
 inputs, titled with their top class), so a user sees what the model saw.
 """
@@ -16,16 +17,14 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from lenet_fmnist import checkpoint, data
-from lenet_fmnist.augment import normalise
+from lenet_fmnist import data
 from lenet_fmnist.config import PredictConfig
 from lenet_fmnist.errors import UserError
+from lenet_fmnist.evaluate import Classifier, load_classifier
 from lenet_fmnist.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.runtime import configure_threads, select_device
@@ -39,38 +38,6 @@ TABLE_ROWS = 50  # rows of the printed table; predictions.csv has them all
 
 # ---------------------------------------------------------------------------------------------
 # The model
-
-
-class Classifier(nn.Module):
-    """LeNet-5 with what `eval` does around it: normalisation (for uint8 input) and, when the
-    checkpoint was trained with augmentation.test_flip, logits averaged over each image and its
-    mirror image. `predict` runs it and `export` writes it, so both compute the same.
-
-    Input: uint8 N x 28 x 28 pixels when `uint8_input`, else float32 N x 1 x 28 x 28 normalised
-    as in training ((pixel / 255 - MEAN) / STD). Output: logits N x 10.
-    """
-
-    def __init__(self, model: nn.Module, test_flip: bool, uint8_input: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.test_flip = test_flip
-        self.uint8_input = uint8_input
-        self.eval()  # dropout off, in predict and in every exported graph
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        inputs = normalise(images) if self.uint8_input else images
-        logits = self.model(inputs)
-        if self.test_flip:
-            logits = (logits + self.model(inputs.flip(-1))) / 2
-        return logits
-
-
-def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, dict[str, Any]]:
-    """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config)."""
-    state = checkpoint.load(path)
-    model = checkpoint.model_from(state, path)
-    test_flip = bool(state["config"]["augmentation"]["test_flip"])
-    return Classifier(model, test_flip, uint8_input), state
 
 
 @torch.inference_mode()
