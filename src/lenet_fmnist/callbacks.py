@@ -9,7 +9,6 @@ export.yaml. This module must not import torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -22,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from lenet_fmnist import locking
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.vocabulary import (
-    METRICS_FILE,
     SEARCH_FILE,
     Status,
     already_holds_run,
     holds_run,
     nothing_to_resume,
+    read_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -115,7 +114,4 @@ class OutputDirCheck(Callback):
 
 
 def _status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / METRICS_FILE).read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    return (read_metrics(run_dir) or {}).get("status")

@@ -46,7 +46,7 @@ from optuna.trial import TrialState
 
 from lenet_fmnist.errors import Pruned, UserError
 from lenet_fmnist.storage import write_json
-from lenet_fmnist.vocabulary import METRICS_FILE, RESULT_NEUTRAL_KEYS, SEARCH_FILE, SEARCH_TRIAL, Status
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, SEARCH_FILE, SEARCH_TRIAL, Status, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -350,9 +350,8 @@ def retry_abandoned(study: optuna.Study) -> None:
 def read_outcome(run_dir: Path) -> tuple[TrialState, float | None]:
     """The trial's state and objective from its run's metrics.json: a completed run's best-epoch
     validation accuracy; a pruned run is PRUNED; anything else (no file, diverged...) FAIL."""
-    try:
-        metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    except (OSError, ValueError):
+    metrics = read_metrics(run_dir)
+    if metrics is None:
         return TrialState.FAIL, None
     value = metrics.get("val_acc")
     if metrics.get("status") == Status.completed and isinstance(value, int | float) and math.isfinite(value):

@@ -8,7 +8,6 @@ tells the whole story and owns the run's status and its final metrics.json.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -50,6 +49,7 @@ from lenet_fmnist.vocabulary import (
     already_holds_run,
     config_changes,
     holds_run,
+    read_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -294,8 +294,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> 
 
 def _completed_metrics(run_dir: Path) -> dict[str, Any] | None:
     """metrics.json of a run that already completed, else None."""
-    path = run_dir / METRICS_FILE
-    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics = read_metrics(run_dir) or {}
     return metrics if metrics.get("status") == Status.completed else None
 
 

@@ -7,6 +7,7 @@ module must not import torch (the report and `--help` do not wait for it) nor Hy
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,16 @@ SEARCH_TRIAL = "LENET_FMNIST_SEARCH_TRIAL"
 def holds_run(directory: Path) -> bool:
     """Whether `directory` holds a run's results (which nothing may overwrite)."""
     return any((directory / name).exists() for name in RESULT_FILES)
+
+
+def read_metrics(directory: Path) -> dict[str, Any] | None:
+    """The run's metrics.json, or None when it is missing, unreadable or holds no JSON object
+    (train.py writes NaN for a diverged loss; Python's json reads it)."""
+    try:
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def is_run_directory(directory: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from lenet_fmnist.errors import UserError
 from lenet_fmnist.report.figures import plt  # matplotlib with the Agg backend
 from lenet_fmnist.search import read_location
 from lenet_fmnist.storage import write_atomic, write_text
-from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, SEARCH_FILE
+from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, SEARCH_FILE, read_metrics
 
 HISTORY_PNG, IMPORTANCE_PNG = "search_history.png", "search_importance.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -46,10 +45,8 @@ class TrialRow:
 
 
 def _epochs(run_dir: Path) -> int | None:
-    try:
-        return int(json.loads((run_dir / METRICS_FILE).read_text())["epochs_completed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    epochs = (read_metrics(run_dir) or {}).get("epochs_completed")
+    return epochs if isinstance(epochs, int) else None
 
 
 def _wall_seconds(run_dir: Path) -> float | None:
