@@ -81,15 +81,7 @@ def cuda_args(data_root: Path, run_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def cuda_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("cuda_run") / "run"
-    result = subprocess.run(
-        cli.command(cuda_args(tiny_data, run_dir)),
-        cwd=cli.cwd,
-        env={**cli.env, **DETERMINISTIC_CUBLAS},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert_ok(result)
+    assert_ok(CLI({**cli.env, **DETERMINISTIC_CUBLAS}, cli.cwd).run(*cuda_args(tiny_data, run_dir)))
     return run_dir
 
 

@@ -1,4 +1,4 @@
-"""The SLURM path against a real scheduler (issue 12): `hydra/launcher=slurm` sweeps submitted with
+"""The SLURM path against a real scheduler: `hydra/launcher=slurm` sweeps submitted with
 sbatch, requeued by `scontrol requeue`, signalled before their time limit and pre-empted.
 
 Marked `slurm`, and skipped with the reason when no cluster answers `sinfo`: start one on this

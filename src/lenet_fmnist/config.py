@@ -259,7 +259,7 @@ def to_plain(cfg: Any) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
-# predict and export (issue 14)
+# predict and export
 
 
 class ExportFormat(Enum):
