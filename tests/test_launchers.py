@@ -21,6 +21,7 @@ import torch
 
 from conftest import CLI, assert_ok, output
 from lenet_fmnist import launchers, runtime
+from lenet_fmnist.overrides import with_resume
 
 EXTRA = "needs the `cluster` extra: pip install -e '.[cluster]'"
 
@@ -39,7 +40,7 @@ EXTRA = "needs the `cluster` extra: pip install -e '.[cluster]'"
     ],
 )
 def test_with_resume_sets_resume_once(overrides: list[str], expected: list[str]) -> None:
-    assert launchers.with_resume(overrides) == expected
+    assert with_resume(overrides) == expected
 
 
 @pytest.mark.parametrize(

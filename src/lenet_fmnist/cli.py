@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lenet_fmnist import locking, openmp
 from lenet_fmnist.errors import Interrupted, Pruned, UserError
-from lenet_fmnist.launchers import RESUME, sets_key
+from lenet_fmnist.overrides import RESUME, sets_key
 from lenet_fmnist.storage import StorageError
 from lenet_fmnist.vocabulary import SEARCH_TRIAL
 

@@ -25,19 +25,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lenet_fmnist.overrides import RESUME, with_resume
+
 log = logging.getLogger(__name__)
-
-RESUME = "resume=true"
-
-
-def sets_key(override: str, key: str) -> bool:
-    """Whether a Hydra override (`key=v`, `+key=v`, `++key=v`, `~key`) is about `key`."""
-    return override.split("=", 1)[0].lstrip("+~") == key
-
-
-def with_resume(overrides: Sequence[str]) -> list[str]:
-    """The job's overrides with `resume=true` in place of any `resume` override it had."""
-    return [override for override in overrides if not sets_key(override, "resume")] + [RESUME]
 
 
 def restarted_by_slurm(environ: Mapping[str, str]) -> bool:
