@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lenet_fmnist.vocabulary import LOCK_FILE
+from lenet_fmnist.rundir import LOCK_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CLI, assert_ok, epochs_done, output, plain_args, read_metrics, resume_hints, tiny_args, wait_for
 from lenet_fmnist import checkpoint, openmp
-from lenet_fmnist.vocabulary import LAST_CHECKPOINT, LOCK_FILE
+from lenet_fmnist.rundir import LAST_CHECKPOINT, LOCK_FILE
 
 # ---------------------------------------------------------------------------------------------
 # One run per directory

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.errors import MachineFault
 
 # The errors that come from the machine, with what to tell the user.
 ENVIRONMENT_ERRORS = {
@@ -30,7 +30,7 @@ ENVIRONMENT_ERRORS = {
 }
 
 
-class StorageError(UserError):
+class StorageError(MachineFault):
     """A file could not be written because of the machine (full disk, read-only, no permission)."""
 
 
