@@ -232,7 +232,9 @@ COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize(("command", "overrides", "schema", "node"), COMMANDS, ids=lambda v: getattr(v, "__name__", None))
+@pytest.mark.parametrize(
+    ("command", "overrides", "schema", "node"), COMMANDS, ids=lambda v: getattr(v, "__name__", None)
+)
 def test_dataclass_defaults_match_the_yaml(
     compose_with: Compose, command: str, overrides: tuple[str, ...], schema: type, node: str | None
 ) -> None:

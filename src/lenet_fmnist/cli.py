@@ -56,6 +56,7 @@ class Ending:
     message: str | None = None  # in place of the exception's own
 
 
+_OUTSIDE_TRAINING = "Interrupted before training started or after it ended; no training was lost."
 # The one table of endings: an exception takes the entry of the nearest class in its MRO.
 ENDINGS: dict[type[BaseException], Ending] = {
     UserError: Ending(1, logging.ERROR, next_step=False),  # the user's mistake: fix it, then run again
@@ -63,9 +64,7 @@ ENDINGS: dict[type[BaseException], Ending] = {
     Diverged: Ending(1, logging.ERROR, next_step=False),  # its message says what to change
     Interrupted: Ending(130, logging.WARNING, next_step=True, stops_sweep=True),  # saved; resumable
     Pruned: Ending(0, logging.INFO, next_step=False),  # the search's decision, not a failure
-    KeyboardInterrupt: Ending(
-        130, logging.WARNING, next_step=False, message="Interrupted before training started or after it ended; no training was lost."
-    ),
+    KeyboardInterrupt: Ending(130, logging.WARNING, next_step=False, message=_OUTSIDE_TRAINING),  # nothing lost
 }
 
 
