@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lenet_fmnist.vocabulary import LOCK_FILE
+from lenet_fmnist.rundir import LOCK_FILE, RESUME_WITH, RUN_AGAIN_WITH
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
@@ -254,6 +254,44 @@ def epochs_done(run_dir: Path) -> int:
 def resume_hints(text: str) -> list[str]:
     """The resume commands a run printed (the text after "Resume with: " on each line)."""
     return [line.split("Resume with: ", 1)[1].strip() for line in text.splitlines() if "Resume with: " in line]
+
+
+def next_steps(text: str) -> list[str]:
+    """Every "what to do next" a command printed: its resume or run-again lines, the prefix kept."""
+    return [
+        line[line.index(prefix) :].strip()
+        for line in text.splitlines()
+        for prefix in (RESUME_WITH, RUN_AGAIN_WITH)
+        if prefix in line
+    ]
+
+
+# Several command lines in one Python process, one after another, each as `python -m lenet_fmnist`
+# runs it (cli.main): torch is imported once for all of them. A line after each gives its exit status.
+_IN_ONE_PROCESS = """
+import json, sys
+from lenet_fmnist.cli import main
+for args in json.loads(sys.argv[1]):
+    try:
+        code = main(args)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    print(f"\\n@@exit {code}", flush=True)
+"""
+
+
+def run_each(cli: CLI, commands: list[list[str]], timeout: float = 600) -> list[tuple[int, str]]:
+    """Run `commands` in one process (see _IN_ONE_PROCESS); each one's exit status and output."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IN_ONE_PROCESS, json.dumps(commands)],
+        cwd=cli.cwd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    parts = result.stdout.split("\n@@exit ")
+    assert len(parts) == len(commands) + 1, result.stdout
+    codes = [int(part.split("\n", 1)[0]) for part in parts[1:]]
+    texts = [parts[0], *(part.split("\n", 1)[1] if "\n" in part else "" for part in parts[1:-1])]
+    return list(zip(codes, texts, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from conftest import (
 )
 from lenet_fmnist.checkpoint import FORMAT
 from lenet_fmnist.model import LeNet5
-from lenet_fmnist.vocabulary import LOCK_FILE
+from lenet_fmnist.rundir import LOCK_FILE
 
 
 def assert_each_job_failed_clearly(result: subprocess.CompletedProcess[str], expected: dict[str, str]) -> None:

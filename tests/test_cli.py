@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import CLI, HISTORY_KEYS, METRICS_KEYS, assert_ok, output, read_metrics
+from lenet_fmnist.cli import main
 from lenet_fmnist.model import LeNet5
 
 SCALAR_TAGS = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test", "learning_rate"}
@@ -79,11 +80,64 @@ def test_unknown_command(cli: CLI) -> None:
     assert result.returncode == 2 and "unknown command 'fit'" in result.stderr and "Traceback" not in output(result)
 
 
-def test_module_and_console_script_agree() -> None:
+def test_module_and_console_script_agree(tmp_path: Path) -> None:
+    """`lenet-fmnist` (the installed console script) and `python -m lenet_fmnist` are one program:
+    the same answers, word for word, to --help and to an unknown command (neither imports torch)."""
     from importlib.metadata import entry_points
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "lenet-fmnist"]
-    assert script.value == "lenet_fmnist.cli:main"
+    assert script.load() is main
+    console = Path(sys.executable).with_name("lenet-fmnist")
+    for args in (["--help"], ["fit"]):
+        answers = [
+            subprocess.run([*program, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            for program in ([str(console)], [sys.executable, "-m", "lenet_fmnist"])
+        ]
+        assert [(a.returncode, a.stdout, a.stderr) for a in answers[:1]] == [
+            (a.returncode, a.stdout, a.stderr) for a in answers[1:]
+        ], args
+        assert answers[0].stdout.startswith("usage:") or "unknown command 'fit'" in answers[0].stderr
+
+
+# Each family of exceptions (lenet_fmnist.errors) raised by a command's task, through the real
+# Hydra app, one after another in one process: its exit status and how its message ends.
+FAMILIES = """
+import sys
+from pathlib import Path
+from lenet_fmnist import cli, errors
+where = sys.argv[1]  # before the app sets sys.argv for Hydra
+for name in ("UserError", "MachineFault", "Diverged", "Interrupted", "Pruned", "KeyboardInterrupt"):
+    kind = getattr(errors, name, None) or KeyboardInterrupt
+    def task(cfg, run_dir, kind=kind):
+        raise kind(f"<{kind.__name__} raised>")
+    try:
+        code = cli._run_hydra("eval", "eval", task, ["checkpoint=x.pt", f"hydra.run.dir={where}/{name}"])
+    except SystemExit as stop:
+        code = stop.code
+    print(f"EXIT {name} {code}", flush=True)
+"""
+
+
+def test_each_family_of_exceptions_ends_with_its_exit_status(tmp_path: Path) -> None:
+    """The user's mistake and the machine's fault exit 1, the machine's with the command that goes
+    on; a run's outcome: diverged 1, interrupted 130 with the command that goes on, pruned 0."""
+    result = subprocess.run(
+        [sys.executable, "-c", FAMILIES, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    text = output(result)
+    assert result.returncode == 0, text
+    exits = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("EXIT "))
+    assert exits == {
+        "UserError": "1", "MachineFault": "1", "Diverged": "1", "Interrupted": "130", "Pruned": "0",
+        "KeyboardInterrupt": "130",
+    }  # fmt: skip
+    again = f"Run it again with: python -m lenet_fmnist eval checkpoint=x.pt hydra.run.dir={tmp_path}/"
+    messages = {line.split(" - ", 1)[1] for line in text.splitlines() if " - " in line}
+    assert {"<UserError raised>", "<Diverged raised>", "<Pruned raised>"} <= messages
+    assert f"<MachineFault raised> {again}MachineFault" in messages
+    assert f"<Interrupted raised> {again}Interrupted" in messages
+    assert "Interrupted before training started or after it ended; no training was lost." in messages
+    assert "Traceback" not in text
 
 
 # ---------------------------------------------------------------------------------------------

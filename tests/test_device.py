@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lenet_fmnist import runtime, train
+from lenet_fmnist import rundir, runtime, train
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, config_changes
 
@@ -61,15 +61,17 @@ def test_select_device_on_the_cpu_touches_no_cuda_setting() -> None:
     assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
 
 
-def saved_on(kind: str) -> dict:
-    """The `rng` part of a checkpoint saved on `kind`, as train._rng_state writes it."""
+def saved_on(kind: str) -> bool:
+    """Whether a checkpoint saved on `kind`, its `rng` part as TrainingState.state_dict writes it,
+    reads as saved on a GPU."""
     cuda_state = torch.zeros(16, dtype=torch.uint8) if kind == "cuda" else None
-    return {"rng": {"torch": torch.get_rng_state(), "cuda": cuda_state, "generator": torch.get_rng_state()}}
+    state = {"rng": {"torch": torch.get_rng_state(), "cuda": cuda_state, "generator": torch.get_rng_state()}}
+    return train.TrainingState.saved_on_gpu(state)
 
 
 @pytest.mark.parametrize(("saved", "now"), [("cpu", "cpu"), ("cuda", "cuda:0"), ("cuda", "cuda:1")])
 def test_a_run_resumes_on_its_kind_of_device(saved: str, now: str) -> None:
-    train._check_device_kind(saved_on(saved), torch.device(now), Path("run/checkpoints/last.pt"))
+    rundir.check_device_kind(saved_on(saved), now, Path("run/checkpoints/last.pt"))
 
 
 @pytest.mark.parametrize(
@@ -81,7 +83,7 @@ def test_a_run_resumes_on_its_kind_of_device(saved: str, now: str) -> None:
 )
 def test_a_run_does_not_resume_on_the_other_kind_of_device(saved: str, now: str, message: str) -> None:
     with pytest.raises(UserError, match=message) as caught:
-        train._check_device_kind(saved_on(saved), torch.device(now), Path("run/checkpoints/last.pt"))
+        rundir.check_device_kind(saved_on(saved), now, Path("run/checkpoints/last.pt"))
     assert str(caught.value).startswith("resume=true, but run/checkpoints/last.pt ")
     assert "\n" not in str(caught.value)
 

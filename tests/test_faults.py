@@ -29,7 +29,7 @@ from conftest import (
     sigterm_in_epoch_2,
     tiny_args,
 )
-from lenet_fmnist.vocabulary import LOCK_FILE
+from lenet_fmnist.rundir import LOCK_FILE
 
 EPOCHS = 3  # plain_args
 
@@ -147,7 +147,7 @@ def test_a_diverging_job_does_not_stop_its_sweep(cli: CLI, tiny_data: Path, tmp_
 WRITER = """
 import sys
 from pathlib import Path
-from lenet_fmnist.vocabulary import LOCK_FILE
+from lenet_fmnist.rundir import LOCK_FILE
 from lenet_fmnist.storage import write_json
 path = Path(sys.argv[1])
 version = 0

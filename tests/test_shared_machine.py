@@ -4,18 +4,35 @@ and OpenMP's wait setting, which lets runs side by side share the cores."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import CLI, assert_ok, epochs_done, output, plain_args, read_metrics, resume_hints, tiny_args, wait_for
+from conftest import (
+    CLI,
+    assert_ok,
+    epochs_done,
+    next_steps,
+    output,
+    plain_args,
+    read_metrics,
+    resume_hints,
+    run_each,
+    tiny_args,
+    wait_for,
+)
 from lenet_fmnist import checkpoint, openmp
-from lenet_fmnist.vocabulary import LAST_CHECKPOINT, LOCK_FILE
+from lenet_fmnist.rundir import LAST_CHECKPOINT, LOCK_FILE
 
 # ---------------------------------------------------------------------------------------------
 # One run per directory
@@ -99,6 +116,107 @@ def test_a_full_disk_stops_the_run_with_one_paragraph_and_keeps_last_pt(
     assert "Resume with: " in text
     assert checkpoint.load(run_dir / LAST_CHECKPOINT)["epoch"] == 1
     assert read_metrics(run_dir)["status"] == "failed"
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """Mount points, by name, for the tmpfs file systems a test mounts (`mount`), unmounted afterwards."""
+    points: dict[str, Path] = {}
+    yield points
+    for point in points.values():
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def inodes_used(point: Path) -> int:
+    stats = os.statvfs(point)
+    return stats.f_files - stats.f_ffree
+
+
+def full_disk_commands(
+    tiny_data: Path, tiny_run: Path, tmp_path: Path, disks: dict[str, Path]
+) -> dict[str, tuple[list[str], int]]:
+    """Each command with, on its own tmpfs, room for the files it makes before its result and no
+    more (in inodes: a file that cannot be created fails with ENOSPC, a full disk's error, while
+    the files already open, such as the log, still take what is written to them)."""
+    run_files = 1 + len(list(tiny_run.rglob("*")))  # a one-epoch run: the directory and everything in it
+    hydra_files = 1 + sum(  # the directory, .hydra/ and its files, the log and the lock
+        1 for p in tiny_run.rglob("*") if ".hydra" in p.relative_to(tiny_run).parts or p.suffix == ".log" or p.name == LOCK_FILE
+    )  # fmt: skip
+    up_to_checkpoints = run_files - 3  # best.pt, last.pt and metrics.json come after
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(2):  # a light square on black, of two sizes
+        pixels = np.zeros((28, 28), dtype=np.uint8)
+        pixels[6 : 16 + 4 * index, 8:20] = 200
+        Image.fromarray(pixels).save(images / f"{index}.png")
+    best, common = tiny_run / "checkpoints" / "best.pt", [f"data.root={tiny_data}", "device=cpu", "threads=1"]
+    train = [*tiny_args(tiny_data, disks["train"] / "run")]
+    sweep = [a for a in train if not a.startswith("hydra.run.dir=")]
+    commands = {
+        # Epoch 1 saved, epoch 2's first checkpoint refused; a sweep (in the mount point, with its
+        # multirun.yaml and lock) whose second job's first checkpoint is refused.
+        "train": ([*train, "epochs=2"], run_files),
+        "sweep": ([sweep[0], "-m", *sweep[1:], "seed=0,1", f"hydra.sweep.dir={disks['sweep']}"], 2 + run_files + up_to_checkpoints),
+        "eval": (["eval", f"checkpoint={best}", *common, f"hydra.run.dir={disks['eval'] / 'run'}"], hydra_files),
+        # predictions.png fits, predictions.csv does not.
+        "predict": (["predict", f"checkpoint={best}", f"images={images}", "device=cpu", "threads=1", f"hydra.run.dir={disks['predict'] / 'run'}"], hydra_files + 1),
+        # The directory and model.pt fit, the sidecar does not.
+        "export": (["export", f"checkpoint={best}", "format=torchscript", *common[:1], "threads=1", f"out={disks['export'] / 'model'}"], 2),
+        "report": (["report", str(disks["report"] / "runs")], 0),
+    }  # fmt: skip
+    if importlib.util.find_spec("optuna"):  # the `search` extra; its study's journal on the roomy disk
+        search = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "activation=relu,tanh", f"hydra.sweeper.storage={tmp_path / 'journal'}"]  # fmt: skip
+        # search.json, multirun.yaml and the lock beside the trial's directory (the mount point).
+        commands["search"] = ([sweep[0], "-m", *sweep[1:], *search, f"hydra.sweep.dir={disks['search']}"], 3 + up_to_checkpoints)  # fmt: skip
+    return commands
+
+
+def test_on_a_full_disk_each_command_names_its_next_step_and_it_works(
+    cli: CLI, tiny_data: Path, tiny_run: Path, tmp_path: Path, disks: dict[str, Path]
+) -> None:
+    """train, a sweep, a search, eval, predict, export and report, each on a full disk: exit 1, one
+    paragraph naming the full device, no traceback, and the command that goes on: `Resume with:`
+    the run, sweep or search (resume=true), or `Run it again with:` the same command. Once there is
+    room again, each of those run verbatim succeeds. (Run in one process each way: see run_each.)"""
+    for name in ("train", "sweep", "search", "eval", "predict", "export", "report"):
+        disks[name] = tmp_path / "disks" / name
+        disks[name].mkdir(parents=True)
+        mount(disks[name], "nr_inodes=1000")
+    shutil.copytree(tiny_run, disks["report"] / "runs" / "run")
+    commands = full_disk_commands(tiny_data, tiny_run, tmp_path, disks)
+    for name, (_, room) in commands.items():
+        subprocess.run(
+            ["mount", "-o", f"remount,nr_inodes={inodes_used(disks[name]) + room}", str(disks[name])], check=True
+        )
+
+    failed = dict(zip(commands, run_each(cli, [args for args, _ in commands.values()]), strict=True))
+    steps = {}
+    for name, (code, text) in failed.items():
+        assert code == 1 and "Traceback" not in text, f"{name}: {text}"
+        assert "no space left on the device (no file can be created on its file system" in text, f"{name}: {text}"
+        (steps[name],) = set(next_steps(text)) or {f"{name}: no next step in {text}"}
+        kind, again = (
+            ("Resume with: ", "train") if name in ("train", "sweep", "search") else ("Run it again with: ", name)
+        )
+        assert steps[name].startswith(f"{kind}python -m lenet_fmnist {again} "), steps[name]
+        assert ("-m" in steps[name].split()[6:]) == (name in ("sweep", "search")), steps[name]
+    assert not (disks["export"] / "model" / "model.pt").exists(), "a model without its sidecar was left behind"
+
+    for point in disks.values():
+        subprocess.run(["mount", "-o", "remount,nr_inodes=100000", str(point)], check=True)
+    hints = [shlex.split(step.split(": ", 1)[1])[3:] for step in steps.values()]
+    for name, (code, text) in zip(steps, run_each(cli, hints), strict=True):
+        assert code == 0 and "Traceback" not in text, f"{name} ({steps[name]}): {text}"
+    assert read_metrics(disks["train"] / "run")["epochs_completed"] == 2
+    assert [read_metrics(job)["status"] for job in sorted(disks["sweep"].glob("*_*"))] == ["completed"] * 2
+    assert {"eval.json", "predictions.csv"} <= {p.name for p in disks["eval"].rglob("*")} | {
+        p.name for p in disks["predict"].rglob("*")
+    }
+    assert (disks["export"] / "model" / "model.pt.json").is_file() and (
+        disks["report"] / "runs" / "report.md"
+    ).is_file()
+    if "search" in steps:
+        assert "| 1 | complete |" in (disks["search"] / "search.md").read_text()
 
 
 @pytest.fixture

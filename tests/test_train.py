@@ -16,7 +16,7 @@ from conftest import comparable, write_idx
 from lenet_fmnist import checkpoint, config, data, train
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
-from lenet_fmnist.errors import Interrupted, UserError
+from lenet_fmnist.errors import Diverged, Interrupted, UserError
 
 MakeConfig = Callable[..., TrainConfig]
 
@@ -106,7 +106,7 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts(make_config: MakeCon
 
 def test_divergence_stops_the_run_with_status_diverged(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with pytest.raises(UserError, match=r"diverged in epoch 1: the loss became (nan|inf).*Lower optimizer.lr"):
+    with pytest.raises(Diverged, match=r"diverged in epoch 1: the loss became (nan|inf).*Lower optimizer.lr"):
         train.run(make_config("activation=relu", "optimizer.lr=1e10", "epochs=3"), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["test_acc"] is None

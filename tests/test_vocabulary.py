@@ -1,5 +1,5 @@
-"""The run vocabulary: statuses, what makes a directory hold a run, and the keys that never change
-results; and the report side, which must never need torch."""
+"""The run directory's vocabulary: statuses, what makes a directory hold a run, and the keys that
+never change results; and the report side, which must never need torch."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lenet_fmnist.vocabulary import (
-    RESULT_FILES,
-    RESUMABLE_CHANGES,
-    Status,
-    config_changes,
-    holds_run,
-    is_run_directory,
-)
+from lenet_fmnist.rundir import Status, holds_run, is_run_directory
+from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, config_changes
 
 
 def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
@@ -26,7 +20,8 @@ def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
     assert json.loads(text)["status"] == Status.interrupted
 
 
-@pytest.mark.parametrize("name", RESULT_FILES)
+# Written out, not read from rundir.RESULT_FILES: a file dropped from there must fail here (README, Outputs).
+@pytest.mark.parametrize("name", ["metrics.json", "checkpoints/last.pt", "eval.json", "predictions.csv"])
 def test_any_result_file_makes_a_directory_hold_a_run(tmp_path: Path, name: str) -> None:
     assert not holds_run(tmp_path) and not is_run_directory(tmp_path)
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +44,10 @@ def test_resume_may_change_the_neutral_keys_and_nothing_else() -> None:
 
 
 def test_the_report_side_imports_no_torch() -> None:
-    """Every module of lenet_fmnist.report, and the vocabulary, load without torch (the search's
-    summary, when the `search` extra's Optuna is there to load it)."""
+    """Every module of lenet_fmnist.report, the vocabulary and the run directory's module load
+    without torch (the search's summary, when the `search` extra's Optuna is there to load it)."""
     code = (
-        "import pkgutil, sys, importlib, importlib.util, lenet_fmnist.report as report, lenet_fmnist.vocabulary\n"
+        "import pkgutil, sys, importlib, importlib.util, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
         "for module in pkgutil.iter_modules(report.__path__):\n"
         "    if module.name != 'search_summary' or importlib.util.find_spec('optuna'):\n"
         "        importlib.import_module(f'lenet_fmnist.report.{module.name}')\n"

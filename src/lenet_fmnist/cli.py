@@ -10,12 +10,11 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist import locking, openmp
-from lenet_fmnist.errors import Interrupted, Pruned, UserError
-from lenet_fmnist.overrides import RESUME, sets_key
-from lenet_fmnist.storage import StorageError
+from lenet_fmnist import openmp, rundir
+from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
 from lenet_fmnist.vocabulary import SEARCH_TRIAL
 
 log = logging.getLogger(__name__)
@@ -45,32 +44,45 @@ Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
 """
 
-# The keys the resume hint sets itself: the user's own overrides of them are left out of it.
-_HINT_SETS = ("resume", "hydra.run.dir", "hydra.sweep.dir")
+
+@dataclass(frozen=True)
+class Ending:
+    """How a command ends when a job raised an exception of one family."""
+
+    exit_code: int
+    level: int  # how its message is logged
+    next_step: bool  # the message ends with the command that goes on (rundir.next_step)
+    stops_sweep: bool = False  # the sweep's remaining jobs do not run
+    message: str | None = None  # in place of the exception's own
+
+
+_OUTSIDE_TRAINING = "Interrupted before training started or after it ended; no training was lost."
+# The one table of endings: an exception takes the entry of the nearest class in its MRO.
+ENDINGS: dict[type[BaseException], Ending] = {
+    UserError: Ending(1, logging.ERROR, next_step=False),  # the user's mistake: fix it, then run again
+    MachineFault: Ending(1, logging.ERROR, next_step=True),  # the machine's: go on once it lets the run
+    Diverged: Ending(1, logging.ERROR, next_step=False),  # its message says what to change
+    Interrupted: Ending(130, logging.WARNING, next_step=True, stops_sweep=True),  # saved; resumable
+    Pruned: Ending(0, logging.INFO, next_step=False),  # the search's decision, not a failure
+    KeyboardInterrupt: Ending(130, logging.WARNING, next_step=False, message=_OUTSIDE_TRAINING),  # nothing lost
+}
+
+
+def ending_of(error: BaseException) -> Ending:
+    return next(ENDINGS[kind] for kind in type(error).__mro__ if kind in ENDINGS)
+
+
+def announce(error: BaseException, next_step: Callable[[], str]) -> tuple[Ending, str]:
+    """The ending of `error` and its message: one paragraph, and the next step where it has one."""
+    ending = ending_of(error)
+    message = ending.message or str(error)
+    return ending, f"{message} {next_step()}" if ending.next_step else message
 
 
 def config_dir() -> Path:
     """conf/ ships inside the wheel as lenet_fmnist/conf; a source checkout has it at the top."""
     packaged = Path(__file__).parent / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
-
-
-def _resume_hint(run_dir: Path) -> str:
-    """The command that continues this run, or this sweep when it is one."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        where = ["-m", f"hydra.sweep.dir={hydra_cfg.sweep.dir}"]
-    else:
-        where = [f"hydra.run.dir={run_dir}"]
-    kept = [
-        arg
-        for arg in sys.argv[1:]
-        if arg not in ("-m", "--multirun") and not any(sets_key(arg, key) for key in _HINT_SETS)
-    ]
-    return " ".join(["python -m lenet_fmnist train", *where, *kept, RESUME])
 
 
 def _search_trial() -> int | None:
@@ -85,33 +97,34 @@ def _search_trial() -> int | None:
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from omegaconf import DictConfig
 
     from lenet_fmnist import config
 
     config.register()
-    failures: list[str] = []
+    exit_codes: list[int] = []
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    def app(cfg: DictConfig) -> None:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    def app(cfg: DictConfig) -> object:
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
         try:
-            locking.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
-            task(cfg, run_dir)
-        except StorageError as error:  # the machine's fault: what is kept, and how to go on
-            log.error("%s Resume with: %s", error, _resume_hint(run_dir))
-            failures.append(str(run_dir))
-        except UserError as error:  # the user's mistake: one paragraph, no traceback
-            log.error("%s", error)
-            if _search_trial() is None:  # a search's sweeper judges its failed trials itself
-                failures.append(str(run_dir))
-        except Interrupted as error:
-            log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
-            raise SystemExit(130) from None
-        except Pruned as error:  # the search's decision, not a failure: the job ends normally
-            log.info("%s", error)
+            rundir.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
+            return task(cfg, run_dir)
+        except Reported as error:
+            ending, message = announce(error, lambda: rundir.next_step(command, args, run_dir, sweep_dir))
+            log.log(ending.level, "%s", message)
+            if ending.stops_sweep:
+                raise SystemExit(ending.exit_code) from None
+            # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures), a
+            # search's trials by its sweeper: in whichever process they ran.
+            if sweep_dir is None or command != "train":
+                exit_codes.append(ending.exit_code)
+            return None
         finally:
-            locking.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
+            rundir.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
 
     sys.argv = [f"lenet-fmnist {command}", *args]
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
@@ -119,10 +132,11 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app()
-    except KeyboardInterrupt:
-        log.warning("Interrupted before training started or after it ended; no training was lost.")
-        return 130
-    return 1 if failures else 0
+    except KeyboardInterrupt as error:
+        ending, message = announce(error, lambda: "")
+        log.log(ending.level, "%s", message)
+        return ending.exit_code
+    return max(exit_codes, default=0)
 
 
 def _train(cfg: object, run_dir: Path) -> None:
@@ -187,9 +201,10 @@ def _report(args: list[str]) -> int:
 
     try:
         return report.main(args)
-    except UserError as error:  # no runs, no such directory: one paragraph, no traceback
-        sys.stderr.write(f"lenet-fmnist report: {error}\n")
-        return 1
+    except Reported as error:  # no runs, no such directory, a full disk: one paragraph, no traceback
+        ending, message = announce(error, lambda: rundir.next_step("report", args))
+        sys.stderr.write(f"lenet-fmnist report: {message}\n")
+        return ending.exit_code
 
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {

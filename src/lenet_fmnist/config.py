@@ -2,8 +2,8 @@
 
 The YAML files in conf/ hold the values and the comments that explain them; these dataclasses hold
 the types and the ranges. Their defaults repeat the YAML's so that a config built in Python (as
-scripts/bench.py does) means what the same command line means; tests/test_config.py fails when
-the two drift apart. Hydra rejects a wrong option, a wrong type or an unknown key while it
+scripts/bench.py does) means what the same command line means; tests/test_config.py fails when the two drift apart, for every command (train and its optimizers, eval, predict, export), and
+when a command's YAML holds a key its dataclass does not use. Hydra rejects a wrong option, a wrong type or an unknown key while it
 composes; `validate` then rejects values that are well typed but out of range, before any work.
 This module must not import torch: `--help` and config errors stay fast.
 """
@@ -139,7 +139,7 @@ class AugmentationConfig:
 
 @dataclass
 class DataRootConfig:
-    """Where the data is: all that `eval` needs (the test set is fixed)."""
+    """Where the data is: all that `eval` and `export` need (the test set is fixed)."""
 
     root: str | None = None
 
@@ -305,7 +305,7 @@ class ExportConfig:
     out: str | None = None
     overwrite: bool = False
     check_images: int = 1000
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataRootConfig = field(default_factory=DataRootConfig)
     threads: int | None = None
 
     def __post_init__(self) -> None:

@@ -1,18 +1,34 @@
-"""The exceptions that end a command with a message instead of a traceback (cli.py reports them)."""
+"""The exceptions that end a command with a message instead of a traceback, in three families that
+say what happened: the user's mistake, the machine's fault, and a run's outcome. cli.ENDINGS maps
+each family to its exit status and message; nothing decides by the order of except clauses."""
 
 
-class UserError(Exception):
-    """A mistake in the user's input: reported as one clear paragraph, never as a traceback."""
+class Reported(Exception):
+    """An ending the command reports as one paragraph, never as a traceback."""
 
 
-class Diverged(UserError):
+class UserError(Reported):
+    """A mistake in the user's input (a bad value, a missing file, a directory in use): fix it and
+    run again."""
+
+
+class MachineFault(Reported):
+    """The machine refused (a full disk, an exceeded quota, a directory that became unwritable):
+    nothing is wrong with the command, which goes on from where it stopped once the machine lets it."""
+
+
+class RunOutcome(Reported):
+    """How a training run ended when it did not complete; metrics.json's status records which."""
+
+
+class Diverged(RunOutcome):
     """The loss became NaN or infinite; the run stopped with status "diverged"."""
 
 
-class Interrupted(Exception):
+class Interrupted(RunOutcome):
     """SIGINT or SIGTERM arrived: the run saved its last completed epoch and stopped."""
 
 
-class Pruned(Exception):
+class Pruned(RunOutcome):
     """A hyperparameter search's pruner stopped the run after a saved epoch: it ended with status
     "pruned", its checkpoints kept and no test (lenet_fmnist.search)."""

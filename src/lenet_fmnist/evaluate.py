@@ -14,9 +14,9 @@ from lenet_fmnist import checkpoint, data
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import EvalConfig
 from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.rundir import EVAL_FILE
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_json
-from lenet_fmnist.vocabulary import EVAL_FILE
 
 log = logging.getLogger(__name__)
 

@@ -216,6 +216,11 @@ def run(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
         "self_check": {**check, "data": str(source)},
     }  # fmt: skip
     write_atomic(model_path, lambda handle: handle.write(payload))
-    write_json(sidecar, record)
+    try:
+        write_json(sidecar, record)
+    except BaseException:
+        if not cfg.overwrite:  # it was not there before: a model without its sidecar would refuse the next try
+            model_path.unlink(missing_ok=True)
+        raise
     log.info("Wrote %s (%d bytes) and %s", model_path, len(payload), sidecar)
     return record

@@ -27,9 +27,9 @@ from lenet_fmnist.errors import UserError
 from lenet_fmnist.evaluate import Classifier, load_classifier
 from lenet_fmnist.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.rundir import PREDICTIONS_FILE
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_atomic
-from lenet_fmnist.vocabulary import PREDICTIONS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,9 @@ def write_figure(path: Path, results: list[Result]) -> None:
 
 def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     """The `predict` command on `paths` (`images.find_images(cfg.images)`): prepare and classify
-    them, print a table, and write predictions.csv, predictions.png and (if any file could not be
-    used) skipped.csv into the run directory."""
+    them, print a table, and write (if any file could not be used) skipped.csv, predictions.png and,
+    last, predictions.csv into the run directory: the result file that makes the directory hold a
+    run comes only when the rest is written, so a run stopped before (a full disk) can run again there."""
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
     device = select_device(cfg.device)
     configure_threads(cfg.threads)
@@ -176,12 +177,12 @@ def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
         cfg.checkpoint, state["epoch"], "on" if classifier.test_flip else "off", len(results), device,
     )  # fmt: skip
     log.info("Predictions:\n%s", format_table(results, cfg.top_k))
-    write_csv(run_dir / PREDICTIONS_FILE, results, cfg.top_k)
-    log.info("Wrote %s", run_dir / PREDICTIONS_FILE)
     if cfg.figure_images:
         shown = results[: cfg.figure_images]
         write_figure(run_dir / "predictions.png", shown)
         log.info(
             "Wrote %s (the model's inputs: %d of %d images)", run_dir / "predictions.png", len(shown), len(results)
         )
+    write_csv(run_dir / PREDICTIONS_FILE, results, cfg.top_k)
+    log.info("Wrote %s", run_dir / PREDICTIONS_FILE)
     return results

@@ -45,8 +45,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from lenet_fmnist.errors import Pruned, UserError
+from lenet_fmnist.rundir import Status, read_metrics
 from lenet_fmnist.storage import write_json
-from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, SEARCH_FILE, SEARCH_TRIAL, Status, read_metrics
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, SEARCH_FILE, SEARCH_TRIAL
 
 log = logging.getLogger(__name__)
 

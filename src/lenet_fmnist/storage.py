@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.errors import MachineFault
 
 # The errors that come from the machine, with what to tell the user.
 ENVIRONMENT_ERRORS = {
@@ -30,7 +30,7 @@ ENVIRONMENT_ERRORS = {
 }
 
 
-class StorageError(UserError):
+class StorageError(MachineFault):
     """A file could not be written because of the machine (full disk, read-only, no permission)."""
 
 
@@ -54,12 +54,20 @@ def _size(count: float) -> str:
     return f"{count:.1f} GB"
 
 
+def _room(directory: Path) -> str:
+    """What is left on `directory`'s file system: its free space, or that no file can be made there
+    (every inode taken: a full disk to the user, however many bytes are free)."""
+    if os.statvfs(directory).f_favail == 0:
+        return "no file can be created on its file system: every inode is taken"
+    return f"{_size(shutil.disk_usage(directory).free)} free on its file system"
+
+
 def describe(path: Path, cause: OSError) -> str:
-    """`Cannot write PATH: REASON`, with the free space on its file system when the disk is full."""
+    """`Cannot write PATH: REASON`, with what is left on its file system when the disk is full."""
     text = f"Cannot write {path}: {ENVIRONMENT_ERRORS[cause.errno]}"
     if cause.errno in (errno.ENOSPC, errno.EDQUOT):
         with contextlib.suppress(OSError):  # the free space is a courtesy; the reason is what counts
-            text += f" ({_size(shutil.disk_usage(path.parent).free)} free on its file system)"
+            text += f" ({_room(path.parent)})"
     return text + "."
 
 

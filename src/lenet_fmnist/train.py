@@ -1,8 +1,9 @@
-"""Training: fit LeNet-5, keep the best-validation weights, test them, record everything.
+"""Training: fit LeNet-5, keep the best-validation weights, test them.
 
-Reads top to bottom: the building blocks (optimizer, scheduler, one epoch, the training state),
-the three phases of a run (prepare its directory, fit, test the best weights), then `run`, which
-tells the whole story and owns the run's status and its final metrics.json.
+Reads top to bottom: the building blocks (optimizer, scheduler, one epoch, the training state,
+which is what a checkpoint holds), the two phases of a run (fit, test the best weights), then
+`run`, which tells the whole story. The run directory's bookkeeping (may the run start or resume,
+its status, metrics.json) is lenet_fmnist.rundir's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lenet_fmnist import checkpoint, data
+from lenet_fmnist import checkpoint, data, rundir
 from lenet_fmnist.augment import Augmenter, augment, normalise
 from lenet_fmnist.config import (
     AdamConfig,
@@ -33,24 +34,13 @@ from lenet_fmnist.config import (
     TrainConfig,
     to_plain,
 )
-from lenet_fmnist.errors import Diverged, Interrupted, Pruned, UserError
+from lenet_fmnist.errors import Diverged, Interrupted
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.openmp import wait_setting
+from lenet_fmnist.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, Status
 from lenet_fmnist.runtime import configure_threads, select_device
-from lenet_fmnist.storage import StorageError, describe, environment_cause, write_json
 from lenet_fmnist.tensorboard_log import TensorBoardLog
-from lenet_fmnist.vocabulary import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    METRICS_FILE,
-    RESUMABLE_CHANGES,
-    Status,
-    already_holds_run,
-    config_changes,
-    holds_run,
-    read_metrics,
-)
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +154,9 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 class TrainingState:
     """Everything a run carries from one epoch to the next: model, optimizer, scheduler, random
-    number generators, history and best epoch. `state_dict` is what a checkpoint holds and
-    `load_state_dict` resumes from one (the keys of every checkpoint written so far)."""
+    number generators, history and best epoch. `state_dict` is the checkpoint's schema, written
+    here once, and `load_state_dict` resumes from one (the keys of every checkpoint written so
+    far). metrics.json summarises the same run (rundir.metrics)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> None:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
@@ -219,83 +210,13 @@ class TrainingState:
         self.best_epoch, self.best_val_acc = state["best_epoch"], state["best_val_acc"]
         self.warnings = state.get("warnings", [])  # checkpoints written before warnings existed have none
 
-    def summary(self, status: Status, test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
-        """metrics.json: the best-validation epoch's train/val figures, its test figures, the history."""
-        best = next((record for record in self.history if record["epoch"] == self.best_epoch), {})
-        train_seconds = sum(record["train_seconds"] for record in self.history)
-        images = sum(record["train_images"] for record in self.history)
-        return {
-            "status": status,
-            "train_acc": best.get("train_acc"),
-            "val_acc": best.get("val_acc"),
-            "test_acc": test.get("test_acc"),
-            "train_loss": best.get("train_loss"),
-            "val_loss": best.get("val_loss"),
-            "test_loss": test.get("test_loss"),
-            "best_epoch": self.best_epoch or None,
-            "epochs_completed": len(self.history),
-            "train_seconds": train_seconds,
-            "images_per_second": images / train_seconds if train_seconds else None,
-            **extra,
-            "warnings": self.warnings,
-            "history": self.history,
-        }
+    @staticmethod
+    def saved_on_gpu(state: dict[str, Any]) -> bool:
+        """Whether the checkpoint `state` was saved by a run on a CUDA GPU (its CUDA RNG state is kept only there)."""
+        return state["rng"]["cuda"] is not None
 
 
 # ---- the phases of a run -----------------------------------------------------------------------
-
-
-def _check_device_kind(state: dict[str, Any], device: torch.device, last: Path) -> None:
-    """A run continues on the kind of device it began on: a CUDA generator's state cannot be
-    restored into a CPU one or the other way round, and the two draw different numbers."""
-    saved_on_gpu = state["rng"]["cuda"] is not None  # TrainingState saves the CUDA state only on a GPU
-    if saved_on_gpu == (device.type == "cuda"):
-        return
-    if saved_on_gpu:
-        raise UserError(
-            f"resume=true, but {last} was saved by a run on a CUDA GPU and this run would continue on "
-            f"{device}. A run continues on the kind of device it began on (CPU and CUDA draw different "
-            "random numbers): resume it with device=cuda on a machine with a GPU."
-        )
-    raise UserError(
-        f"resume=true, but {last} was saved by a run on the CPU and this run would continue on {device}. "
-        "A run continues on the kind of device it began on (CPU and CUDA draw different random numbers): "
-        "resume it with device=cpu."
-    )
-
-
-def prepare_run_dir(cfg: TrainConfig, run_dir: Path, start_if_unsaved: bool) -> dict[str, Any] | None:
-    """Return last.pt's state when resuming, None for a fresh run; refuse to overwrite a run.
-
-    Resuming a run stopped before its first epoch was saved (it left metrics.json but no
-    last.pt) starts it again; so does resuming, with `start_if_unsaved`, a sweep's job that
-    never started. Otherwise resume=true without last.pt is a mistake."""
-    last = run_dir / LAST_CHECKPOINT
-    if not cfg.resume:
-        if holds_run(run_dir):
-            raise UserError(already_holds_run(run_dir))
-        return None
-    if not last.exists():
-        if start_if_unsaved or (run_dir / METRICS_FILE).exists():
-            log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
-            return None
-        raise UserError(
-            f"resume=true, but there is nothing to resume: {last} does not exist. Point "
-            "hydra.run.dir at the directory of the run to continue, or drop resume=true."
-        )
-    saved = checkpoint.load(last)
-    changed = config_changes(saved["config"], to_plain(cfg), allowed=RESUMABLE_CHANGES)
-    if changed:
-        raise UserError(
-            f"resume=true, but the configuration differs from the saved run's: {'; '.join(changed)}. Resume with the same overrides."
-        )
-    return saved
-
-
-def _completed_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """metrics.json of a run that already completed, else None."""
-    metrics = read_metrics(run_dir) or {}
-    return metrics if metrics.get("status") == Status.completed else None
 
 
 def _epoch_record(
@@ -357,7 +278,7 @@ def _save_epoch(state: TrainingState, is_best: bool, run_dir: Path, extra: dict[
     if is_best:
         checkpoint.save(run_dir / BEST_CHECKPOINT, saved)
     checkpoint.save(run_dir / LAST_CHECKPOINT, saved)
-    write_json(run_dir / METRICS_FILE, state.summary(Status.running, {}, extra))
+    rundir.write_metrics(run_dir, rundir.metrics(Status.running, state, {}, extra))
 
 
 def _interrupted_in(epoch: int, run_dir: Path) -> Interrupted:
@@ -438,58 +359,18 @@ def final_test(
     return {"test_acc": test_acc, "test_loss": test_loss}
 
 
-def status_after(error: BaseException) -> Status:
-    """How a run that raised `error` ended. SystemExit is how submitit stops a pre-empted job after
-    it saved (the job is resumed later); KeyboardInterrupt is a signal outside the epoch loop."""
-    if isinstance(error, Interrupted | KeyboardInterrupt | SystemExit):
-        return Status.interrupted
-    if isinstance(error, Pruned):
-        return Status.pruned
-    return Status.diverged if isinstance(error, Diverged) else Status.failed
-
-
-def _finish(run_dir: Path, metrics: dict[str, Any], board: TensorBoardLog, failing: bool = False) -> dict[str, Any]:
-    """Write the final metrics.json and close TensorBoard. When the run is failing already, an error
-    here (a full disk may refuse even this) is logged, not raised over the one that says why."""
-    for step in (lambda: write_json(run_dir / METRICS_FILE, metrics), board.close):
-        try:
-            step()
-        except Exception as error:
-            if not failing:
-                raise
-            log.warning("While stopping: %s", error)
-    return metrics
-
-
-def _machine_fault(error: BaseException, run_dir: Path) -> str:
-    """The paragraph for a run stopped by the machine (full disk, unwritable directory): what
-    happened, and what of the run is kept."""
-    cause = environment_cause(error)
-    assert cause is not None
-    what = str(error) if isinstance(error, StorageError) else describe(Path(cause.filename or run_dir), cause)
-    last = run_dir / LAST_CHECKPOINT
-    try:
-        kept = f"{last} holds epoch {checkpoint.load(last)['epoch']}, intact"
-    except UserError:
-        kept = "no epoch was saved yet"
-    return (
-        f"{what} The run stopped with status failed; {kept}. Free some space or make {run_dir} writable "
-        "again, then resume it."
-    )
-
-
 def run(
     cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` and return what metrics.json holds; `on_epoch` is
     called after every saved epoch (see EpochCallback)."""
-    saved = prepare_run_dir(cfg, run_dir, start_if_unsaved)
-    if saved is not None and (done := _completed_metrics(run_dir)) is not None:
-        log.info("%s is already completed; nothing to resume.", run_dir)
-        return done
+    begin = rundir.start(run_dir, to_plain(cfg), cfg.resume, start_if_unsaved, load=checkpoint.load)
+    if begin.done is not None:
+        return begin.done
+    saved = begin.saved
     device = select_device(cfg.device)
     if saved is not None:
-        _check_device_kind(saved, device, run_dir / LAST_CHECKPOINT)
+        rundir.check_device_kind(TrainingState.saved_on_gpu(saved), str(device), run_dir / LAST_CHECKPOINT)
     threads = configure_threads(cfg.threads)
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     state = TrainingState(cfg, device, steps_per_epoch=math.ceil(len(splits.train.labels) / cfg.batch_size))
@@ -504,12 +385,14 @@ def run(
         extra["parameters"], device, threads,
     )  # fmt: skip
     board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
-    try:  # the one place that decides how the run ended and writes its final metrics.json
+    try:
         fit(cfg, state, splits, run_dir, board, extra, on_epoch)
         test = final_test(cfg, state, splits.test, run_dir, board)
-    except BaseException as error:
-        _finish(run_dir, state.summary(status_after(error), {}, extra), board, failing=True)
-        if environment_cause(error) is None:
+    except BaseException as error:  # however the run ended, metrics.json says so
+        ended = rundir.metrics(rundir.status_after(error), state, {}, extra)
+        rundir.finish(run_dir, ended, board.close, failing=True)
+        fault = rundir.machine_fault(error, run_dir, load=checkpoint.load)
+        if fault is None:
             raise
-        raise StorageError(_machine_fault(error, run_dir)) from None
-    return _finish(run_dir, state.summary(Status.completed, test, extra), board)
+        raise fault from None
+    return rundir.finish(run_dir, rundir.metrics(Status.completed, state, test, extra), board.close)

@@ -26,7 +26,7 @@ if importlib.util.find_spec("optuna") is not None:
     from hydra.types import HydraContext, TaskFunction
     from omegaconf import DictConfig, OmegaConf
 
-    from lenet_fmnist.errors import UserError
+    from lenet_fmnist.errors import Reported, UserError
 
     log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ if importlib.util.find_spec("optuna") is not None:
         def sweep(self, arguments: list[str]) -> Any:
             try:
                 return self._search(arguments)
-            except UserError as error:  # one paragraph, exit 1, no traceback (as the callbacks do)
+            except Reported as error:  # one paragraph, exit 1, no traceback (as the callbacks do)
                 log.error("%s", error)
                 raise SystemExit(1) from None
 

@@ -4,7 +4,8 @@
 - analysis.py: group runs into configurations and compare the levels of each factor;
 - stats.py: means, standard deviations and Student t intervals;
 - figures.py: the curves (matplotlib);
-- writer.py: report.md, report.csv and the `report` command.
+- writer.py: report.md, report.csv and the `report` command;
+- search_summary.py: search.md, search.csv and the figures of a hyperparameter search (needs Optuna).
 
 Nothing here imports torch (a test checks it): a report does not wait for it.
 """

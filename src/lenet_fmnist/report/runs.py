@@ -1,14 +1,14 @@
 """Find the training runs under some directories and read what each one recorded.
 
 A run is a directory holding `.hydra/config.yaml` (what was asked for) and/or `metrics.json`
-(what happened, written by train.py after every epoch and at the end): vocabulary.is_run_directory. Every run found comes
-back, whatever its state, so the report can show failures instead of silently leaving them out.
+(what happened, written after every epoch and at the end): rundir.is_run_directory, and
+rundir.load_metrics reads it. Every run found comes back, whatever its state, so the report can
+show failures instead of silently leaving them out.
 This module must not import torch: reading a report should not wait for it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, Status, is_run_directory
+from lenet_fmnist.rundir import HYDRA_CONFIG, METRICS_FILE, Status, is_run_directory, load_metrics
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +105,6 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str]:
-    """metrics.json and, when it cannot be used, the reason."""
-    if not path.is_file():
-        return None, "no metrics.json (never started, or stopped before its first epoch ended)"
-    try:
-        metrics = json.loads(path.read_text())  # train.py writes NaN for a diverged loss; json reads it
-    except (OSError, ValueError) as error:
-        return None, f"unreadable metrics.json ({error})"
-    if not isinstance(metrics, dict):
-        return None, "metrics.json holds no JSON object"
-    return metrics, ""
-
-
 def _experiment(path: Path, choices: dict[str, str]) -> str:
     """The experiment's name; else the sweep directory's (a sweep without one); else "single runs"."""
     if choices.get("experiment"):
@@ -133,7 +120,7 @@ def load(path: Path) -> Run:
     hydra = (_read_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.exists() else {}
     choices = {str(key): str(value) for key, value in (hydra.get("runtime", {}).get("choices") or {}).items()}
     job_num = hydra.get("job", {}).get("num")
-    metrics, problem = _read_metrics(path / METRICS_FILE)
+    metrics, problem = load_metrics(path)
     if metrics is None:
         status, detail = UNFINISHED, problem
     else:

@@ -20,9 +20,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.report.figures import plt  # matplotlib with the Agg backend
+from lenet_fmnist.rundir import HYDRA_CONFIG, METRICS_FILE, read_metrics
 from lenet_fmnist.search import read_location
 from lenet_fmnist.storage import write_atomic, write_text
-from lenet_fmnist.vocabulary import HYDRA_CONFIG, METRICS_FILE, SEARCH_FILE, read_metrics
+from lenet_fmnist.vocabulary import SEARCH_FILE
 
 HISTORY_PNG, IMPORTANCE_PNG = "search_history.png", "search_importance.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}

@@ -1,0 +1,87 @@
+"""The run directory's rules as plain functions: the next step each command's stop gets, a
+sweep's verdict, and where a run starts (the same through the command line: test_shared_machine,
+test_faults, test_train)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lenet_fmnist import rundir
+from lenet_fmnist.errors import UserError
+
+
+def words(step: str) -> list[str]:
+    """The command of a next step as the shell splits it."""
+    return shlex.split(step.split(": ", 1)[1])
+
+
+def test_a_run_resumes_in_its_directory_with_the_users_other_overrides() -> None:
+    step = rundir.next_step("train", ["epochs=3", "resume=false", "hydra.run.dir=elsewhere"], Path("out/run"))
+    assert step.startswith(rundir.RESUME_WITH)
+    assert words(step) == ["python", "-m", "lenet_fmnist", "train", "hydra.run.dir=out/run", "epochs=3", "resume=true"]
+
+
+@pytest.mark.parametrize("search", [[], ["hydra/sweeper=optuna", "optimizer.lr=tag(log, interval(0.001, 0.3))"]])
+def test_a_sweep_or_a_search_resumes_in_the_sweep_directory(search: list[str]) -> None:
+    args = ["--multirun", "seed=0,1", *search, "hydra.sweep.dir=old"]
+    step = rundir.next_step("train", args, Path("s/0_seed=0"), Path("s"))
+    assert words(step) == ["python", "-m", "lenet_fmnist", "train", "-m", "hydra.sweep.dir=s", "seed=0,1", *search, "resume=true"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_the_other_commands_run_again_as_they_were_given(command: str) -> None:
+    args = ["checkpoint=a b/best.pt", "images=shop/*.jpg", "hydra.run.dir=out/x"]
+    step = rundir.next_step(command, args, Path("out/x"))
+    assert step.startswith(rundir.RUN_AGAIN_WITH)
+    assert words(step) == ["python", "-m", "lenet_fmnist", command, *args]  # quoted: no glob, no split path
+    # A sweep of them starts anew elsewhere: they have no resume=true, and the old sweep directory refuses a new sweep.
+    swept = rundir.next_step(command, ["-m", "checkpoint=a.pt,b.pt", "hydra.sweep.dir=s"], Path("s/0"), Path("s"))
+    assert words(swept) == ["python", "-m", "lenet_fmnist", command, "-m", "checkpoint=a.pt,b.pt"]
+
+
+def test_a_report_runs_again_on_its_directories() -> None:
+    step = rundir.next_step("report", ["outputs/sweeps/a", "outputs/sweeps/b"])
+    assert words(step) == ["python", "-m", "lenet_fmnist", "report", "outputs/sweeps/a", "outputs/sweeps/b"]
+
+
+def job(sweep: Path, name: str, status: str | None) -> None:
+    (sweep / name / ".hydra").mkdir(parents=True)
+    (sweep / name / rundir.HYDRA_CONFIG).write_text("seed: 0\n")
+    if status is not None:
+        (sweep / name / rundir.METRICS_FILE).write_text(json.dumps({"status": status}))
+
+
+def test_a_training_sweep_fails_by_its_jobs_that_did_not_end_as_asked(tmp_path: Path) -> None:
+    for name, status in [("0_a", "completed"), ("1_b", "pruned"), ("2_c", "diverged"), ("3_d", None)]:
+        job(tmp_path, name, status)
+    assert (
+        rundir.sweep_failures(tmp_path, "train") == f"2 job(s) of the sweep in {tmp_path} did not complete: 2_c, 3_d."
+    )
+    assert rundir.sweep_failures(tmp_path, "eval") is None  # its jobs write no metrics.json
+    (tmp_path / "search.json").write_text("{}")
+    assert rundir.sweep_failures(tmp_path, "train") is None  # a search judges its own trials
+
+
+def test_where_a_run_starts(tmp_path: Path) -> None:
+    def never(path: Path) -> dict:
+        raise AssertionError(f"{path} read")
+
+    assert rundir.start(tmp_path / "new", {}, resume=False, start_if_unsaved=False, load=never) == rundir.Start()
+    assert rundir.start(tmp_path / "job", {}, resume=True, start_if_unsaved=True, load=never) == rundir.Start()
+    with pytest.raises(UserError, match="nothing to resume"):
+        rundir.start(tmp_path / "empty", {}, resume=True, start_if_unsaved=False, load=never)
+    done = tmp_path / "done"
+    (done / "checkpoints").mkdir(parents=True)
+    (done / rundir.LAST_CHECKPOINT).write_bytes(b"")
+    (done / rundir.METRICS_FILE).write_text(json.dumps({"status": "completed"}))
+    with pytest.raises(UserError, match="already holds a run"):
+        rundir.start(done, {}, resume=False, start_if_unsaved=False, load=never)
+    saved = {"config": {"seed": 0, "threads": 1}}
+    began = rundir.start(done, {"seed": 0, "threads": 2}, resume=True, start_if_unsaved=False, load=lambda _: saved)
+    assert began == rundir.Start(saved, {"status": "completed"})
+    with pytest.raises(UserError, match=r"differs from the saved run's: seed: 0 -> 1"):
+        rundir.start(done, {"seed": 1, "threads": 1}, resume=True, start_if_unsaved=False, load=lambda _: saved)
