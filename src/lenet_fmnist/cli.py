@@ -93,25 +93,38 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     failures: list[str] = []
 
     @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    def app(cfg: DictConfig) -> None:
+    def app(cfg: DictConfig) -> object:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # A search's trial hands what ended it to the sweeper as the job's exception (Hydra's
+        # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
+        trial = _search_trial()
         try:
             locking.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
-            task(cfg, run_dir)
+            return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
         except StorageError as error:  # the machine's fault: what is kept, and how to go on
             log.error("%s Resume with: %s", error, _resume_hint(run_dir))
+            if trial is not None:
+                raise
             failures.append(str(run_dir))
         except UserError as error:  # the user's mistake: one paragraph, no traceback
             log.error("%s", error)
-            if _search_trial() is None:  # a search's sweeper judges its failed trials itself
-                failures.append(str(run_dir))
+            if trial is not None:
+                raise
+            failures.append(str(run_dir))
         except Interrupted as error:
             log.warning("%s Resume with: %s", error, _resume_hint(run_dir))
             raise SystemExit(130) from None
-        except Pruned as error:  # the search's decision, not a failure: the job ends normally
+        except Pruned as error:  # the search's decision, not a failure
             log.info("%s", error)
+            raise
+        except Exception as error:
+            if trial is None:
+                raise
+            log.error("Trial %d failed: %s: %s", trial, type(error).__name__, error)
+            raise
         finally:
             locking.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
+        return None
 
     sys.argv = [f"lenet-fmnist {command}", *args]
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
@@ -125,7 +138,8 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     return 1 if failures else 0
 
 
-def _train(cfg: object, run_dir: Path) -> None:
+def _train(cfg: object, run_dir: Path) -> float:
+    """Train; return the best-epoch validation accuracy, a search's objective."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -143,11 +157,11 @@ def _train(cfg: object, run_dir: Path) -> None:
     trial = _search_trial() if sweep else None
     on_epoch = None
     if trial is not None:
-        from lenet_fmnist.search import trial_reporter
+        from lenet_fmnist.search.trial import trial_reporter
 
         on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)
+    return float(train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"])
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
