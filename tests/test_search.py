@@ -119,7 +119,9 @@ def test_a_search_through_the_basic_launcher(cli: CLI, tiny_data: Path, tmp_path
         assert f"activation={trial.params['activation']}" in name and "epochs=" not in name
     for trial in study.trials:  # what ran is what the study recorded: the sampled rate, not rounded
         config = OmegaConf.load(trial_dirs(sweep_dir)[trial.number] / ".hydra" / "config.yaml")
-        assert config.optimizer.lr == trial.params["optimizer.lr"] and config.activation.name == trial.params["activation"]
+        assert (
+            config.optimizer.lr == trial.params["optimizer.lr"] and config.activation.name == trial.params["activation"]
+        )
         assert "optimizer.lr" not in trial_dirs(sweep_dir)[trial.number].name  # floats in full stay out of names
     summary = (sweep_dir / "search.md").read_text()
     best = study.best_trial
@@ -249,11 +251,11 @@ def test_a_failed_trial_stops_the_search_and_says_why(cli: CLI, tiny_data: Path,
     result = cli.run(*search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.momentum=1.5"))
     text = output(result)
     assert result.returncode == 1 and "Traceback" not in text, text
-    assert "Trial 0 failed: optimizer.momentum=1.5 is not allowed" in text
+    assert "Trial 0 failed: Invalid configuration: optimizer.momentum=1.5 is not allowed" in text
     assert "max_failure_rate=0.0" in text and "resume=true" in text
     assert states(study_of(sweep_dir)) == ["FAIL"]
     summary = (sweep_dir / "search.md").read_text()
-    assert "| 0 | failed |" in summary and "- trial 0: optimizer.momentum=1.5 is not allowed" in summary
+    assert "| 0 | failed |" in summary and "- trial 0: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
     assert not (sweep_dir / "optimization_results.yaml").exists()  # nothing completed
 
 

@@ -130,7 +130,7 @@ def test_the_launchers_n_jobs_sets_the_batch_in_joblibs_meaning(launcher_jobs: i
     cores = joblib.cpu_count()
     wanted = {"cores": cores, "cores - 1": max(1, cores - 1)}.get(expected, expected)
     if expected == "cores - 1" and cores == 1:
-        with pytest.raises(UserError, match="hydra.launcher.n_jobs=-2"):
+        with pytest.raises(UserError, match=r"hydra\.launcher\.n_jobs=-2"):
             sweeper._n_jobs()
         return
     assert sweeper._n_jobs() == wanted

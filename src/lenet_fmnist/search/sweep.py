@@ -212,7 +212,7 @@ def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) 
                 trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
             if result.state is TrialState.FAIL:
                 trial.set_user_attr(ERROR_ATTR, result.message)
-                failures.append(f"trial {trial.number}: {result.message}")
+                failures.append(f"trial {trial.number}: {result.message.rstrip('.')}")
             _tell(study, trial, result)
             if bad_return is None:  # a task that returns no objective is reported once, at the end
                 _report(study, trial, result)
