@@ -255,7 +255,10 @@ def test_a_failed_trial_stops_the_search_and_says_why(cli: CLI, tiny_data: Path,
     assert "max_failure_rate=0.0" in text and "resume=true" in text
     assert states(study_of(sweep_dir)) == ["FAIL"]
     summary = (sweep_dir / "search.md").read_text()
-    assert "| 0 | failed |" in summary and "- trial 0: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
+    assert (
+        "| 0 | failed |" in summary
+        and "- trial 0: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
+    )
     assert not (sweep_dir / "optimization_results.yaml").exists()  # nothing completed
 
 
