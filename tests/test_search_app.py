@@ -25,6 +25,7 @@ from conftest import assert_ok, output
 
 optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
 
+from lenet_fmnist.errors import UserError  # noqa: E402
 from lenet_fmnist.search.study import read_location  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "search_app" / "app.py"
@@ -58,6 +59,12 @@ def study_of(sweep_dir: Path) -> Any:
     location = read_location(sweep_dir)
     assert location is not None, f"no search.json in {sweep_dir}"
     return location.load(sweep_dir)
+
+
+def trial_states(sweep_dir: Path) -> list[str]:
+    """The states of the search's trials so far; none before it has a study."""
+    location = read_location(sweep_dir)
+    return [] if location is None else [trial.state.name for trial in location.load(sweep_dir).trials]
 
 
 def job_config(sweep_dir: Path, number: int) -> Any:
@@ -256,7 +263,7 @@ def wait_until(condition: Any, what: str, timeout: float = 120) -> None:
         try:
             if condition():
                 return
-        except (OSError, ValueError, KeyError):  # not answering yet, or not holding it yet
+        except (OSError, ValueError, KeyError, UserError):  # not answering yet, or not holding it yet
             pass
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
@@ -317,7 +324,7 @@ def test_the_dashboard_shows_a_live_searchs_journal(
         f"hydra.sweep.dir={sweep_dir}", log=tmp_path / "search.log",
     )  # fmt: skip
     processes.append(search)
-    wait_until(lambda: [t.state.name for t in study_of(sweep_dir).trials] == ["COMPLETE", "RUNNING"], "trial 1")
+    wait_until(lambda: trial_states(sweep_dir) == ["COMPLETE", "RUNNING"], "trial 1 to wait")
 
     dashboard = start_dashboard(str(sweep_dir / "optuna.journal"), tmp_path / "dashboard.log", search_app.env)
     processes.append(dashboard.process)

@@ -34,7 +34,7 @@ if importlib.util.find_spec("optuna") is not None:
     from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
     from lenet_fmnist.errors import UserError
-    from lenet_fmnist.search.names import PrunerName
+    from lenet_fmnist.search.names import JOURNAL_FILE, PrunerName
 
     log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ if importlib.util.find_spec("optuna") is not None:
                 OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
             log.info(
                 "Study %s (%s): %d trials, %d at once, %s, direction %s",
-                study.study_name, settings.storage or sweep_dir / "optuna.journal", n_trials, settings.n_jobs,
+                study.study_name, settings.storage or sweep_dir / JOURNAL_FILE, n_trials, settings.n_jobs,
                 type(study.sampler).__name__, ", ".join(settings.directions),
             )  # fmt: skip
             unnamed = tuple(self.config.hydra.job.config.override_dirname.exclude_keys)
