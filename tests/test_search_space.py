@@ -156,6 +156,7 @@ def test_the_ready_search_restates_no_sweeper_default() -> None:
             assert value != (default.value if hasattr(default, "value") else default), f"search.yaml restates {key}"
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # qmc, gp: Optuna's word
 @pytest.mark.parametrize("name", sorted(plugin.SAMPLERS))
 def test_each_sampler_option_carries_optunas_defaults_and_makes_its_sampler(name: str) -> None:
     from lenet_fmnist.search.study import make_sampler

@@ -21,6 +21,7 @@ SPACE_ATTR = "space"  # the search space as JSON: a resumed search must search t
 PRUNER_ATTR = "pruner"  # the pruner its trials consult, as PRUNER_* keys
 COMMAND_ATTR = "command"  # the command that runs one trial alone, given the trial's overrides
 PRUNER_NAME, PRUNER_STARTUP, PRUNER_WARMUP = "name", "startup_trials", "warmup_epochs"
+SPACE_PARAMS, SPACE_FIXED, SPACE_CUSTOM = "params", "fixed", "custom_search_space"  # SPACE_ATTR's keys
 
 # A trial's user attributes.
 OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its sampled values

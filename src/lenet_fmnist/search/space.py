@@ -33,6 +33,7 @@ from optuna.distributions import (
 
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.overrides import key_of
+from lenet_fmnist.search.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS
 from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS
 
 GRAMMAR = (
@@ -53,9 +54,9 @@ class Space:
         neutral = {*RESULT_NEUTRAL_KEYS, "experiment"}
         kept = [o for o in self.fixed if not o.startswith("hydra.") and key_of(o) not in neutral]
         return {
-            "params": {key: json.loads(distribution_to_json(d)) for key, d in sorted(self.distributions.items())},
-            "fixed": sorted(kept),
-            "custom_search_space": self.custom,
+            SPACE_PARAMS: {key: json.loads(distribution_to_json(d)) for key, d in sorted(self.distributions.items())},
+            SPACE_FIXED: sorted(kept),
+            SPACE_CUSTOM: self.custom,
         }
 
 

@@ -34,6 +34,9 @@ from lenet_fmnist.search.names import (
     PRUNER_STARTUP,
     PRUNER_WARMUP,
     SPACE_ATTR,
+    SPACE_CUSTOM,
+    SPACE_FIXED,
+    SPACE_PARAMS,
     STORAGE_KEY,
     STUDY_NAME_KEY,
     PrunerName,
@@ -248,16 +251,16 @@ def make_pruner(spec: dict[str, Any], steps: int | None) -> optuna.pruners.BaseP
 
 def _space_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     changes = []
-    for key in sorted(saved["params"].keys() | current["params"].keys()):
-        old, new = saved["params"].get(key), current["params"].get(key)
+    for key in sorted(saved[SPACE_PARAMS].keys() | current[SPACE_PARAMS].keys()):
+        old, new = saved[SPACE_PARAMS].get(key), current[SPACE_PARAMS].get(key)
         if old != new:
             changes.append(f"{key}: {json.dumps(old)} -> {json.dumps(new)}")
-    for gone in sorted(set(saved["fixed"]) - set(current["fixed"])):
+    for gone in sorted(set(saved[SPACE_FIXED]) - set(current[SPACE_FIXED])):
         changes.append(f"{gone} is no longer given")
-    for added in sorted(set(current["fixed"]) - set(saved["fixed"])):
+    for added in sorted(set(current[SPACE_FIXED]) - set(saved[SPACE_FIXED])):
         changes.append(f"{added} is new")
-    if saved.get("custom_search_space") != current.get("custom_search_space"):
-        changes.append(f"custom_search_space: {saved.get('custom_search_space')} -> {current['custom_search_space']}")
+    if saved.get(SPACE_CUSTOM) != current[SPACE_CUSTOM]:
+        changes.append(f"{SPACE_CUSTOM}: {saved.get(SPACE_CUSTOM)} -> {current[SPACE_CUSTOM]}")
     return changes
 
 
