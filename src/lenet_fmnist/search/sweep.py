@@ -191,31 +191,51 @@ def _launch(sweep: Sweep, asked: list[tuple[optuna.Trial, list[str]]]) -> list[J
         return [error] * len(asked)
 
 
-def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) -> list[str]:
-    """Ask `size` trials, run them at once, tell each its outcome; the failures' messages."""
-    asked = [ask(study, sweep) for _ in range(size)]
+def _consecutive(asked: list[tuple[optuna.Trial, list[str]]]) -> list[list[tuple[optuna.Trial, list[str]]]]:
+    """Trials in runs of consecutive numbers (a trial asked again after a crash has an older one)."""
     runs: list[list[tuple[optuna.Trial, list[str]]]] = []
-    for pair in asked:  # a trial asked again after a crash has an older number: it starts a new run
+    for pair in asked:
         if runs and pair[0].number == runs[-1][-1][0].number + 1:
             runs[-1].append(pair)
         else:
             runs.append([pair])
+    return runs
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception, settings: Settings) -> Outcome:
+    """Tell the study how the trial's job ended; a task that returned no objective raises UserError
+    once the trial is told."""
+    if not isinstance(job, JobReturn):
+        result = Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
+    else:
+        if job.hydra_cfg is not None:
+            trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
+        try:
+            result = outcome(job, settings.directions)
+        except UserError as error:
+            trial.set_user_attr(ERROR_ATTR, str(error))
+            _tell(study, trial, Outcome(TrialState.FAIL))
+            raise
+    if result.state is TrialState.FAIL:
+        trial.set_user_attr(ERROR_ATTR, result.message)
+    _tell(study, trial, result)
+    _report(study, trial, result)
+    return result
+
+
+def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) -> list[str]:
+    """Ask `size` trials, run them at once, tell each its outcome; the failures' messages. A task
+    that returned no objective stops the search once the batch is told."""
     failures, bad_return = [], None
-    for run in runs:
+    for run in _consecutive([ask(study, sweep) for _ in range(size)]):
         for (trial, _), job in zip(run, _launch(sweep, run), strict=True):
             try:
-                result = outcome(job, settings.directions) if isinstance(job, JobReturn) else None
+                result = _record(study, trial, job, settings)
             except UserError as error:
-                bad_return, result = bad_return or error, Outcome(TrialState.FAIL, message=str(error))
-            result = result or Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
-            if isinstance(job, JobReturn) and job.hydra_cfg is not None:
-                trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
+                bad_return = bad_return or error
+                continue
             if result.state is TrialState.FAIL:
-                trial.set_user_attr(ERROR_ATTR, result.message)
                 failures.append(f"trial {trial.number}: {result.message.rstrip('.')}")
-            _tell(study, trial, result)
-            if bad_return is None:  # a task that returns no objective is reported once, at the end
-                _report(study, trial, result)
     if bad_return is not None:
         raise bad_return
     return failures
