@@ -5,8 +5,11 @@
 #   scripts/slurm-local.sh start    install what is missing (apt), configure, start, wait for the node
 #   scripts/slurm-local.sh status   which daemons run, the node, the queue
 #   scripts/slurm-local.sh stop     cancel every job, wait for an empty queue, stop the daemons
+#   scripts/slurm-local.sh optuna-url   the database URL of the `optuna` database, for a search's
+#                                   study (hydra.sweeper.storage=...; README.md, "Search")
 #
-# Runs as root, without systemd: munged, mariadbd (accounting database, bound to 127.0.0.1),
+# Runs as root, without systemd: munged, mariadbd (bound to 127.0.0.1: SLURM's accounting database,
+# and an `optuna` database with its own user for hyperparameter searches whose trials run as jobs),
 # slurmdbd, slurmctld and slurmd, each started here and stopped by its PID file. Everything they
 # write lives in one state directory, $LENET_FMNIST_SLURM_DIR (default /tmp/lenet-fmnist-slurm);
 # /etc/slurm/slurm.conf is made a link to its slurm.conf so that sbatch, squeue and sinfo find the
@@ -31,6 +34,7 @@ DB_RUN=$STATE/mysql-run  # mariadbd runs as user mysql: its socket and PID file
 MUNGE_RUN=$STATE/munge   # munged runs as user munge: its PID file and log
 LOG=$STATE/log
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged) # in stopping order
+OPTUNA_URL=$STATE/optuna-url # mysql+pymysql://optuna:PASSWORD@127.0.0.1:PORT/optuna, readable by root only
 export SLURM_CONF=$CONF  # the daemons and commands of this script use this cluster's files
 
 say() { printf 'slurm-local: %s\n' "$*"; }
@@ -178,6 +182,33 @@ start_database() {
     db -e "DROP DATABASE IF EXISTS slurm_acct_db;
         CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+    create_optuna_database fresh
+}
+
+# The `optuna` database and its user, for the studies of searches whose trials run as jobs (a
+# journal file needs a filesystem every node shares; a database server does not). `fresh` drops
+# what an earlier cluster left, as for the accounting database; without it only what is missing
+# is created (a cluster started by an older version of this script).
+create_optuna_database() {
+    local password
+    if [[ ${1:-} == fresh ]]; then
+        db -e "DROP DATABASE IF EXISTS optuna;"
+    elif [[ -s $OPTUNA_URL ]] && db -e "USE optuna;" 2>/dev/null; then
+        return
+    fi
+    password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    db -e "CREATE DATABASE IF NOT EXISTS optuna;
+        CREATE OR REPLACE USER 'optuna'@'127.0.0.1' IDENTIFIED BY '$password';
+        GRANT ALL ON optuna.* TO 'optuna'@'127.0.0.1';"
+    (
+        umask 077
+        echo "mysql+pymysql://optuna:$password@127.0.0.1:$DB_PORT/optuna" >"$OPTUNA_URL"
+    )
+}
+
+optuna_url() {
+    [[ -r $OPTUNA_URL ]] || die "no optuna database: start the cluster with $0 start (as root, which may read $OPTUNA_URL)."
+    cat "$OPTUNA_URL"
 }
 
 cluster_registered() { sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; }
@@ -215,6 +246,7 @@ start() {
     [[ $(id -u) == 0 ]] || die "start needs root (the daemons run as root here): sudo $0 start"
     if all_running; then
         link_system_conf
+        create_optuna_database
         say "already running: node $(hostname -s) is $(node_state || echo 'not answering'); state in $STATE"
         return
     fi
@@ -316,5 +348,6 @@ case ${1:-} in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    *) die "usage: $0 start|stop|status   (state directory: \$LENET_FMNIST_SLURM_DIR, default /tmp/lenet-fmnist-slurm)" ;;
+    optuna-url) optuna_url ;;
+    *) die "usage: $0 start|stop|status|optuna-url   (state directory: \$LENET_FMNIST_SLURM_DIR, default /tmp/lenet-fmnist-slurm)" ;;
 esac

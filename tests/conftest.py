@@ -47,7 +47,7 @@ TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
 # that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
-SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "built_wheel"}
+SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "built_wheel", "search_app"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import CLI, assert_ok, output, read_metrics, wait_for
 
 optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
 
-from lenet_fmnist.search import read_location  # noqa: E402  (after the skip: it imports Optuna)
+from lenet_fmnist.search.study import read_location  # noqa: E402  (after the skip: it imports Optuna)
 
 LR_SPACE = "optimizer.lr=tag(log, interval(0.001, 0.3))"
 
@@ -27,7 +28,8 @@ LR_SPACE = "optimizer.lr=tag(log, interval(0.001, 0.3))"
 def search_args(data: Path, sweep_dir: Path, *extra: str, val_size: int = 64, epochs: int = 2) -> list[str]:
     """A small search on synthetic data: 4 trials over activation and a log-scale learning rate."""
     return [
-        "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=0",
+        "train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.sampler.seed=0",
         "activation=relu,tanh", LR_SPACE, f"epochs={epochs}", f"data.root={data}", f"data.val_size={val_size}",
         "device=cpu", "threads=1", f"hydra.sweep.dir={sweep_dir}", *extra,
     ]  # fmt: skip
@@ -73,7 +75,7 @@ def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes()
     from lenet_fmnist import config
     from lenet_fmnist.cli import config_dir
     from lenet_fmnist.config import TrainConfig, validate
-    from lenet_fmnist.search import parse_space, trial_overrides
+    from lenet_fmnist.search.space import parse_space, trial_overrides
 
     config.register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -86,8 +88,8 @@ def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes()
         assert found["optimizer.weight_decay"] == FloatDistribution(1e-6, 0.01, log=True)
         assert found["dropout.p"] == FloatDistribution(0.0, 0.5)
         assert found["augmentation.max_shift"] == IntDistribution(0, 2)
-        assert found["batch_size"] == CategoricalDistribution(["64", "128", "256"])
-        assert found["augmentation.flip"] == CategoricalDistribution(["true", "false"])
+        assert found["batch_size"] == CategoricalDistribution([64, 128, 256])
+        assert found["augmentation.flip"] == CategoricalDistribution([True, False])
         assert found["optimizer.schedule"] == CategoricalDistribution(["constant", "cosine"])
         assert {key for key, d in found.items() if isinstance(d, CategoricalDistribution)} >= {
             "activation", "pool", "optimizer"
@@ -115,22 +117,37 @@ def test_a_search_through_the_basic_launcher(cli: CLI, tiny_data: Path, tmp_path
     for trial in study.trials:  # the run directory carries the sampled values, not the fixed ones
         name = trial_dirs(sweep_dir)[trial.number].name
         assert f"activation={trial.params['activation']}" in name and "epochs=" not in name
+    for trial in study.trials:  # what ran is what the study recorded: the sampled rate, not rounded
+        config = OmegaConf.load(trial_dirs(sweep_dir)[trial.number] / ".hydra" / "config.yaml")
+        assert (
+            config.optimizer.lr == trial.params["optimizer.lr"] and config.activation.name == trial.params["activation"]
+        )
+        assert "optimizer.lr" not in trial_dirs(sweep_dir)[trial.number].name  # floats in full stay out of names
     summary = (sweep_dir / "search.md").read_text()
     best = study.best_trial
-    assert f"Best: trial {best.number}, validation accuracy {best.value:.4f}" in summary
-    assert f"optimizer.lr={float(best.params['optimizer.lr']):.4g}" in summary  # in the ready command
+    assert f"Best: trial {best.number}, val_acc {best.value:.6g}" in summary
+    (command,) = [line for line in summary.splitlines() if line.startswith("lenet-fmnist train ")]
+    assert f" optimizer.lr={best.params['optimizer.lr']!r}" in command and "hydra." not in command
+    results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert results.best_value == best.value and results.best_params == best.params
     assert len((sweep_dir / "search.csv").read_text().splitlines()) == 5
     assert (sweep_dir / "search_history.png").stat().st_size > 0
     assert (sweep_dir / "search_importance.png").stat().st_size > 0
 
 
-def test_a_search_through_joblib_runs_two_trials_at_once(
+def test_a_search_through_joblib_runs_a_trial_per_core_at_once(
     sweep_env: dict[str, str], tiny_data: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the `cluster` extra")
+    joblib = pytest.importorskip("joblib")
+    if joblib.cpu_count() < 2:
+        pytest.skip("needs two cores to run two trials at once")
     sweep_dir = tmp_path / "search"
     cli = CLI(sweep_env, tmp_path)
-    assert_ok(cli.run(*search_args(tiny_data, sweep_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")))
+    result = cli.run(*search_args(tiny_data, sweep_dir, "hydra/launcher=joblib"))
+    assert_ok(result)
+    # joblib's own n_jobs (-1, every core) sets how many trials run at once, as joblib counts cores.
+    assert f"{joblib.cpu_count()} at once" in output(result)
 
     study = study_of(sweep_dir)
     assert states(study) == ["COMPLETE"] * 4
@@ -151,7 +168,7 @@ def test_a_pruned_trial_stops_keeps_its_checkpoints_and_is_not_a_failure(
     sweep_dir = tmp_path / "search"
     args = search_args(
         plain_data, sweep_dir, "hydra.sweeper.pruner_startup_trials=1", "hydra.sweeper.pruner_warmup_epochs=0",
-        "hydra.sweeper.sampler=random", "optimizer.lr=0.1,0.00000001", val_size=256, epochs=2,
+        "hydra/sweeper/sampler=random", "optimizer.lr=0.1,0.00000001", val_size=256, epochs=2,
     )  # fmt: skip
     args.remove(LR_SPACE)
     result = cli.run(*args)
@@ -226,16 +243,33 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(cli: CLI, pla
     assert (sweep_dir / "optuna.journal").read_bytes() == journal
 
 
-def test_a_search_whose_trials_all_fail_gives_up_and_says_so(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
-    """A value only the trainer refuses (momentum 1.5): every trial fails at once; the search stops
-    after n_trials failures with one paragraph, and its summary lists them as failed."""
+def test_a_failed_trial_stops_the_search_and_says_why(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """A value only the trainer refuses (momentum 1.5): the trial's task raises, so the trial fails
+    with the task's message (in the log and search.md, no traceback); with max_failure_rate 0 (the
+    default) the search stops after that batch with one paragraph."""
     sweep_dir = tmp_path / "search"
     result = cli.run(*search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.momentum=1.5"))
-    assert result.returncode == 1 and "Traceback" not in output(result)
-    assert "optimizer.momentum=1.5 is not allowed" in output(result)
-    assert "2 trials failed" in output(result) and "resume=true" in output(result)
-    assert states(study_of(sweep_dir)) == ["FAIL", "FAIL"]
-    assert "| 0 | failed |" in (sweep_dir / "search.md").read_text()
+    text = output(result)
+    assert result.returncode == 1 and "Traceback" not in text, text
+    assert "Trial 0 failed: Invalid configuration: optimizer.momentum=1.5 is not allowed" in text
+    assert "max_failure_rate=0.0" in text and "resume=true" in text
+    assert states(study_of(sweep_dir)) == ["FAIL"]
+    summary = (sweep_dir / "search.md").read_text()
+    assert (
+        "| 0 | failed |" in summary
+        and "- trial 0: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
+    )
+    assert not (sweep_dir / "optimization_results.yaml").exists()  # nothing completed
+
+
+def test_lenet_train_refuses_to_minimise_its_accuracy(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """Its objective is an accuracy: a search that minimises it fails at the first trial, saying so."""
+    sweep_dir = tmp_path / "search"
+    args = [a for a in search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=1") if "direction" not in a]
+    result = cli.run(*args)
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)
+    assert "set hydra.sweeper.direction=maximize" in output(result)
+    assert not list(sweep_dir.glob("0_*/metrics.json")), "no epoch was trained"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +279,8 @@ def test_a_search_whose_trials_all_fail_gives_up_and_says_so(cli: CLI, tiny_data
 def test_the_search_side_imports_no_torch() -> None:
     """Hydra imports the plugin at every start, and `report` reads searches: neither waits for torch."""
     code = (
-        "import sys, hydra_plugins.lenet_fmnist_optuna, lenet_fmnist.search, lenet_fmnist.report.search_summary\n"
+        "import sys, hydra_plugins.lenet_fmnist_optuna, lenet_fmnist.search.sweep, lenet_fmnist.search.trial\n"
+        "import lenet_fmnist.report.search_summary\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -297,7 +332,8 @@ def test_the_plugin_is_found_from_a_built_wheel(cli: CLI, tiny_data: Path, built
         (["hydra.sweeper.n_trial=3"], "n_trial"),
         (["hydra.sweeper.n_trials=0"], "n_trials=0 is not allowed"),
         (["hydra.sweeper.n_jobs=0"], "n_jobs=0 is not allowed"),
-        (["hydra.sweeper.sampler=grid"], "grid"),
+        (["hydra.sweeper.sampler=grid"], "the sampler is the config group hydra/sweeper/sampler"),
+        (["augmentation.max_shift=interval(0, 2)"], "write int(interval(0, 2))"),
         (["optimizer.lr=interval(0.3, 0.1)"], "needs low < high"),
         (["optimizer.lr=tag(log, interval(0, 0.1))"], "touches or crosses 0"),
         (["optimizer.lrate=0.1,0.2"], "optimizer.lrate"),

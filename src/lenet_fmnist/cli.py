@@ -110,19 +110,29 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+        # A search's trial hands what ended it to the sweeper as the job's exception (Hydra's
+        # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
+        trial = _search_trial()
         try:
             rundir.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
-            return task(cfg, run_dir)
+            return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
         except Reported as error:
             ending, message = announce(error, lambda: rundir.next_step(command, args, run_dir, sweep_dir))
             log.log(ending.level, "%s", message)
             if ending.stops_sweep:
                 raise SystemExit(ending.exit_code) from None
-            # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures), a
-            # search's trials by its sweeper: in whichever process they ran.
+            if trial is not None:
+                raise
+            # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures):
+            # in whichever process they ran.
             if sweep_dir is None or command != "train":
                 exit_codes.append(ending.exit_code)
             return None
+        except Exception as error:
+            if trial is None:
+                raise
+            log.error("Trial %d failed: %s: %s", trial, type(error).__name__, error)
+            raise
         finally:
             rundir.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
 
@@ -139,7 +149,8 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     return max(exit_codes, default=0)
 
 
-def _train(cfg: object, run_dir: Path) -> None:
+def _train(cfg: object, run_dir: Path) -> float:
+    """Train; return the best-epoch validation accuracy, a search's objective."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -157,11 +168,11 @@ def _train(cfg: object, run_dir: Path) -> None:
     trial = _search_trial() if sweep else None
     on_epoch = None
     if trial is not None:
-        from lenet_fmnist.search import trial_reporter
+        from lenet_fmnist.search.trial import trial_reporter
 
         on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)
+    return float(train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"])
 
 
 def _eval(cfg: object, run_dir: Path) -> None:

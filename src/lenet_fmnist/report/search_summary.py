@@ -1,9 +1,11 @@
-"""search.md, search.csv and two figures for a hyperparameter search's sweep directory.
+"""search.md, search.csv, optimization_results.yaml and figures for a search's sweep directory.
 
 Written by the sweeper when a search ends and by `python -m lenet_fmnist report DIR` on a search
-directory. Trials are sorted by objective (best-epoch validation accuracy); the best trial's
-overrides make a ready command; the optimisation history and the parameter importances are
-Optuna's own (its matplotlib back end, no plotly). Imports optuna (the `search` extra); no torch.
+directory, for any Hydra app's search. Trials are sorted by objective; the best trial's overrides
+make a ready command (or, with several objectives, the Pareto set is listed); failed trials are
+listed with their task's message. optimization_results.yaml is what upstream's Optuna sweeper
+writes. The figures are Optuna's own (its matplotlib back end, no plotly). Imports optuna (the
+`search` extra); no torch.
 """
 
 from __future__ import annotations
@@ -12,87 +14,133 @@ import csv
 import io
 import shlex
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+from omegaconf import OmegaConf
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from lenet_fmnist.errors import UserError
+from lenet_fmnist.overrides import key_of
 from lenet_fmnist.report.figures import plt  # matplotlib with the Agg backend
-from lenet_fmnist.rundir import HYDRA_CONFIG, METRICS_FILE, read_metrics
-from lenet_fmnist.search import read_location
+from lenet_fmnist.rundir import HYDRA_CONFIG
+from lenet_fmnist.search.names import (
+    COMMAND_ATTR,
+    ERROR_ATTR,
+    OVERRIDES_ATTR,
+    RESULTS_FILE,
+    RUN_DIR_ATTR,
+    SUMMARY_FILE,
+    TABLE_FILE,
+)
+from lenet_fmnist.search.study import read_location
+from lenet_fmnist.search.trial import LENET_OBJECTIVE
 from lenet_fmnist.storage import write_atomic, write_text
 from lenet_fmnist.vocabulary import SEARCH_FILE
 
-HISTORY_PNG, IMPORTANCE_PNG = "search_history.png", "search_importance.png"
+HISTORY_PNG, IMPORTANCE_PNG, PARETO_PNG = "search_history.png", "search_importance.png", "search_pareto.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
+_MEANING = {LENET_OBJECTIVE: "the best-epoch validation accuracy; test accuracy never fed it"}
 
 
 @dataclass(frozen=True)
 class TrialRow:
     number: int
     state: str
-    value: float | None  # the objective; a pruned trial's last reported validation accuracy
-    epochs: int | None  # epochs its run trained
-    seconds: float | None  # the run's wall time: Hydra wrote its config, then its last metrics.json
+    values: list[float] | None  # the objectives; a pruned trial's last reported value
+    steps: int | None  # the last step the trial reported (an epoch of lenet_fmnist train)
+    seconds: float | None  # the job's wall time: Hydra wrote its config, then its last file
     run_dir: str
     overrides: list[str]
-
-    @property
-    def sort_key(self) -> tuple[int, float]:
-        rank = {"complete": 0, "pruned": 1}.get(self.state, 2)
-        return rank, -(self.value if self.value is not None else -1.0)
-
-
-def _epochs(run_dir: Path) -> int | None:
-    epochs = (read_metrics(run_dir) or {}).get("epochs_completed")
-    return epochs if isinstance(epochs, int) else None
+    sampled: list[str]  # the overrides of its sampled values
+    error: str  # why it failed
 
 
 def _wall_seconds(run_dir: Path) -> float | None:
-    """From the job's start to its end, read off its files: Optuna's own stamps would count the
-    wait of a trial pruned early for the rest of its batch."""
+    """From the job's start to its last write, read off its files: Optuna's own stamps would count
+    the wait of a trial pruned early for the rest of its batch."""
     try:
-        return (run_dir / METRICS_FILE).stat().st_mtime - (run_dir / HYDRA_CONFIG).stat().st_mtime
-    except OSError:
+        started = (run_dir / HYDRA_CONFIG).stat().st_mtime
+        return max(path.stat().st_mtime for path in run_dir.rglob("*") if path.is_file()) - started
+    except (OSError, ValueError):
         return None
 
 
 def _row(trial: FrozenTrial, sweep_dir: Path) -> TrialRow:
-    value = trial.value
+    values = trial.values
     if trial.state is TrialState.PRUNED and trial.intermediate_values:
-        value = trial.intermediate_values[max(trial.intermediate_values)]
-    run_dir = str(trial.user_attrs.get("run_dir", ""))
+        values = [trial.intermediate_values[max(trial.intermediate_values)]]
+    run_dir = str(trial.user_attrs.get(RUN_DIR_ATTR, ""))
+    overrides = [str(o) for o in trial.user_attrs.get(OVERRIDES_ATTR, [])]
+    sampled = {key_of(key) for key in trial.params}
     return TrialRow(
         number=trial.number,
         state=_STATE.get(trial.state, trial.state.name.lower()),
-        value=value,
-        epochs=_epochs(sweep_dir / run_dir) if run_dir else None,
+        values=list(values) if values else None,
+        steps=max(trial.intermediate_values) if trial.intermediate_values else None,
         seconds=_wall_seconds(sweep_dir / run_dir) if run_dir else None,
         run_dir=run_dir,
-        overrides=list(trial.user_attrs.get("overrides", [])),
+        overrides=overrides,
+        sampled=[o for o in overrides if key_of(o) in sampled],
+        error=str(trial.user_attrs.get(ERROR_ATTR, "")),
     )
 
 
 def rows(study: optuna.Study, sweep_dir: Path) -> list[TrialRow]:
-    return sorted((_row(trial, sweep_dir) for trial in study.get_trials(deepcopy=False)), key=lambda r: r.sort_key)
+    """Complete trials first, best first (single objective), then pruned, then the others."""
+    sign = -1.0 if study.directions[0] is StudyDirection.MAXIMIZE else 1.0
+    single = len(study.directions) == 1
+
+    def key(row: TrialRow) -> tuple[int, float, int]:
+        rank = {"complete": 0, "pruned": 1}.get(row.state, 2)
+        value = sign * row.values[0] if single and row.values else float("inf")
+        return rank, value, row.number
+
+    return sorted((_row(trial, sweep_dir) for trial in study.get_trials(deepcopy=False)), key=key)
 
 
-def ready_command(row: TrialRow) -> str:
-    """The best trial as one training run (Hydra's own keys and resume left out)."""
-    kept = [o for o in row.overrides if not o.startswith("hydra.") and o.split("=", 1)[0] != "resume"]
-    return " ".join(["python -m lenet_fmnist train", *map(shlex.quote, kept)])
+def labels(study: optuna.Study) -> list[str]:
+    names = study.metric_names
+    return (
+        list(names)
+        if names
+        else ["value"]
+        if len(study.directions) == 1
+        else [f"value {i}" for i in range(len(study.directions))]
+    )
+
+
+def ready_command(study: optuna.Study, row: TrialRow) -> str:
+    """The trial as one run (Hydra's own keys and resume left out)."""
+    command = str(study.user_attrs.get(COMMAND_ATTR, "python my_app.py"))
+    kept = [o for o in row.overrides if not o.startswith("hydra.") and key_of(o) != "resume"]
+    return " ".join([command, *map(shlex.quote, kept)])
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+
+def _plots(study: optuna.Study) -> list[tuple[str, str, Callable[[optuna.Study], Any]]]:
+    vis = optuna.visualization.matplotlib
+    if len(study.directions) == 1:
+        return [
+            (HISTORY_PNG, "optimisation history", vis.plot_optimization_history),
+            (IMPORTANCE_PNG, "parameter importance", vis.plot_param_importances),
+        ]
+    return [(PARETO_PNG, "Pareto front", vis.plot_pareto_front)] if len(study.directions) <= 3 else []
 
 
 def _figures(study: optuna.Study, directory: Path) -> tuple[list[str], list[str]]:
-    """Draw both figures; return the files drawn and, for those that could not be, why."""
-    drawn, notes = [], []
-    plots = (
-        (HISTORY_PNG, "optimisation history", optuna.visualization.matplotlib.plot_optimization_history),
-        (IMPORTANCE_PNG, "parameter importance", optuna.visualization.matplotlib.plot_param_importances),
-    )
-    for name, what, plot in plots:
+    """Draw the figures; return the files drawn and, for those that could not be, why."""
+    drawn: list[str] = []
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+        return drawn, ["No figures: they need two complete trials."]
+    notes = []
+    for name, what, plot in _plots(study):
         try:
             # Optuna calls its matplotlib plots experimental, and warns when few trials make equal
             # importances: neither is news to the reader of the figure.
@@ -114,74 +162,114 @@ def _figures(study: optuna.Study, directory: Path) -> tuple[list[str], list[str]
     return drawn, notes
 
 
+# ---- the texts -------------------------------------------------------------------------------
+
+
 def _format(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def markdown(study: optuna.Study, table: list[TrialRow], figures: list[str], notes: list[str]) -> str:
+def _headline(study: optuna.Study, table: list[TrialRow]) -> list[str]:
     counts = {state: sum(row.state == state for row in table) for state in ("complete", "pruned", "failed")}
     finished = counts["complete"] + counts["pruned"]
     starts = [t.datetime_start for t in study.trials if t.datetime_start]
     ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else 0.0
-    lines = [
+    goals = [
+        f"{label} ({d.name.lower()}d{'; ' + _MEANING[label] if label in _MEANING else ''})"
+        for label, d in zip(labels(study), study.directions, strict=True)
+    ]
+    return [
         f"# Search {study.study_name}",
         "",
         f"{len(table)} trials: {counts['complete']} complete, {counts['pruned']} pruned"
         f" ({counts['pruned'] / max(1, finished):.0%} of those finished), {counts['failed']} failed;"
         f" {wall:.1f} minutes from the first trial's start to the last one's end.",
-        "The objective is each trial's best-epoch **validation** accuracy (maximised); test accuracy never fed it.",
+        f"The objective: what each trial's task returned, {', '.join(goals)}.",
         "",
     ]
+
+
+def _best(study: optuna.Study, table: list[TrialRow]) -> list[str]:
+    if len(study.directions) > 1:
+        pareto = {trial.number for trial in study.best_trials}
+        return [f"Pareto set ({len(pareto)} trials, none better in every objective): trials "
+                f"{', '.join(str(n) for n in sorted(pareto))}.", ""] if pareto else []  # fmt: skip
     best = next((row for row in table if row.state == "complete"), None)
-    if best is not None:
-        lines += [
-            f"Best: trial {best.number}, validation accuracy {best.value:.4f}, in `{best.run_dir}`. As one run:",
-            "",
-            "```bash",
-            ready_command(best),
-            "```",
-            "",
-        ]
-    lines += [
-        "| trial | state | val acc | epochs | wall s | parameters |",
-        "|---|---|---|---|---|---|",
+    if best is None or best.values is None:
+        return []
+    return [
+        f"Best: trial {best.number}, {labels(study)[0]} {best.values[0]:.6g}, in `{best.run_dir}`. As one run:",
+        "",
+        "```bash",
+        ready_command(study, best),
+        "```",
+        "",
     ]
-    params = set(study.user_attrs.get("space", {}).get("params", {}))
+
+
+def markdown(study: optuna.Study, table: list[TrialRow], figures: list[str], notes: list[str]) -> str:
+    names = labels(study)
+    lines = _headline(study, table) + _best(study, table)
+    lines += [
+        f"| trial | state | {' | '.join(names)} | steps | wall s | parameters |",
+        "|---|---|" + "---|" * len(names) + "---|---|---|",
+    ]
     for row in table:
-        sampled = ", ".join(o for o in row.overrides if o.split("=", 1)[0] in params)
+        values = row.values or [None] * len(names)
+        shown = " | ".join(_format(value, ".6g") for value in values)
+        sampled = ", ".join(row.sampled).replace("|", "/")
         lines.append(
-            f"| {row.number} | {row.state} | {_format(row.value, '.4f')} | {_format(row.epochs, 'd')}"
-            f" | {_format(row.seconds, '.0f')} | {sampled.replace('|', '/')} |"
+            f"| {row.number} | {row.state} | {shown} | {_format(row.steps, 'd')} | {_format(row.seconds, '.0f')} | {sampled} |"
         )
+    failed = [row for row in table if row.state == "failed"]
+    if failed:
+        lines += ["", "Failed trials:", ""] + [f"- trial {row.number}: {row.error or 'no message'}" for row in failed]
     lines.append("")
     lines += [f"![{name}]({name})" for name in figures] + notes
     return "\n".join(lines) + "\n"
 
 
-def csv_text(table: list[TrialRow]) -> str:
+def csv_text(study: optuna.Study, table: list[TrialRow]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["trial", "state", "val_acc", "epochs", "wall_seconds", "run_dir", "overrides"])
+    writer.writerow(["trial", "state", *labels(study), "steps", "wall_seconds", "run_dir", "overrides", "error"])
     for row in table:
+        values = row.values or [None] * len(study.directions)
         writer.writerow(
-            [row.number, row.state, row.value, row.epochs, row.seconds, row.run_dir, " ".join(row.overrides)]
+            [row.number, row.state, *values, row.steps, row.seconds, row.run_dir, " ".join(row.overrides), row.error]
         )
     return buffer.getvalue()
 
 
+def results_yaml(study: optuna.Study) -> str | None:
+    """optimization_results.yaml as upstream's sweeper writes it; None before any trial completed."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    if len(study.directions) == 1:
+        best = study.best_trial
+        results: dict[str, Any] = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+    else:
+        solutions = [{"params": t.params, "values": t.values} for t in study.best_trials]
+        results = {"name": "optuna", "solutions": solutions}
+    return OmegaConf.to_yaml(OmegaConf.create(results))
+
+
 def write(sweep_dir: Path) -> Path:
-    """search.md, search.csv and the figures in `sweep_dir`; returns search.md's path."""
+    """search.md, search.csv, optimization_results.yaml and the figures in `sweep_dir`; returns
+    search.md's path."""
     location = read_location(sweep_dir)
     if location is None:
         raise UserError(f"{sweep_dir} holds no {SEARCH_FILE}: it is not a search directory.")
     study = location.load(sweep_dir)
     table = rows(study, sweep_dir)
     figures, notes = _figures(study, sweep_dir)
-    path = sweep_dir / "search.md"
+    path = sweep_dir / SUMMARY_FILE
     try:
         write_text(path, markdown(study, table, figures, notes))
-        write_text(sweep_dir / "search.csv", csv_text(table))
+        write_text(sweep_dir / TABLE_FILE, csv_text(study, table))
+        if (results := results_yaml(study)) is not None:
+            write_text(sweep_dir / RESULTS_FILE, results)
     except OSError as error:
         raise UserError(f"Cannot write the search's summary into {sweep_dir} ({error.strerror or error}).") from None
     return path

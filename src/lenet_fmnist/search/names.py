@@ -1,0 +1,38 @@
+"""The search's names, written once: the files of a search directory, the user attributes it keeps
+in its Optuna study and trials, the keys of search.json, and the pruners.
+
+The sweeper, the trials' processes and the summary read them from here. This module imports
+neither Optuna nor torch: the Hydra plugin loads it at every start-up.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep directory
+RESULTS_FILE = "optimization_results.yaml"  # the best trial or the Pareto set, as upstream's sweeper writes it
+SUMMARY_FILE, TABLE_FILE = "search.md", "search.csv"
+
+# search.json (vocabulary.SEARCH_FILE): where the study of a sweep directory is stored.
+STORAGE_KEY, STUDY_NAME_KEY = "storage", "study_name"
+
+# The study's user attributes.
+SPACE_ATTR = "space"  # the search space as JSON: a resumed search must search the same one
+PRUNER_ATTR = "pruner"  # the pruner its trials consult, as PRUNER_* keys
+COMMAND_ATTR = "command"  # the command that runs one trial alone, given the trial's overrides
+PRUNER_NAME, PRUNER_STARTUP, PRUNER_WARMUP = "name", "startup_trials", "warmup_epochs"
+SPACE_PARAMS, SPACE_FIXED, SPACE_CUSTOM = "params", "fixed", "custom_search_space"  # SPACE_ATTR's keys
+
+# A trial's user attributes.
+OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its sampled values
+RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory
+ERROR_ATTR = "error"  # why it failed, as its task's exception said
+RETRY_OF_ATTR = "retry_of"  # the number of the trial a dead search left running, asked again
+
+
+class PrunerName(Enum):
+    """hydra.sweeper.pruner: how a trial that reports intermediate values may be stopped early."""
+
+    median = "median"
+    hyperband = "hyperband"
+    none = "none"

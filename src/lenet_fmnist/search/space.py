@@ -1,0 +1,230 @@
+"""The search space, read from Hydra's override grammar as upstream's Optuna sweeper documents it:
+
+- a comma list or `choice(...)`: categorical, each value keeping its type (`choice(1, 2)` gives the
+  ints 1 and 2, `true,false` booleans, `relu,tanh` strings; config groups too);
+- `range(start, stop, step)`: a stepped int range, or a float one when any bound or the step is a
+  float; `stop` is excluded, as in Hydra's range(); `shuffle(...)` makes it categorical;
+- `interval(a, b)`: a float range; `int(interval(a, b))`: an int range; `tag(log, ...)`: log scale;
+- a plain value: passed to every trial as it is.
+
+The deprecated `hydra.sweeper.search_space` mapping (Hydra 1.1's form) is read too. A trial's
+overrides carry its sampled values exactly as the study records them (floats in full).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, QuotedString, RangeSweep
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
+
+from lenet_fmnist.errors import UserError
+from lenet_fmnist.overrides import key_of
+from lenet_fmnist.search.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS
+
+GRAMMAR = (
+    "a comma list or choice(...) for categories, range(start, stop, step) for a stepped range, "
+    "interval(a, b) for a float range, int(interval(a, b)) for an integer one, tag(log, ...) for a log scale"
+)
+
+
+@dataclass(frozen=True)
+class Space:
+    distributions: dict[str, BaseDistribution]  # by the override's key, e.g. "optimizer.lr", "activation", "+w"
+    fixed: list[str]  # overrides passed to every trial as they are
+    custom: str | None = None  # hydra.sweeper.custom_search_space: adds parameters to each trial
+
+    def describe(self) -> dict[str, Any]:
+        """The space as JSON, kept in the study: a resumed search must search the same one. Keys
+        that never change results (resume, threads, ...) and Hydra's own keys are left out."""
+        neutral = {*RESULT_NEUTRAL_KEYS, "experiment"}
+        kept = [o for o in self.fixed if not o.startswith("hydra.") and key_of(o) not in neutral]
+        return {
+            SPACE_PARAMS: {key: json.loads(distribution_to_json(d)) for key, d in sorted(self.distributions.items())},
+            SPACE_FIXED: sorted(kept),
+            SPACE_CUSTOM: self.custom,
+        }
+
+
+def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
+    """Categories in the order written (a shuffle is no order a sampler can use), types kept."""
+    choices = [value.text if isinstance(value, QuotedString) else value for value in values]
+    for value in choices:
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise UserError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
+                            "strings, booleans or null.")  # fmt: skip
+    return CategoricalDistribution(list(dict.fromkeys(choices)))
+
+
+def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
+    """Hydra's range: `stop` excluded; a float step, start or stop makes a float range."""
+    values = list(replace(sweep, shuffle=False).range())
+    if sweep.shuffle:
+        return _choice(key, values)
+    if len(values) < 2:
+        raise UserError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds {len(values)} value(s); "
+                        "a range to search needs at least two.")  # fmt: skip
+    step = abs(sweep.step)
+    low = min(values)
+    if any(isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
+        # The last value as a decimal multiple of the step: summed floats drift (0.7000000000000001).
+        high = float(Decimal(str(low)) + Decimal(str(step)) * (len(values) - 1))
+        return FloatDistribution(float(low), high, step=float(step))
+    return IntDistribution(int(low), int(max(values)), step=int(step))
+
+
+def _declared_int(config: DictConfig, key: str) -> bool:
+    """Whether the config's schema declares `key` an integer (a plain YAML value declares nothing)."""
+    parent_key, _, leaf = key_of(key).rpartition(".")
+    parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
+    if not isinstance(parent, DictConfig):
+        return False
+    try:
+        node = parent._get_node(leaf, throw_on_missing_key=False)
+    except Exception:  # a key the schema does not have: the launch-time check names it
+        return False
+    return node is not None and node._metadata.ref_type is int
+
+
+def _interval(key: str, sweep: IntervalSweep, config: DictConfig) -> BaseDistribution:
+    low, high = sweep.start, sweep.end
+    log_scale = "log" in sweep.tags
+    unknown = sweep.tags - {"log"}
+    if unknown:
+        raise UserError(
+            f"{key}: unknown tag(s) {', '.join(sorted(unknown))} on interval(); the one tag allowed is log."
+        )
+    if low is None or high is None or not low < high:
+        raise UserError(f"{key}=interval({low}, {high}) is not a range: interval(low, high) needs low < high.")
+    if log_scale and low <= 0:
+        raise UserError(
+            f"{key}=tag(log, interval({low}, {high})) touches or crosses 0: a log-scale range needs 0 < low < high."
+        )
+    if isinstance(low, int) and isinstance(high, int):  # int(interval(...)) casts both bounds
+        return IntDistribution(low, high, log=log_scale)
+    if _declared_int(config, key):
+        raise UserError(
+            f"{key} is an integer, but interval({low:g}, {high:g}) samples floats: write "
+            f"int(interval({low:g}, {high:g})) for an integer range."
+        )
+    return FloatDistribution(float(low), float(high), log=log_scale)
+
+
+def _distribution(override: Override, config: DictConfig) -> BaseDistribution:
+    key, value = override.get_key_element(), override.value()
+    if isinstance(value, ChoiceSweep):
+        return _choice(key, value.list)
+    if isinstance(value, RangeSweep):
+        return _range(key, value)
+    if isinstance(value, IntervalSweep):
+        return _interval(key, value, config)
+    raise UserError(f"{override.input_line}: this kind of sweep cannot be searched. Use {GRAMMAR}.")
+
+
+def parse_space(
+    overrides: Sequence[Override],
+    config: DictConfig,
+    custom: str | None = None,
+    legacy: dict[str, BaseDistribution] | None = None,
+) -> Space:
+    """The search space of the deprecated search_space mapping (`legacy`), then the sweeper's
+    params and the command line's overrides (later wins); `config` (the sweep's) tells integer
+    keys from float ones where its schema declares them."""
+    distributions: dict[str, BaseDistribution] = dict(legacy or {})
+    fixed: dict[str, str] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        distributions.pop(key, None)
+        fixed.pop(key, None)
+        if override.is_sweep_override():
+            distributions[key] = _distribution(override, config)
+        elif override.is_delete():
+            fixed[key] = str(override.input_line)
+        else:
+            fixed[key] = f"{key}={override.get_value_element_as_str()}"
+    if not distributions and custom is None:
+        raise UserError(
+            "The search space is empty: give at least one parameter to search, e.g. x=interval(-5, 5) or "
+            "activation=relu,tanh, on the command line or in hydra.sweeper.params (or a custom_search_space)."
+        )
+    return Space(distributions, list(fixed.values()), custom)
+
+
+def parse_overrides(lines: Sequence[str], parser: OverridesParser) -> list[Override]:
+    try:
+        return parser.parse_overrides(list(lines))
+    except HydraException as error:
+        raise UserError(f"The search space cannot be read: {' '.join(str(error).split())} Use {GRAMMAR}.") from None
+
+
+# ---- the deprecated hydra.sweeper.search_space (Hydra 1.1) -----------------------------------
+
+
+def _legacy_distribution(key: str, spec: dict[str, Any]) -> BaseDistribution:
+    kind = spec.get("type")
+    try:
+        if kind == "categorical":
+            return _choice(key, spec["choices"])
+        if kind == "int":
+            return IntDistribution(spec["low"], spec["high"], step=spec.get("step") or 1, log=spec.get("log", False))
+        if kind == "float":
+            return FloatDistribution(spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"hydra.sweeper.search_space.{key} cannot be read ({type(error).__name__}: {error}).") from None
+    raise UserError(
+        f"hydra.sweeper.search_space.{key}.type={kind!r} is not allowed: it must be categorical (with choices), "
+        "int or float (with low, high and optionally step and log)."
+    )
+
+
+def legacy_distributions(search_space: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """The distributions of hydra.sweeper.search_space, by key."""
+    return {str(key): _legacy_distribution(str(key), dict(spec)) for key, spec in search_space.items()}
+
+
+# ---- a trial's overrides ---------------------------------------------------------------------
+
+_PARSER = OverridesParser.create()
+
+
+def override_text(key: str, value: Any) -> str:
+    """`key=value` in Hydra's grammar, such that Hydra reads back exactly `value` (type included):
+    floats in full (repr round-trips), strings quoted where they would read as something else."""
+    if value is None:
+        return f"{key}=null"
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"{key}={value!r}"
+    text = str(value)
+    try:
+        if _PARSER.parse_override(f"{key}={text}").value() == text:
+            return f"{key}={text}"
+    except HydraException:
+        pass
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{key}='{escaped}'"
+
+
+def trial_overrides(space: Space, params: dict[str, Any], extra: dict[str, Any] | None = None) -> list[str]:
+    """What one trial runs: the fixed overrides, its sampled values, then what a custom search
+    space derived from them."""
+    return [
+        *space.fixed,
+        *(override_text(key, value) for key, value in params.items()),
+        *(override_text(key, value) for key, value in (extra or {}).items()),
+    ]

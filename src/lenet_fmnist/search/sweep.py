@@ -1,0 +1,260 @@
+"""The search loop: ask trials in batches, launch them through Hydra's launcher, tell each its
+outcome, and resume after a crash (trials a dead search left running are marked failed and asked
+again).
+
+The objective is what the task function returns (Hydra's convention): a number, or one per
+objective. A task that raises fails its trial, with the exception's message kept in the study;
+one that raises optuna.TrialPruned (or lenet_fmnist's Pruned) was pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig
+from optuna.trial import TrialState
+
+from lenet_fmnist.errors import Pruned, UserError
+from lenet_fmnist.overrides import key_of
+from lenet_fmnist.search.names import ERROR_ATTR, OVERRIDES_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
+from lenet_fmnist.search.space import Space, trial_overrides
+from lenet_fmnist.search.study import Settings
+from lenet_fmnist.vocabulary import SEARCH_TRIAL
+
+log = logging.getLogger(__name__)
+
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+Launch = Callable[[list[list[str]], int], Sequence[JobReturn]]  # (overrides per job, first job number)
+CustomSpace = Callable[[DictConfig, optuna.Trial], Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the loop needs from the sweeper besides its settings."""
+
+    space: Space
+    launch: Launch
+    config: DictConfig  # the sweep's, handed to the custom search space
+    unnamed: tuple[str, ...]  # keys kept out of the run directories' names (hydra's exclude_keys)
+    custom: CustomSpace | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: TrialState
+    values: list[float] | None = None
+    message: str = ""  # why it failed or was pruned
+
+
+def ended(study: optuna.Study) -> int:
+    """Trials that count towards n_trials: complete, pruned or failed, but not those a dead search
+    left running (asked again)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+    return sum(t.state in ENDED and t.number not in retried for t in trials)
+
+
+def retry_abandoned(study: optuna.Study) -> None:
+    """Trials a dead search left running: mark them failed and ask their values again."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+
+
+# ---- asking ----------------------------------------------------------------------------------
+
+
+def _custom_values(sweep: Sweep, trial: optuna.Trial) -> dict[str, Any]:
+    if sweep.custom is None:
+        return {}
+    try:
+        extra = sweep.custom(sweep.config, trial)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(
+            f"hydra.sweeper.custom_search_space={sweep.space.custom} raised {type(error).__name__} while configuring "
+            f"trial {trial.number}: {error}"
+        ) from None
+    if extra is not None and not isinstance(extra, Mapping):
+        raise UserError(
+            f"hydra.sweeper.custom_search_space={sweep.space.custom} returned a {type(extra).__name__}; it must return "
+            "None or a dict of further overrides (key: value)."
+        )
+    return dict(extra or {})
+
+
+def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
+    """A new trial and its overrides: the space's values, then the custom search space's."""
+    trial = study.ask(sweep.space.distributions)
+    try:
+        extra = _custom_values(sweep, trial)
+        fixed = {key_of(o) for o in sweep.space.fixed}
+        clash = sorted(fixed & {key_of(key) for key in [*trial.params, *extra]})
+        if clash:
+            raise UserError(
+                f"hydra.sweeper.custom_search_space={sweep.space.custom} sets {', '.join(clash)}, which the search "
+                "passes to every trial as a fixed value: drop one of the two."
+            )
+    except UserError:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    overrides = trial_overrides(sweep.space, trial.params, extra)
+    trial.set_user_attr(OVERRIDES_ATTR, overrides)
+    return trial, overrides
+
+
+def _job_overrides(sweep: Sweep, trial: optuna.Trial, overrides: list[str]) -> list[str]:
+    """The job's overrides: the trial's, its number for the task (current_trial), and names for
+    its run directory without the fixed values and the floats (full precision is the study's)."""
+    floats = [key_of(key) for key, value in trial.params.items() if isinstance(value, float)]
+    unnamed = ",".join([*sweep.unnamed, *(key_of(o) for o in sweep.space.fixed), *floats])
+    return [
+        *overrides,
+        f"++hydra.job.env_set.{SEARCH_TRIAL}={trial.number}",
+        f"hydra.job.config.override_dirname.exclude_keys=[{unnamed}]",
+    ]
+
+
+# ---- telling ---------------------------------------------------------------------------------
+
+
+def _objective(value: Any, directions: Sequence[str]) -> list[float]:
+    """The task's return value as one number per objective; a UserError when it is not one."""
+    many = len(directions) > 1
+    values = list(value) if many and isinstance(value, list | tuple) else [value]
+    try:
+        if len(values) == len(directions) and not any(isinstance(v, str | bytes | bool) or v is None for v in values):
+            return [float(v) for v in values]
+    except (TypeError, ValueError):
+        pass
+    wanted = f"a list of {len(directions)} numbers" if many else "a number"
+    shown = f"[{', '.join(directions)}]" if many else directions[0]
+    raise UserError(
+        f"The task returned {value!r} ({type(value).__name__}); for hydra.sweeper.direction={shown} the "
+        f"task function (the one decorated with @hydra.main) must return the objective: {wanted}."
+    )
+
+
+def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
+    """How the trial ended. A bad return value raises UserError: the task needs fixing."""
+    if job.status is JobStatus.COMPLETED:
+        values = _objective(job.return_value, directions)
+        if any(math.isnan(v) for v in values):
+            return Outcome(TrialState.FAIL, message=f"the task returned {job.return_value!r}")
+        return Outcome(TrialState.COMPLETE, values)
+    error = job._return_value  # the task's exception (return_value would raise it and print to stderr)
+    if isinstance(error, Pruned | optuna.TrialPruned):
+        return Outcome(TrialState.PRUNED, message=str(error))
+    if not isinstance(error, BaseException):
+        return Outcome(TrialState.FAIL, message=f"the job ended with status {job.status.name}")
+    text = " ".join(str(error).split())
+    return Outcome(TrialState.FAIL, message=text if isinstance(error, UserError) else f"{type(error).__name__}: {text}")
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
+    try:
+        study.tell(trial, result.values, state=result.state)
+    except RuntimeError as error:  # the grid sampler stops the study when its grid is done
+        if "Study.stop" not in str(error):
+            raise
+
+
+def _report(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
+    done = f"({ended(study)} of {len(study.trials)} ended)"
+    if result.state is TrialState.COMPLETE:
+        shown = ", ".join(f"{v:.6g}" for v in result.values or [])
+        log.info("Trial %d: %s %s", trial.number, shown, done)
+    elif result.state is TrialState.PRUNED:
+        log.info("Trial %d pruned %s", trial.number, done)
+    else:
+        log.warning("Trial %d failed: %s %s", trial.number, result.message, done)
+
+
+def _launch(sweep: Sweep, asked: list[tuple[optuna.Trial, list[str]]]) -> list[JobReturn | Exception]:
+    """Run consecutive trials as one batch of jobs. Hydra numbers a batch's jobs from the first
+    number it is given, so each run directory's name starts with its trial's number."""
+    jobs = [_job_overrides(sweep, trial, overrides) for trial, overrides in asked]
+    try:
+        return list(sweep.launch(jobs, asked[0][0].number))
+    except UserError:
+        raise
+    except Exception as error:  # e.g. a scheduler that lost the jobs: the batch failed, the search goes on
+        return [error] * len(asked)
+
+
+def _consecutive(asked: list[tuple[optuna.Trial, list[str]]]) -> list[list[tuple[optuna.Trial, list[str]]]]:
+    """Trials in runs of consecutive numbers (a trial asked again after a crash has an older one)."""
+    runs: list[list[tuple[optuna.Trial, list[str]]]] = []
+    for pair in asked:
+        if runs and pair[0].number == runs[-1][-1][0].number + 1:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    return runs
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception, settings: Settings) -> Outcome:
+    """Tell the study how the trial's job ended; a task that returned no objective raises UserError
+    once the trial is told."""
+    if not isinstance(job, JobReturn):
+        result = Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
+    else:
+        if job.hydra_cfg is not None:
+            trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
+        try:
+            result = outcome(job, settings.directions)
+        except UserError as error:
+            trial.set_user_attr(ERROR_ATTR, str(error))
+            _tell(study, trial, Outcome(TrialState.FAIL))
+            raise
+    if result.state is TrialState.FAIL:
+        trial.set_user_attr(ERROR_ATTR, result.message)
+    _tell(study, trial, result)
+    _report(study, trial, result)
+    return result
+
+
+def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) -> list[str]:
+    """Ask `size` trials, run them at once, tell each its outcome; the failures' messages. A task
+    that returned no objective stops the search once the batch is told."""
+    failures, bad_return = [], None
+    for run in _consecutive([ask(study, sweep) for _ in range(size)]):
+        for (trial, _), job in zip(run, _launch(sweep, run), strict=True):
+            try:
+                result = _record(study, trial, job, settings)
+            except UserError as error:
+                bad_return = bad_return or error
+                continue
+            if result.state is TrialState.FAIL:
+                failures.append(f"trial {trial.number}: {result.message.rstrip('.')}")
+    if bad_return is not None:
+        raise bad_return
+    return failures
+
+
+def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int) -> int:
+    """Run trials until `n_trials` have ended; return how many failed. Stops when more than
+    max_failure_rate of a batch's trials failed (upstream's rule)."""
+    retry_abandoned(study)
+    failed = 0
+    while (left := n_trials - ended(study)) > 0:
+        size = min(settings.n_jobs, left)
+        failures = run_batch(study, sweep, settings, size)
+        failed += len(failures)
+        if len(failures) / size > settings.max_failure_rate:
+            raise UserError(
+                f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
+                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
+                f"{'; '.join(failures)}. The study keeps every trial: fix the cause and run the same command with "
+                "resume=true (or allow failures with a larger max_failure_rate)."
+            )
+    return failed

@@ -1,0 +1,174 @@
+"""The search's parts in-process, without a subprocess: the space as upstream's grammar means it,
+values passed to trials exactly, the journal shared with running trials, resuming, the sweeper's
+keys against their defaults and Optuna's. Skipped without Optuna (pip install -e '.[search]').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
+
+import hydra_plugins.lenet_fmnist_optuna as plugin  # noqa: E402
+from lenet_fmnist.errors import UserError  # noqa: E402
+from lenet_fmnist.search.names import JOURNAL_FILE, PrunerName  # noqa: E402
+from lenet_fmnist.search.space import Space, parse_space, trial_overrides  # noqa: E402
+from lenet_fmnist.search.study import Settings, open_study, read_location  # noqa: E402
+from lenet_fmnist.search.trial import open_trial  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def space_of(*overrides: str) -> Space:
+    return parse_space(OverridesParser.create().parse_overrides(list(overrides)), OmegaConf.create({}))
+
+
+def settings(**changes: Any) -> Settings:
+    values: dict[str, Any] = {
+        "n_trials": 3, "n_jobs": 1, "directions": ("minimize",), "max_failure_rate": 0.0,
+        "pruner": PrunerName.median, "pruner_startup_trials": 0, "pruner_warmup_epochs": 0, "storage": None,
+        "study_name": None, "sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 0},
+    }  # fmt: skip
+    return Settings(**{**values, **changes})
+
+
+def test_the_grammar_keeps_types_as_upstream_documents_it() -> None:
+    found = space_of(
+        "a=choice(1, 2)", "b='1',2,true", "c=range(1, 4)", "d=range(0, 1, step=0.25)", "e=interval(-5.5, 5.5)",
+        "f=int(interval(0, 2))", "g=tag(log, interval(0.001, 1))", "h=shuffle(range(1, 4))", "i=relu,tanh",
+    ).distributions  # fmt: skip
+    assert found["a"] == CategoricalDistribution([1, 2])  # ints stay ints
+    assert found["b"] == CategoricalDistribution(["1", 2, True])  # a quoted '1' stays a string
+    assert found["c"] == IntDistribution(1, 3)  # Hydra's range excludes its stop
+    assert found["d"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert found["e"] == FloatDistribution(-5.5, 5.5)  # a float range whatever the key held
+    assert found["f"] == IntDistribution(0, 2)
+    assert found["g"] == FloatDistribution(0.001, 1.0, log=True)
+    assert found["h"] == CategoricalDistribution([1, 2, 3])
+    assert found["i"] == CategoricalDistribution(["relu", "tanh"])
+
+
+def test_a_trial_runs_exactly_the_values_the_study_records() -> None:
+    """No rounding: a value near the end of interval(0.99, 0.99999) stays inside it, and every
+    value reads back, type included, as Hydra parses the trial's overrides."""
+    space = space_of("x=interval(0.99, 0.99999)", "n=choice(1, 2)", "s='1',two", "flag=true,false")
+    params = {"x": 0.9999861234567891, "n": 2, "s": "1", "flag": False}
+    overrides = trial_overrides(space, params)
+    parsed = {o.get_key_element(): o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+    assert parsed == params and all(type(parsed[k]) is type(v) for k, v in params.items()), overrides
+    assert parsed["x"] < 0.99999
+
+
+def test_shuffle_makes_the_same_space_every_time() -> None:
+    """A resumed search compares its space with the study's: shuffle() must not change it."""
+    described = {str(space_of("a=shuffle(x,y,z)", "b=shuffle(range(0, 9))").describe()) for _ in range(8)}
+    assert len(described) == 1
+
+
+def test_a_trial_opens_a_journal_that_another_trial_is_appending_to(tmp_path: Path) -> None:
+    """Trials of one batch append to the journal at once: a half-written last line is another
+    trial's record in the making, not damage."""
+    study = open_study(settings(), tmp_path, space_of("x=interval(0, 1)"), False, "python app.py")
+    trial = study.ask({"x": FloatDistribution(0, 1)})
+    with (tmp_path / JOURNAL_FILE).open("ab") as journal:
+        journal.write(b'{"op_code": 4, "worker_id": "another-tri')  # cut mid-record
+
+    opened = open_trial(tmp_path, trial.number, 5)
+
+    assert opened.params == trial.params
+    opened.report(0.5, 1)
+    assert not opened.should_prune()
+
+
+def test_a_journal_whose_last_line_a_kill_cut_is_resumed_and_stays_readable(tmp_path: Path) -> None:
+    space = space_of("x=interval(0, 1)")
+    study = open_study(settings(), tmp_path, space, False, "python app.py")
+    study.tell(study.ask(space.distributions), 1.0)
+    journal = tmp_path / JOURNAL_FILE
+    intact = journal.read_bytes()
+    journal.write_bytes(intact + b'{"op_code": 5, "tri')  # the search was killed while writing
+
+    resumed = open_study(settings(), tmp_path, space, True, "python app.py")
+    resumed.tell(resumed.ask(space.distributions), 2.0)  # appended after the cut line was dropped
+
+    assert journal.read_bytes().startswith(intact)
+    assert [t.value for t in read_location(tmp_path).load(tmp_path).trials] == [1.0, 2.0]
+
+
+def test_a_journal_damaged_before_its_last_line_is_refused(tmp_path: Path) -> None:
+    space = space_of("x=interval(0, 1)")
+    study = open_study(settings(), tmp_path, space, False, "python app.py")
+    study.tell(study.ask(space.distributions), 1.0)
+    journal = tmp_path / JOURNAL_FILE
+    journal.write_bytes(b"not a record\n" + journal.read_bytes())
+    with pytest.raises(UserError, match=r"optuna.journal cannot be used .*line 1 of the journal is damaged"):
+        open_study(settings(), tmp_path, space, True, "python app.py")
+
+
+def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_its_journal(tmp_path: Path) -> None:
+    space = space_of("x=interval(0, 1)")
+    open_study(settings(), tmp_path, space, False, "python app.py")
+    with pytest.raises(UserError) as refused:
+        open_study(settings(), tmp_path, space, False, "python app.py")
+    assert f"in {tmp_path / JOURNAL_FILE} already holds" in str(refused.value) and "None" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("launcher_jobs", "expected"), [(None, 1), (3, 3), (-1, "cores"), (-2, "cores - 1")])
+def test_the_launchers_n_jobs_sets_the_batch_in_joblibs_meaning(launcher_jobs: int | None, expected: Any) -> None:
+    joblib = pytest.importorskip("joblib")
+    sweeper = plugin.OptunaSweeper(n_jobs=None)
+    sweeper.config = OmegaConf.create({"hydra": {"launcher": {"n_jobs": launcher_jobs}}})
+    cores = joblib.cpu_count()
+    wanted = {"cores": cores, "cores - 1": max(1, cores - 1)}.get(expected, expected)
+    if expected == "cores - 1" and cores == 1:
+        with pytest.raises(UserError, match=r"hydra\.launcher\.n_jobs=-2"):
+            sweeper._n_jobs()
+        return
+    assert sweeper._n_jobs() == wanted
+
+
+def sweeper_defaults() -> dict[str, Any]:
+    conf = OmegaConf.structured(plugin.OptunaSweeperConf)
+    return {key: conf[key] for key in conf if key not in ("_target_", "_recursive_", "defaults", "sampler")}
+
+
+def test_the_ready_search_restates_no_sweeper_default() -> None:
+    """conf/experiment/search.yaml sets only what differs from the sweeper's and the sampler's
+    defaults, so the two cannot drift apart."""
+    ready = OmegaConf.load(REPO / "conf" / "experiment" / "search.yaml").hydra.sweeper
+    defaults = sweeper_defaults()
+    tpe = OmegaConf.structured(plugin.TPESamplerConf)
+    for key, value in ready.items():
+        if key == "sampler":
+            restated = [k for k, v in value.items() if tpe.get(k) == v]
+            assert not restated, f"search.yaml restates the TPE sampler's defaults: {restated}"
+        elif key != "params":
+            default = defaults[key]
+            assert value != (default.value if hasattr(default, "value") else default), f"search.yaml restates {key}"
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # qmc, gp: Optuna's word
+@pytest.mark.parametrize("name", sorted(plugin.SAMPLERS))
+def test_each_sampler_option_carries_optunas_defaults_and_makes_its_sampler(name: str) -> None:
+    from lenet_fmnist.search.study import make_sampler
+
+    node = plugin.SAMPLERS[name]
+    conf = OmegaConf.structured(node)
+    target = optuna.samplers
+    sampler_class = getattr(target, conf._target_.rsplit(".", 1)[1])
+    signature = inspect.signature(sampler_class).parameters
+    for field in dataclasses.fields(node):
+        if not field.name.startswith("_"):
+            assert field.default == signature[field.name].default, f"{name}.{field.name}"
+    space = space_of("x=choice(1, 2)", "y=range(0, 3)")
+    made = make_sampler({**OmegaConf.to_container(conf), "seed": 1}, space, 0)
+    assert isinstance(made, sampler_class)
