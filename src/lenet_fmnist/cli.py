@@ -12,11 +12,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lenet_fmnist import locking, openmp
+from lenet_fmnist import cores, locking, openmp
 from lenet_fmnist.errors import Interrupted, Pruned, UserError
 from lenet_fmnist.overrides import RESUME, sets_key
 from lenet_fmnist.storage import StorageError
-from lenet_fmnist.vocabulary import SEARCH_TRIAL
+from lenet_fmnist.vocabulary import SEARCH_TRIAL, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,8 @@ def _train(cfg: object, run_dir: Path) -> None:
     from lenet_fmnist.config import TrainConfig, validate
 
     typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
+    if typed.resume:  # the wait setting the run recorded, while torch has not read one yet
+        openmp.resume_wait((read_metrics(run_dir) or {}).get("openmp_wait"))
     from lenet_fmnist import train
     from lenet_fmnist.runtime import sweep_job_device
 
@@ -204,6 +206,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     openmp.configure_wait()  # before any command imports torch
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
+        cores.register()
     if not args or args[0] in {"-h", "--help", "help"}:
         sys.stdout.write(USAGE)
         return 0
