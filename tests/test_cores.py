@@ -227,7 +227,7 @@ def test_busy_cores_here_is_a_share_of_the_usable_cores() -> None:
 
 REGISTERED = """
 import json, sys
-from lenet_fmnist import cores
+from lenet_fmnist import cores, openmp  # neither may import torch
 cores.register()
 print(json.dumps({"torch": "torch" in sys.modules}), flush=True)
 for line in sys.stdin:
@@ -299,3 +299,16 @@ def test_a_process_registered_before_stays_registered(runtime_dir: Path) -> None
         assert len(list((runtime_dir / "lenet_fmnist" / "runs").iterdir())) == 1
     finally:
         cores.unregister()
+
+
+def test_a_registry_that_another_user_owns_is_not_used(runtime_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    planted = runtime_dir / "lenet_fmnist"
+    planted.mkdir()
+    os.chown(planted, 65534, 65534)  # nobody's
+    with caplog.at_level(logging.WARNING, logger="lenet_fmnist.cores"):
+        cores.register()
+    assert not cores.is_registered()
+    assert f"{planted} belongs to another user" in caplog.text
+    assert not (planted / "runs").exists()

@@ -207,12 +207,15 @@ def register() -> None:
         return
     directory = registry()
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if directory.stat().st_uid != os.getuid():
-            raise PermissionError(f"{directory} belongs to another user")
-        entry = None
-        while entry is None:
-            entry = _new_entry(directory)
+        for part in (directory.parent, directory):  # the user's own, closed to others
+            part.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if part.stat().st_uid != os.getuid():
+                raise PermissionError(f"{part} belongs to another user")
+        for _ in range(100):  # a finder of stale entries took the file before its lock: a new one
+            if entry := _new_entry(directory):
+                break
+        else:
+            raise BlockingIOError("its entries kept being taken by other processes")
     except OSError as error:
         log.warning("This run is not in the registry of runs (%s): runs started beside it will not count it.", error)
         return
@@ -238,7 +241,7 @@ def other_runs() -> list[int]:
     """The pids of the user's other live training runs; stale entries found on the way are removed."""
     mine = _entry.path.name if _entry is not None and is_registered() else None
     pids = []
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # no registry (yet), or one this process cannot read: no runs
         for path in sorted(registry().iterdir()):
             pid = path.name.partition("-")[0]
             if path.name == mine or not pid.isdigit():
