@@ -4,9 +4,10 @@ The OpenMP runtime in the torch wheels (GNU libgomp) lets a thread that waits at
 for a while before it sleeps (GOMP_SPINCOUNT turns, 300,000 by default). Alone on the cores that
 is the fastest on every CPU measured; whether a short spin costs anything alone, and whether the
 default collapses when other work shares the cores, depends on the CPU: WAIT_BY_KIND below holds
-the measured choice per kind. A run started beside other runs or busy programs trains with one
-thread (lenet_fmnist.cores), and a one-thread run never waits at an OpenMP barrier, so the setting
-matters to a run that has all the cores (and to one whose cores get busy after it started).
+the measured choice per kind. A run started beside other runs or busy programs takes only the
+cores left free (lenet_fmnist.cores: one thread on 2 cores), and a one-thread run never waits at an
+OpenMP barrier, so the setting matters most to a run that has all the cores, and to one whose
+cores get busy after it started.
 
 libgomp reads the setting once, when torch loads it, so `cli.main` calls `configure_wait` before
 anything imports torch; a resumed run gets its recorded setting back the same way
