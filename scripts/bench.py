@@ -244,7 +244,8 @@ def busy_processes(count: int) -> Iterator[None]:
 def runs_at_once(args: argparse.Namespace, candidate: str, count: int, hogs: int = 0) -> list[dict[str, Any]]:
     """Start `count` runs of the candidate at the same moment, beside `hogs` busy processes."""
     wait, threads = CANDIDATES[candidate]
-    overrides = [f"epochs={args.side_by_side_epochs}", *data_overrides(args, args.side_by_side_val_size)]
+    overrides = [f"epochs={args.side_by_side_epochs}", f"device={args.device}"]
+    overrides += data_overrides(args, args.side_by_side_val_size)
     overrides += [f"threads={threads}"] if threads else []
     with tempfile.TemporaryDirectory() as tmp, busy_processes(hogs):
         run_dirs = [Path(tmp) / f"run{index}" for index in range(count)]
