@@ -1,206 +1,173 @@
-"""Training speed of lenet_fmnist against the conventional pipeline and the compute floor.
+"""Training speed of lenet_fmnist as users meet it: against the conventional pipeline and the
+compute floor, and with several runs side by side.
 
-Measured side by side in one process, on the same data, model (LeNet-5, relu, max pool), optimizer
-(SGD lr 0.01, momentum 0.9) and augmentation (random flip + shift of up to 2 px):
+Every variant runs in a process of its own, started with your environment minus its OMP_* and
+GOMP_* variables (as from a fresh terminal), on the same data, model (LeNet-5, relu, max pool),
+optimizer (SGD lr 0.01, momentum 0.9) and augmentation (random flip + shift of up to 2 px):
 
+  project          `python -m lenet_fmnist train ...` itself, a few epochs: the median of the
+                   per-epoch training seconds in its metrics.json history
+  floor            a process that makes the command's start-up decisions (OpenMP wait setting,
+                   then threads, before torch loads), then times the bare model step on one
+                   ready-made batch: forward, backward, optimizer step, no data work
   conventional-wN  torchvision FashionMNIST + RandomHorizontalFlip + RandomCrop(28, padding=2)
-                   + ToTensor + Normalize, DataLoader with N workers (what most users write)
-  project          lenet_fmnist.train.train_epoch: tensors on the device, whole-batch augmentation
-  floor            the project's model: forward, backward and optimizer step on one ready-made
-                   batch, no data work at all
+                   + ToTensor + Normalize, DataLoader with N workers, with torch's defaults (what
+                   most users write)
 
 Variants run in interleaved rounds and each reports its median, so a burst of load elsewhere on
-the machine hits all of them alike. On a GPU every variant runs under the settings of a real run
-(runtime.select_device: deterministic cuDNN algorithms). This is a benchmark, run by hand; the tests
-assert no timings.
+the machine hits all of them alike. --side-by-side starts 1, 2 and 3 training runs at the same
+moment (as from separate terminals) under each candidate thread and wait policy, and
+--background-load N one run beside N busy processes. This is a benchmark, run by hand on a quiet
+machine; the tests assert no timings.
 
     python scripts/bench.py                       # CPU, batch 64 and 256
     python scripts/bench.py --device cuda         # on a GPU
     python scripts/bench.py --accuracy-epochs 3   # also: test accuracy, conventional vs project
     python scripts/bench.py --startup             # also: start-up time and peak RSS of a real run
+    python scripts/bench.py --side-by-side --background-load 1
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import contextlib
 import json
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from lenet_fmnist import cores, openmp
 
-from lenet_fmnist import data, openmp
-from lenet_fmnist.augment import Augmenter, normalise
-from lenet_fmnist.config import AugmentationConfig, SGDConfig
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.evaluate import evaluate
-from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.runtime import configure_threads, select_device
-from lenet_fmnist.train import build_optimizer, build_scheduler, train_epoch
-
-EPOCH_IMAGES = 50_000  # one epoch: the training split left after 10,000 validation images
-# After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
-# (2 per worker); a pause lets them finish, so their work is not timed as the next variant's.
-SETTLE_SECONDS = 1.0
-AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
-SGD = SGDConfig(lr=0.01, momentum=0.9)
+EPOCH_IMAGES = 50_000  # a default run's epoch: the training split left after 10,000 validation images
+VARIANTS = ("conventional-w0", "conventional-w2", "project", "floor")
+TRAIN = ("activation=relu", "pool=max", "optimizer=sgd", "augmentation=standard")
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def user_env() -> dict[str, str]:
+    """This environment as a fresh terminal would have it: no OMP_* or GOMP_* variables."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(("OMP_", "GOMP_"))}
 
 
-def torchvision_root(source: Path, into: Path) -> Path:
-    """torchvision's FashionMNIST reads plain files from ROOT/FashionMNIST/raw: decompress there."""
-    raw = into / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for names in data.FILES.values():
-        for name in names:
-            plain, packed = source / name, source / f"{name}.gz"
-            if plain.exists():
-                shutil.copy(plain, raw / name)
-            else:
-                with gzip.open(packed) as src, open(raw / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    return into
+def train_command(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "lenet_fmnist", "train", *TRAIN, f"hydra.run.dir={run_dir}", *overrides]
 
 
-def conventional_loader(root: Path, batch_size: int, workers: int, train_idx: torch.Tensor) -> DataLoader:
-    transform = transforms.Compose(
-        [
-            transforms.RandomHorizontalFlip(),
-            transforms.RandomCrop(28, padding=2),
-            transforms.ToTensor(),
-            transforms.Normalize((data.MEAN,), (data.STD,)),
-        ]
-    )
-    train = Subset(datasets.FashionMNIST(str(root), train=True, transform=transform), train_idx.tolist())
-    # persistent workers: their start-up is paid once, not per measurement (favours this variant)
-    return DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+def data_overrides(args: argparse.Namespace, val_size: int) -> list[str]:
+    return [f"data.val_size={val_size}", *([f"data.root={args.data_root}"] if args.data_root else [])]
 
 
-Runner = Callable[[int], None]  # trains on the given number of images
+def epoch_figures(run_dir: Path) -> dict[str, Any]:
+    """A finished run's median training seconds per epoch and image, and how it chose its threads."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = metrics["history"]
+    return {
+        "seconds": statistics.median(record["train_seconds"] for record in history),
+        "images": history[0]["train_images"],
+        "seconds_per_image": statistics.median(record["train_seconds"] / record["train_images"] for record in history),
+        **{key: metrics[key] for key in ("threads", "threads_reason", "openmp_wait")},
+    }
 
 
-def conventional_runner(loader: DataLoader, device: torch.device) -> tuple[Runner, torch.nn.Module]:
-    """A plain NCHW model and the default SGD, fed by the DataLoader: the textbook loop."""
-    model = LeNet5("relu", "max").to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=SGD.lr, momentum=SGD.momentum)
-    batches = iter(loader)
-
-    def run(images: int) -> None:
-        nonlocal batches
-        model.train()
-        done = 0
-        while done < images:
-            try:
-                inputs, targets = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                continue
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss = F.cross_entropy(model(inputs), targets)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            done += len(targets)
-        synchronize(device)
-
-    return run, model
+def run_to_end(commands: list[list[str]], env: dict[str, str]) -> None:
+    """Start the commands at the same moment and wait for all of them; stop if one fails."""
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for command in commands
+    ]
+    failures = []
+    for process in processes:
+        _, errors = process.communicate()
+        if process.returncode:
+            failures.append(f"exit {process.returncode}: {errors.decode()[-2000:]}")
+    if failures:
+        raise SystemExit("a training run failed: " + "\n".join(failures))
 
 
-def project_model(device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    model = LeNet5("relu", "max")
-    model.to(device, memory_format=CHANNELS_LAST)
-    return model, build_optimizer(SGD, model.parameters())
+# ---- project, floor and the conventional loop, in interleaved rounds -----------------------------
 
 
-def project_runner(
-    train: data.Split, batch_size: int, device: torch.device, seed: int = 0
-) -> tuple[Runner, torch.nn.Module]:
-    """The project's own epoch function, on the first `images` training images; `seed` draws its
-    data order and augmentation (the conventional loop draws them from the global seed)."""
-    model, optimizer = project_model(device)
-    schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    stop = threading.Event()
-
-    augmenters: dict[int, Augmenter] = {}  # per measurement size, built once as a run does
-
-    def run(images: int) -> None:
-        if images not in augmenters:
-            augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
-        train_epoch(
-            model, optimizer, schedule, augmenters[images], train.labels[:images], batch_size, generator, stop, "bench"
-        )
-
-    return run, model
+def project(args: argparse.Namespace, batch_size: int, run_dir: Path) -> dict[str, Any]:
+    """The command as a user starts it, for --project-epochs epochs."""
+    overrides = [f"batch_size={batch_size}", f"epochs={args.project_epochs}", f"device={args.device}"]
+    overrides += [*data_overrides(args, args.val_size), *([f"threads={args.threads}"] if args.threads else [])]
+    run_to_end([train_command(run_dir, *overrides)], user_env())
+    return epoch_figures(run_dir)
 
 
-def floor_runner(train: data.Split, batch_size: int, device: torch.device) -> tuple[Runner, torch.nn.Module]:
-    """Forward, backward and optimizer step of the project's model on one ready-made batch."""
-    model, optimizer = project_model(device)
-    inputs, targets = normalise(train.images[:batch_size]), train.labels[:batch_size]
-
-    def run(images: int) -> None:
-        model.train()
-        for _ in range(images // batch_size):
-            loss = F.cross_entropy(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        synchronize(device)
-
-    return run, model
+def child(args: argparse.Namespace, variant: str, batch_size: int) -> dict[str, Any]:
+    """A variant measured by bench_loops in a process of its own; what it printed last."""
+    command = [sys.executable, __file__, "--child", variant, "--batch-size", str(batch_size)]
+    for option in ("device", "images", "threads", "data_root", "val_size", "accuracy_epochs", "accuracy_seeds"):
+        value = getattr(args, option)
+        command += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
+    result = subprocess.run(command, env=user_env(), capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{variant} failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    return json.loads(result.stdout.splitlines()[-1])
 
 
-def measure(runners: dict[str, Runner], images: int, rounds: int) -> dict[str, float]:
-    """Median seconds per image of each runner over interleaved rounds, after a warm-up."""
-    for run in runners.values():
-        run(min(images, 2048))
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            time.sleep(SETTLE_SECONDS)
-            started = time.perf_counter()
-            run(images)
-            samples[name].append((time.perf_counter() - started) / images)
-    return {name: statistics.median(values) for name, values in samples.items()}
+def run_child(args: argparse.Namespace) -> None:
+    """In the child: the floor (and the accuracy check) make the command's start-up decisions
+    before torch loads; the conventional loop keeps torch's defaults, as a user's script does."""
+    threads = None
+    if not args.child.startswith("conventional"):
+        openmp.configure_wait()
+        cores.register()
+        threads = cores.training_threads(args.threads, None)
+    import torch
+
+    import bench_loops
+    from lenet_fmnist.runtime import select_device
+
+    count = threads.count if threads else args.threads
+    if count:
+        torch.set_num_threads(count)
+    device = select_device(args.device)
+    result = bench_loops.measure(args.child, vars(args), device)
+    reason = threads.reason if threads else ("--threads" if args.threads else "torch's default")
+    print(json.dumps({
+        **result, "threads": torch.get_num_threads(), "threads_reason": reason, "openmp_wait": openmp.wait_setting(),
+        "torch": torch.__version__, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }))  # fmt: skip
 
 
-def accuracy_check(
-    root: Path, fashion: data.FashionMNISTData, train_idx: torch.Tensor, epochs: int, seeds: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Test accuracy after `epochs` epochs at batch 64: the conventional loop against the project's."""
-    test_images, test_labels = fashion.test.images.to(device), fashion.test.labels.to(device)
-    train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
-    results: dict[str, list[float]] = {"conventional": [], "project": []}
-    for seed in range(seeds):
-        for name in results:
-            torch.manual_seed(seed)
-            if name == "conventional":
-                run, model = conventional_runner(conventional_loader(root, 64, 0, train_idx), device)
-            else:
-                run, model = project_runner(train, 64, device, seed)
-            for _ in range(epochs):
-                run(len(train_idx))
-            results[name].append(evaluate(model, test_images, test_labels, 1000, test_flip=False)[1])
-    return results
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Per batch size, each variant's median seconds per image over interleaved rounds."""
+    rows, ratios, conditions = [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for batch_size in args.batch_sizes:
+            samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            for round_ in range(args.rounds):
+                for name in VARIANTS:
+                    run_dir = Path(tmp) / f"{batch_size}-{round_}"
+                    result = project(args, batch_size, run_dir) if name == "project" else child(args, name, batch_size)
+                    samples[name].append(result["seconds_per_image"])
+                    conditions[name] = {key: result.get(key) for key in ("threads", "threads_reason", "openmp_wait")}
+                    conditions.setdefault("torch", result.get("torch"))
+                    conditions.setdefault("gpu", result.get("gpu"))
+                    sys.stdout.write(
+                        f"batch {batch_size}, round {round_ + 1}, {name}: {1 / samples[name][-1]:,.0f} images/s\n"
+                    )
+            per_image = {name: statistics.median(values) for name, values in samples.items()}
+            best_conventional = min(per_image[name] for name in VARIANTS if name.startswith("conventional"))
+            ratios[batch_size] = {
+                "project_speedup_vs_best_conventional": best_conventional / per_image["project"],
+                "project_time_vs_floor": per_image["project"] / per_image["floor"],
+            }
+            rows += [
+                {"batch_size": batch_size, "variant": name, "images_per_second": 1 / value,
+                 "seconds_per_epoch": value * EPOCH_IMAGES, **conditions[name]}
+                for name, value in per_image.items()
+            ]  # fmt: skip
+    return {"rows": rows, "ratios": ratios, "torch": conditions["torch"], "gpu": conditions["gpu"]}
 
+
+# ---- start-up -------------------------------------------------------------------------------
 
 # Runs the command in argv[1:] and prints its peak RSS. Measured from this small process, the
 # run's peak is its own: a child of the benchmark would inherit the benchmark's high-water mark,
@@ -211,17 +178,23 @@ PEAK_RSS_WRAPPER = (
 )
 
 
-def startup(python: str) -> dict[str, float]:
+def startup(args: argparse.Namespace) -> dict[str, float]:
     """Seconds from command to `--help` output and to the first training step of a default run,
     and the run's peak resident memory."""
+    python, env = sys.executable, user_env()
     started = time.perf_counter()
-    subprocess.run([python, "-m", "lenet_fmnist", "--help"], check=True, capture_output=True)
+    subprocess.run([python, "-m", "lenet_fmnist", "--help"], check=True, capture_output=True, env=env)
     help_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         command = [python, "-m", "lenet_fmnist", "train", "epochs=1", f"hydra.run.dir={run_dir}/run"]
+        command += data_overrides(args, args.val_size)
         process = subprocess.Popen(
-            [python, "-c", PEAK_RSS_WRAPPER, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [python, "-c", PEAK_RSS_WRAPPER, *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         first_step, peak_kib = None, None
         assert process.stdout is not None
@@ -231,206 +204,128 @@ def startup(python: str) -> dict[str, float]:
             if line.startswith("peak_rss_kib "):
                 peak_kib = int(line.split()[1])  # Linux: KiB
         process.wait()
-        total = time.perf_counter() - started
     if process.returncode or first_step is None or peak_kib is None:
         raise SystemExit(f"the default run failed (exit {process.returncode})")
-    return {
-        "help_seconds": help_seconds,
-        "seconds_to_first_step": first_step,
-        "run_seconds": total,
-        "peak_rss_mib": peak_kib / 1024,
-    }
+    return {"help_seconds": help_seconds, "seconds_to_first_step": first_step, "peak_rss_mib": peak_kib / 1024}
 
 
-# --side-by-side: the wait settings compared, each exported to the runs (so the command keeps it).
-# libgomp's own default spin count is 300,000 turns when neither variable is set.
-WAIT_SETTINGS = {
-    "libgomp default": {"GOMP_SPINCOUNT": "300000"},
-    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
-    f"GOMP_SPINCOUNT={openmp.SPIN_COUNT} (ours)": {"GOMP_SPINCOUNT": openmp.SPIN_COUNT},
+# ---- runs side by side ------------------------------------------------------------------------
+
+ALL_CORES = cores.usable_cores()
+# Candidate policies: the wait variables exported to every run, and `threads=` (None: the command decides).
+# libgomp's own spin count is 300,000 turns when neither variable is set; exporting it keeps the
+# command from choosing its per-CPU setting.
+CANDIDATES: dict[str, tuple[dict[str, str], int | None]] = {
+    "automatic (ours)": ({}, None),
+    "all cores, libgomp default": ({"GOMP_SPINCOUNT": "300000"}, ALL_CORES),
+    "all cores, GOMP_SPINCOUNT=1000": ({"GOMP_SPINCOUNT": "1000"}, ALL_CORES),
+    "all cores, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, ALL_CORES),
+    "1 thread each": ({}, 1),
 }
+# The most each run's epoch may take against the fastest solo epoch (issue: fair share is n times).
+TARGETS = {1: 1.05, 2: 2.5, 3: 3.75}
+SPIN_LOOP = "while True: pass"
 
 
-def runs_at_once(count: int, wait: dict[str, str], data_root: str | None, val_size: int) -> list[float]:
-    """Start `count` default-threaded training runs of one epoch at the same moment (as a user
-    would in several terminals); each run's training seconds for its epoch."""
-    env = {key: value for key, value in os.environ.items() if key not in (*openmp.WAIT_VARIABLES, "OMP_NUM_THREADS")}
-    env.update(wait)
-    with tempfile.TemporaryDirectory() as tmp:
-        commands = [
-            [sys.executable, "-m", "lenet_fmnist", "train", "epochs=1", "activation=relu", "pool=max",
-             f"data.val_size={val_size}", f"hydra.run.dir={tmp}/run{index}",
-             *([f"data.root={data_root}"] if data_root else [])]
-            for index in range(count)
-        ]  # fmt: skip
-        processes = [
-            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for command in commands
-        ]
-        for process in processes:
-            _, errors = process.communicate()
-            if process.returncode:
-                raise SystemExit(f"a side-by-side run failed (exit {process.returncode}): {errors.decode()[-2000:]}")
-        return [
-            json.loads(Path(f"{tmp}/run{index}/metrics.json").read_text())["train_seconds"] for index in range(count)
-        ]
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes that keep a core busy each, from a moment before the runs start to the end."""
+    hogs = [subprocess.Popen([sys.executable, "-c", SPIN_LOOP]) for _ in range(count)]
+    try:
+        if hogs:
+            time.sleep(1.0)  # running, and visible in /proc/stat, before the runs start
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
-def side_by_side(data_root: str | None, val_size: int, counts: list[int]) -> dict:
-    """Per wait setting: seconds per epoch of 1, 2, 3 runs at once, and each against its fair share
-    (n runs on the cores should each take n times as long as one run alone, no more)."""
+def runs_at_once(args: argparse.Namespace, candidate: str, count: int, hogs: int = 0) -> list[dict[str, Any]]:
+    """Start `count` runs of the candidate at the same moment, beside `hogs` busy processes."""
+    wait, threads = CANDIDATES[candidate]
+    overrides = [f"epochs={args.side_by_side_epochs}", f"device={args.device}"]
+    overrides += data_overrides(args, args.side_by_side_val_size)
+    overrides += [f"threads={threads}"] if threads else []
+    with tempfile.TemporaryDirectory() as tmp, busy_processes(hogs):
+        run_dirs = [Path(tmp) / f"run{index}" for index in range(count)]
+        run_to_end([train_command(run_dir, *overrides) for run_dir in run_dirs], {**user_env(), **wait})
+        return [epoch_figures(run_dir) for run_dir in run_dirs]
+
+
+def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    """Per candidate: each run's seconds per epoch with 1, 2, 3 runs at once (and beside busy
+    processes), and each against the fastest solo epoch of all candidates."""
     rows = []
-    for name, wait in WAIT_SETTINGS.items():
-        alone = None
-        for count in counts:
-            seconds = runs_at_once(count, wait, data_root, val_size)
-            mean = statistics.mean(seconds)
-            alone = mean if count == 1 else alone
-            rows.append({"setting": name, "runs": count, "seconds": seconds, "mean": mean,
-                         "vs_fair_share": mean / (count * alone) if alone else None})  # fmt: skip
-            sys.stdout.write(f"{name}, {count} run(s): {', '.join(f'{value:.1f}' for value in seconds)} s\n")
-    return {"train_images": 60_000 - val_size, "rows": rows}
+    for candidate in CANDIDATES:
+        settings = [(count, 0) for count in args.counts] + ([(1, args.background_load)] if args.background_load else [])
+        for count, hogs in settings:
+            runs = runs_at_once(args, candidate, count, hogs)
+            rows.append({"candidate": candidate, "runs": count, "busy_processes": hogs, "each": runs})
+            seconds = ", ".join(f"{run['seconds']:.1f}" for run in runs)
+            sys.stdout.write(f"{candidate}, {count} run(s) beside {hogs} busy process(es): {seconds} s\n")
+    solos = [row["each"][0]["seconds"] for row in rows if row["runs"] == 1 and not row["busy_processes"]]
+    fastest = min(solos) if solos else None
+    for row in rows:
+        target = None if row["busy_processes"] else TARGETS.get(row["runs"])
+        ratios = [run["seconds"] / fastest for run in row["each"]] if fastest else []
+        row.update(
+            vs_fastest_solo=ratios, target=target, met=bool(ratios) and target is not None and max(ratios) <= target
+        )
+    return {"train_images": rows[0]["each"][0]["images"], "fastest_solo_seconds": fastest, "rows": rows}
 
 
-def format_side_by_side(result: dict) -> str:
-    default_alone = next(
-        row["mean"] for row in result["rows"] if row["setting"] == "libgomp default" and row["runs"] == 1
-    )
+def format_side_by_side(result: dict[str, Any]) -> str:
+    cpu = openmp.this_cpu()
     lines = [
-        f"One epoch of {result['train_images']:,} images per run, every run with all the cores as threads",
+        f"CPU: {cpu.model} ({cpu.kind}, {ALL_CORES} usable cores); one epoch of {result['train_images']:,} "
+        "images per run; ratios against the fastest solo epoch of all candidates",
         "",
-        "| OpenMP wait setting | runs at once | s per epoch (each run) | vs fair share | alone vs libgomp default |",
-        "|---|---:|---:|---:|---:|",
+        "| candidate | runs at once | threads | s per epoch (each run) | vs fastest solo | target | met |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for row in result["rows"]:
-        fair = f"{row['vs_fair_share']:.2f}x" if row["runs"] > 1 else "—"
-        solo = f"{row['mean'] / default_alone:.2f}x" if row["runs"] == 1 else ""
-        each = ", ".join(f"{value:.1f}" for value in row["seconds"])
-        lines.append(f"| {row['setting']} | {row['runs']} | {each} | {fair} | {solo} |")
+        runs = f"{row['runs']}" + (f" + {row['busy_processes']} busy" if row["busy_processes"] else "")
+        threads = ", ".join(str(run["threads"]) for run in row["each"])
+        seconds = ", ".join(f"{run['seconds']:.1f}" for run in row["each"])
+        ratios = ", ".join(f"{ratio:.2f}x" for ratio in row["vs_fastest_solo"]) or "—"
+        target = f"{row['target']:.2f}x" if row["target"] else "—"
+        met = ("yes" if row["met"] else "no") if row["target"] else ""
+        lines.append(f"| {row['candidate']} | {runs} | {threads} | {seconds} | {ratios} | {target} | {met} |")
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--images", type=int, default=12_800, help="images per measurement (default: 12800)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default: 3)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: the cores this process may use)"
-    )
-    parser.add_argument(
-        "--accuracy-epochs", type=int, default=0, help="also compare test accuracy after this many epochs"
-    )
-    parser.add_argument("--accuracy-seeds", type=int, default=2)
-    parser.add_argument("--startup", action="store_true", help="also time start-up and peak RSS of a default run")
-    parser.add_argument("--data-root", default=None, help="directory of the four files (default: the usual places)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench.json"))
-    parser.add_argument(
-        "--side-by-side",
-        action="store_true",
-        help="only measure 1, 2 and 3 runs at once under each OpenMP wait setting",
-    )
-    parser.add_argument(
-        "--side-by-side-val-size", type=int, default=40_000,
-        help="data.val_size of those runs: 40,000 leaves 20,000 training images, so a collapse ends in minutes",
-    )  # fmt: skip
-    args = parser.parse_args()
-    if args.side_by_side:
-        result = side_by_side(args.data_root, args.side_by_side_val_size, [1, 2, 3])
-        out = args.out.with_name("side_by_side.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        sys.stdout.write(format_side_by_side(result) + f"\nWrote {out}\n")
-        return
-
-    try:
-        device = select_device(args.device)
-    except UserError as error:  # e.g. --device cuda without a GPU: the message, exit 1
-        raise SystemExit(f"bench.py: {error}") from None
-    threads = configure_threads(args.threads)
-    fashion = data.load(args.data_root, 10_000, 0)
-    train_idx, _ = data.split_indices(60_000, 10_000, 0)
-    train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
-    workers = [0, 2]
-    rows, ratios = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = torchvision_root(fashion.source, Path(tmp))
-        for batch_size in args.batch_sizes:
-            runners = {
-                f"conventional-w{w}": conventional_runner(conventional_loader(root, batch_size, w, train_idx), device)[
-                    0
-                ]
-                for w in workers
-            }
-            runners["project"] = project_runner(train, batch_size, device)[0]
-            runners["floor"] = floor_runner(train, batch_size, device)[0]
-            seconds_per_image = measure(runners, args.images, args.rounds)
-            best_conventional = min(seconds_per_image[f"conventional-w{w}"] for w in workers)
-            project = seconds_per_image["project"]
-            ratios[batch_size] = {
-                "project_speedup_vs_best_conventional": best_conventional / project,
-                "project_time_vs_floor": project / seconds_per_image["floor"],
-            }
-            for name, per_image in seconds_per_image.items():
-                rows.append(
-                    {
-                        "batch_size": batch_size,
-                        "variant": name,
-                        "images_per_second": 1 / per_image,
-                        "seconds_per_epoch": per_image * EPOCH_IMAGES,
-                    }
-                )
-        accuracy = (
-            accuracy_check(root, fashion, train_idx, args.accuracy_epochs, args.accuracy_seeds, device)
-            if args.accuracy_epochs
-            else None
-        )
-
-    report = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "device": str(device),
-            "threads": threads,
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
-        "settings": {"images_per_measurement": args.images, "rounds": args.rounds, "epoch_images": EPOCH_IMAGES},
-        "results": rows,
-        "ratios": ratios,
-        "accuracy": accuracy and {"epochs": args.accuracy_epochs, **accuracy},
-        "startup": startup(sys.executable) if args.startup else None,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    sys.stdout.write(format_report(report) + f"\nWrote {args.out}\n")
+# ---- the report --------------------------------------------------------------------------------
 
 
-def format_report(report: dict) -> str:
+def format_report(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
-        f"LeNet-5 relu/max, SGD, flip + shift 2 px, on {machine['cuda'] or machine['device']} with {machine['threads']} threads, torch {machine['torch']}",
+        f"LeNet-5 relu/max, SGD, flip + shift 2 px, on {machine['gpu'] or machine['device']}; CPU: {machine['cpu']} "
+        f"({machine['cpu_kind']}, {machine['usable_cores']} usable cores), torch {machine['torch']}",
         "",
-        "| batch | variant | images/s | s/epoch (50k) |",
-        "|---:|---|---:|---:|",
+        "| batch | variant | images/s | s/epoch (50k) | threads | OpenMP wait |",
+        "|---:|---|---:|---:|---|---|",
     ]
     for row in report["results"]:
         lines.append(
-            f"| {row['batch_size']} | {row['variant']} | {row['images_per_second']:,.0f} | {row['seconds_per_epoch']:.2f} |"
+            f"| {row['batch_size']} | {row['variant']} | {row['images_per_second']:,.0f} | {row['seconds_per_epoch']:.2f} "
+            f"| {row['threads']} ({row['threads_reason']}) | {row['openmp_wait']} |"
         )
     lines.append("")
     for batch_size, ratio in report["ratios"].items():
         lines.append(
-            f"batch {batch_size}: project is {ratio['project_speedup_vs_best_conventional']:.2f}x faster than the best conventional loop, "
-            f"and takes {ratio['project_time_vs_floor']:.2f}x the compute floor's time"
+            f"batch {batch_size}: project is {ratio['project_speedup_vs_best_conventional']:.2f}x faster than the best "
+            f"conventional loop, and takes {ratio['project_time_vs_floor']:.2f}x the compute floor's time"
         )
     if report["accuracy"]:
         acc = report["accuracy"]
         for name in ("conventional", "project"):
             values = acc[name]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            each = ", ".join(f"{v:.4f}" for v in values)
             lines.append(
-                f"test accuracy after {acc['epochs']} epochs, {name}: {statistics.mean(values):.4f} ± {spread:.4f} (n={len(values)}: {', '.join(f'{v:.4f}' for v in values)})"
+                f"test accuracy after {acc['epochs']} epochs, {name}: {statistics.mean(values):.4f} ± {spread:.4f} (n={len(values)}: {each})"
             )
     if report["startup"]:
         s = report["startup"]
@@ -439,6 +334,65 @@ def format_report(report: dict) -> str:
             f"peak RSS {s['peak_rss_mib']:.0f} MiB"
         )
     return "\n".join(lines)
+
+
+def write(result: dict[str, Any], out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(f"{text}\nWrote {out}\n")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    add("--images", type=int, default=12_800, help="images per floor and conventional measurement (default: 12800)")
+    add("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default: 3)")
+    add("--project-epochs", type=int, default=3, help="epochs of each project run; the median counts (default: 3)")
+    add("--val-size", type=int, default=10_000, help="data.val_size: the rest of 60,000 images trains (default: 10000)")
+    add("--threads", type=int, default=None, help="threads for every variant (default: each decides as it would)")
+    add("--accuracy-epochs", type=int, default=0, help="also compare test accuracy after this many epochs")
+    add("--accuracy-seeds", type=int, default=2)
+    add("--startup", action="store_true", help="also time start-up and peak RSS of a default run")
+    add("--data-root", default=None, help="directory of the four files (default: the usual places)")
+    add("--out", type=Path, default=Path("outputs/bench/bench.json"))
+    add("--side-by-side", action="store_true", help="only measure runs started at the same moment, per candidate")
+    add("--counts", type=int, nargs="+", default=[1, 2, 3], help="runs at once (default: 1 2 3)")
+    add("--background-load", type=int, default=0, metavar="N", help="also: one run beside N busy processes")
+    add("--side-by-side-epochs", type=int, default=1)
+    add(
+        "--side-by-side-val-size",
+        type=int,
+        default=40_000,
+        help="40,000 leaves 20,000 images: a collapse ends in minutes",
+    )
+    add("--child", default=None, help=argparse.SUPPRESS)  # bench.py's own: one variant in this process
+    add("--batch-size", type=int, default=64, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        run_child(args)
+        return
+    if args.side_by_side or args.background_load:
+        result = side_by_side(args)
+        write(result, args.out.with_name("side_by_side.json"), format_side_by_side(result))
+        return
+    compared = compare(args)
+    cpu = openmp.this_cpu()
+    report = {
+        "machine": {"cpu": cpu.model, "cpu_kind": cpu.kind, "usable_cores": ALL_CORES, "device": args.device,
+                    "torch": compared["torch"], "gpu": compared["gpu"]},
+        "settings": {key: getattr(args, key) for key in ("images", "rounds", "project_epochs", "val_size", "threads")},
+        "results": compared["rows"],
+        "ratios": compared["ratios"],
+        "accuracy": child(args, "accuracy", 64) if args.accuracy_epochs else None,
+        "startup": startup(args) if args.startup else None,
+    }  # fmt: skip
+    write(report, args.out, format_report(report))
 
 
 if __name__ == "__main__":

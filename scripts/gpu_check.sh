@@ -47,11 +47,12 @@ wheels=$repo/gpu_bundle/wheels
 data=$repo/gpu_bundle/data
 data_override=()
 [[ -d $data ]] && data_override=("data.root=$data")
-# 6,400 images per measurement: the conventional loop's (CPU-bound) passes fit the time box.
-bench_args=(--images 6400)
+# 6,400 images per measurement: the conventional loop's (CPU-bound) passes fit the time box; one
+# round, 2 project epochs: every variant is a process of its own, which imports torch first.
+bench_args=(--images 6400 --rounds 1 --project-epochs 2)
 study_args=()
 if [[ $quick == 1 ]]; then
-    bench_args=(--images 1024 --rounds 1)
+    bench_args=(--images 1024 --rounds 1 --project-epochs 1 --val-size 55000)
     study_args=(epochs=1 data.val_size=55000)
 fi
 

@@ -43,6 +43,9 @@ METRICS_KEYS = {
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"}
 # Per-epoch values that measure time, so differ between two otherwise identical runs.
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
+# What metrics.json says of how a run was started, which two runs computing the same bits may not
+# share: why it has its thread count (a resumed run says so), the OpenMP wait setting (speed only).
+CIRCUMSTANCE_KEYS = {"threads_reason", "openmp_wait"}
 
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
@@ -224,8 +227,9 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def comparable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json without the figures that measure time, which differ between identical runs."""
-    kept = {key: value for key, value in metrics.items() if key not in TIMING_KEYS}
+    """metrics.json without the figures that measure time and the circumstances of its start, which
+    differ between runs that compute the same bits."""
+    kept = {key: value for key, value in metrics.items() if key not in TIMING_KEYS | CIRCUMSTANCE_KEYS}
     kept["history"] = [{k: v for k, v in record.items() if k not in TIMING_KEYS} for record in metrics["history"]]
     return kept
 

@@ -1,6 +1,6 @@
 """Faults users meet on a real machine, through the command line in subprocesses: two runs on one
 directory, a lock left by a killed run, a full disk, a directory that becomes unwritable mid-run,
-and OpenMP's wait setting, which lets runs side by side share the cores."""
+and the thread count and OpenMP wait setting of a run: the user's own win, a resume keeps them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from PIL import Image
 from conftest import (
     CLI,
     assert_ok,
+    assert_same_run,
     epochs_done,
     next_steps,
     output,
@@ -28,6 +29,7 @@ from conftest import (
     read_metrics,
     resume_hints,
     run_each,
+    sigterm_in_epoch_2,
     tiny_args,
     wait_for,
 )
@@ -262,11 +264,15 @@ def test_a_directory_made_unwritable_mid_run_stops_it_and_resume_works_after(
 
 
 # ---------------------------------------------------------------------------------------------
-# OpenMP's wait setting
+# Threads and OpenMP's wait setting: the user's own win, and a resumed run keeps what it had
 
 
 def _without_wait_settings(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if key not in openmp.WAIT_VARIABLES}
+
+
+# What the command exports on this machine's kind of CPU when the user exports nothing.
+AUTOMATIC_WAIT = openmp.WAIT_BY_KIND[openmp.this_cpu().kind]
 
 
 def test_the_command_sets_the_wait_before_torch_loads(cli_env: dict[str, str]) -> None:
@@ -280,20 +286,52 @@ def test_the_command_sets_the_wait_before_torch_loads(cli_env: dict[str, str]) -
         [sys.executable, "-c", code], env=_without_wait_settings(cli_env), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == f"{openmp.SPIN_COUNT} False"
+    assert result.stdout.splitlines()[-1] == f"{AUTOMATIC_WAIT.get('GOMP_SPINCOUNT')} False"
 
 
 @pytest.mark.parametrize(
-    ("exported", "recorded"),
+    ("users", "threads", "recorded"),
     [
-        ({}, f"GOMP_SPINCOUNT={openmp.SPIN_COUNT}"),
-        ({"GOMP_SPINCOUNT": "5"}, "GOMP_SPINCOUNT=5"),
-        ({"OMP_WAIT_POLICY": "PASSIVE"}, "OMP_WAIT_POLICY=PASSIVE"),
+        ({}, (1, "OMP_NUM_THREADS=1"), openmp.wait_setting(AUTOMATIC_WAIT)),
+        (
+            {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "PASSIVE"},
+            (1, "OMP_NUM_THREADS=1"),
+            "GOMP_SPINCOUNT=5, OMP_WAIT_POLICY=PASSIVE",
+        ),
     ],
 )
-def test_the_wait_reaches_the_training_process_and_a_users_own_is_kept(
-    cli: CLI, tiny_data: Path, tmp_path: Path, exported: dict[str, str], recorded: str
+def test_the_users_variables_reach_the_training_process_unchanged(
+    cli: CLI, tiny_data: Path, tmp_path: Path, users: dict[str, str], threads: tuple[int, str], recorded: str
 ) -> None:
-    env = {**_without_wait_settings(cli.env), **exported}
-    assert_ok(CLI(env, cli.cwd).run(*tiny_args(tiny_data, tmp_path / "run")))
-    assert read_metrics(tmp_path / "run")["openmp_wait"] == recorded
+    """No `threads=`: OMP_NUM_THREADS decides (cli_env exports 1), and the wait setting in force
+    is the user's, or else the one of this CPU's kind."""
+    env = {**_without_wait_settings(cli.env), **users}
+    args = [arg for arg in tiny_args(tiny_data, tmp_path / "run") if arg != "threads=1"]
+    assert_ok(CLI(env, cli.cwd).run(*args))
+    metrics = read_metrics(tmp_path / "run")
+    assert (metrics["threads"], metrics["threads_reason"]) == threads
+    assert metrics["openmp_wait"] == recorded
+    assert metrics["cpu"] == openmp.this_cpu().model
+
+
+def test_a_resumed_run_keeps_its_thread_count_and_wait_setting(
+    cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    """Started with OMP_NUM_THREADS=1 and a wait setting of the user's; resumed where
+    OMP_NUM_THREADS=2 and no wait setting are exported: it goes on with 1 thread (2 would change its
+    bits) and its recorded wait setting, and ends as the uninterrupted 1-thread run does."""
+    run_dir = tmp_path / "run"
+    first = CLI({**cli.env, "OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": "7"}, cli.cwd)
+    hint = sigterm_in_epoch_2(first, [arg for arg in plain_args(plain_data, run_dir) if arg != "threads=1"], run_dir)
+    assert read_metrics(run_dir)["threads_reason"] == "OMP_NUM_THREADS=1"
+
+    later = CLI({**_without_wait_settings(cli.env), "OMP_NUM_THREADS": "2"}, cli.cwd)
+    resumed = later.run_hint(hint, timeout=300)
+    assert_ok(resumed)
+    assert "Resuming with the run's OpenMP wait setting: GOMP_SPINCOUNT=7" in output(resumed)
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed"
+    assert (metrics["threads"], metrics["openmp_wait"]) == (1, "GOMP_SPINCOUNT=7")
+    assert metrics["threads_reason"].startswith("the resumed run trained with 1 so far")
+    assert checkpoint.load(run_dir / LAST_CHECKPOINT)["threads"] == 1
+    assert_same_run(run_dir, reference_run)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist import openmp, rundir
+from lenet_fmnist import cores, openmp, rundir
 from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
 from lenet_fmnist.vocabulary import SEARCH_TRIAL
 
@@ -157,6 +157,8 @@ def _train(cfg: object, run_dir: Path) -> float:
     from lenet_fmnist.config import TrainConfig, validate
 
     typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
+    if typed.resume:  # the wait setting the run recorded, while torch has not read one yet
+        openmp.resume_wait((rundir.read_metrics(run_dir) or {}).get("openmp_wait"))
     from lenet_fmnist import train
     from lenet_fmnist.runtime import sweep_job_device
 
@@ -230,6 +232,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     openmp.configure_wait()  # before any command imports torch
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
+        cores.register()
     if not args or args[0] in {"-h", "--help", "help"}:
         sys.stdout.write(USAGE)
         return 0

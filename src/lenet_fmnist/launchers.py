@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lenet_fmnist.cores import usable_cores
 from lenet_fmnist.overrides import RESUME, with_resume
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,6 @@ def thread_share(cores: int, concurrent_jobs: int, cpus_per_task: int | None) ->
     if cpus_per_task:
         return cpus_per_task
     return max(1, cores // max(1, concurrent_jobs))
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ResumeOnRequeue:
@@ -93,5 +90,5 @@ class ResumeOnRequeue:
         cpus = self.params.get("cpus_per_task")
         if cpus is None and self.concurrent_jobs is None:
             return  # a cluster job without cpus_per_task: its CPU affinity is its allocation
-        share = thread_share(_cores(), self.concurrent_jobs or 1, cpus)
+        share = thread_share(usable_cores(), self.concurrent_jobs or 1, cpus)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))

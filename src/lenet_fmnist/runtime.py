@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from lenet_fmnist.cores import omp_num_threads, usable_cores
 from lenet_fmnist.errors import UserError
 
 
@@ -71,12 +72,11 @@ def sweep_job_device(device: str, job_num: int | None) -> str:
 
 
 def default_threads() -> int:
-    """The cores this process may run on (its CPU affinity, which job schedulers and launchers
-    narrow), capped by OMP_NUM_THREADS when a launcher set it to give each job its share.
+    """The cores this process may run on, capped by OMP_NUM_THREADS when a launcher set it to give
+    each job its share (eval, predict and export; a training run decides with cores.training_threads).
     More threads than cores makes OpenMP spin against itself: measured 15-20x slower here."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, min(cores, int(share))) if share.isdigit() and int(share) > 0 else cores
+    cores = usable_cores()
+    return min(cores, omp_num_threads(os.environ) or cores)
 
 
 def configure_threads(threads: int | None) -> int:

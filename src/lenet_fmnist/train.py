@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lenet_fmnist import checkpoint, data, rundir
+from lenet_fmnist import checkpoint, cores, data, rundir
 from lenet_fmnist.augment import Augmenter, augment, normalise
 from lenet_fmnist.config import (
     AdamConfig,
@@ -37,9 +37,9 @@ from lenet_fmnist.config import (
 from lenet_fmnist.errors import Diverged, Interrupted
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.openmp import wait_setting
+from lenet_fmnist.openmp import this_cpu, wait_setting
 from lenet_fmnist.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, Status
-from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.runtime import select_device
 from lenet_fmnist.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,11 @@ class TrainingState:
     here once, and `load_state_dict` resumes from one (the keys of every checkpoint written so
     far). metrics.json summarises the same run (rundir.metrics)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, steps_per_epoch: int, threads: int) -> None:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
         self.device, self.config = device, to_plain(cfg)
+        self.threads = threads  # a resumed run keeps it (cores.fixed_threads): threads change the bits
         self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
         self.model.to(device, memory_format=CHANNELS_LAST)
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
@@ -186,6 +187,7 @@ class TrainingState:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "config": self.config,
+            "threads": self.threads,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
@@ -359,6 +361,7 @@ def final_test(
     return {"test_acc": test_acc, "test_loss": test_loss}
 
 
+@cores.registered_while_running  # other runs see this one (cli.main registers a command sooner)
 def run(
     cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
@@ -371,18 +374,24 @@ def run(
     device = select_device(cfg.device)
     if saved is not None:
         rundir.check_device_kind(TrainingState.saved_on_gpu(saved), str(device), run_dir / LAST_CHECKPOINT)
-    threads = configure_threads(cfg.threads)
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
-    state = TrainingState(cfg, device, steps_per_epoch=math.ceil(len(splits.train.labels) / cfg.batch_size))
+    # Decided as late as possible, so that runs started a few seconds apart see each other.
+    threads = cores.training_threads(cfg.threads, saved.get("threads") if saved is not None else None)
+    torch.set_num_threads(threads.count)
+    steps_per_epoch = math.ceil(len(splits.train.labels) / cfg.batch_size)
+    state = TrainingState(cfg, device, steps_per_epoch, threads.count)
     if saved is not None:
         state.load_state_dict(saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
     parameters = sum(p.numel() for p in state.model.parameters())
-    extra = {"device": str(device), "threads": threads, "openmp_wait": wait_setting(), "parameters": parameters}
+    extra = {
+        "device": str(device), "threads": threads.count, "threads_reason": threads.reason,
+        "openmp_wait": wait_setting(), "cpu": this_cpu().model, "parameters": parameters,
+    }  # fmt: skip
     log.info(
         "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
         cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
-        extra["parameters"], device, threads,
+        extra["parameters"], device, threads.count,
     )  # fmt: skip
     board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
     try:

@@ -27,8 +27,8 @@ SEARCH_TRIAL = "LENET_FMNIST_SEARCH_TRIAL"
 RESULT_NEUTRAL_KEYS = ("resume", "device", "threads", "eval_batch_size", "data.root")
 # A resumed run may change any of them; the device only within its kind (rundir.check_device_kind:
 # CPU and CUDA draw different random numbers), e.g. device=auto to device=cpu on the same CPU.
-# (Bit-identical resumes on the CPU also need the same thread count: float sums may be split
-# differently across threads.)
+# A resumed run keeps its thread count unless `threads=` says otherwise (cores.fixed_threads):
+# threads split float sums differently, so another count changes the bits from there on.
 RESUMABLE_CHANGES = RESULT_NEUTRAL_KEYS
 
 

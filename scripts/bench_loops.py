@@ -1,0 +1,196 @@
+"""The training loops that scripts/bench.py times in processes of their own (this module imports
+torch; bench.py starts `python scripts/bench.py --child VARIANT`, which makes its start-up
+decisions first and imports this module after):
+
+  conventional-wN  torchvision FashionMNIST + RandomHorizontalFlip + RandomCrop(28, padding=2)
+                   + ToTensor + Normalize, DataLoader with N workers (what most users write)
+  floor            the project's model: forward, backward and optimizer step on one ready-made
+                   batch, no data work at all
+  accuracy         test accuracy after a few epochs at batch 64: the conventional loop against
+                   the project's own epoch function (lenet_fmnist.train.train_epoch)
+
+Each returns a JSON-able dict, which the child prints as its last line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
+
+from lenet_fmnist import data
+from lenet_fmnist.augment import Augmenter, normalise
+from lenet_fmnist.config import AugmentationConfig, SGDConfig
+from lenet_fmnist.evaluate import evaluate
+from lenet_fmnist.model import CHANNELS_LAST, LeNet5
+from lenet_fmnist.train import build_optimizer, build_scheduler, train_epoch
+
+AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
+SGD = SGDConfig(lr=0.01, momentum=0.9)
+# After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
+# (2 per worker); a pause lets them finish, so their work is not timed as the next measurement's.
+SETTLE_SECONDS = 1.0
+
+Runner = Callable[[int], None]  # trains on the given number of images
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def torchvision_root(source: Path, into: Path) -> Path:
+    """torchvision's FashionMNIST reads plain files from ROOT/FashionMNIST/raw: decompress there."""
+    raw = into / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for names in data.FILES.values():
+        for name in names:
+            plain, packed = source / name, source / f"{name}.gz"
+            if plain.exists():
+                shutil.copy(plain, raw / name)
+            else:
+                with gzip.open(packed) as src, open(raw / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    return into
+
+
+def conventional_loader(root: Path, batch_size: int, workers: int, train_idx: torch.Tensor) -> DataLoader:
+    transform = transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomCrop(28, padding=2),
+            transforms.ToTensor(),
+            transforms.Normalize((data.MEAN,), (data.STD,)),
+        ]
+    )
+    train = Subset(datasets.FashionMNIST(str(root), train=True, transform=transform), train_idx.tolist())
+    # persistent workers: their start-up is paid once, not per measurement (favours this variant)
+    return DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+
+
+def conventional_runner(loader: DataLoader, device: torch.device) -> tuple[Runner, torch.nn.Module]:
+    """A plain NCHW model and the default SGD, fed by the DataLoader: the textbook loop."""
+    model = LeNet5("relu", "max").to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=SGD.lr, momentum=SGD.momentum)
+    batches = iter(loader)
+
+    def run(images: int) -> None:
+        nonlocal batches
+        model.train()
+        done = 0
+        while done < images:
+            try:
+                inputs, targets = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                continue
+            inputs, targets = inputs.to(device), targets.to(device)
+            loss = F.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += len(targets)
+        synchronize(device)
+
+    return run, model
+
+
+def project_model(device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = LeNet5("relu", "max")
+    model.to(device, memory_format=CHANNELS_LAST)
+    return model, build_optimizer(SGD, model.parameters())
+
+
+def project_runner(
+    train: data.Split, batch_size: int, device: torch.device, seed: int = 0
+) -> tuple[Runner, torch.nn.Module]:
+    """The project's own epoch function on the first `images` training images; `seed` draws its
+    data order and augmentation (the conventional loop draws them from the global seed)."""
+    model, optimizer = project_model(device)
+    schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    augmenters: dict[int, Augmenter] = {}  # per size, built once as a run does
+
+    def run(images: int) -> None:
+        if images not in augmenters:
+            augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
+        train_epoch(
+            model, optimizer, schedule, augmenters[images], train.labels[:images], batch_size, generator,
+            threading.Event(), "bench",
+        )  # fmt: skip
+
+    return run, model
+
+
+def floor_runner(train: data.Split, batch_size: int, device: torch.device) -> Runner:
+    """Forward, backward and optimizer step of the project's model on one ready-made batch."""
+    model, optimizer = project_model(device)
+    inputs, targets = normalise(train.images[:batch_size]), train.labels[:batch_size]
+
+    def run(images: int) -> None:
+        model.train()
+        for _ in range(images // batch_size):
+            loss = F.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+
+    return run
+
+
+def seconds_per_image(run: Runner, images: int) -> float:
+    """Seconds per image of one measurement of `images` images, after a warm-up."""
+    run(min(images, 2048))
+    time.sleep(SETTLE_SECONDS)
+    started = time.perf_counter()
+    run(images)
+    return (time.perf_counter() - started) / images
+
+
+def accuracy_check(
+    root: Path, fashion: data.FashionMNISTData, train_idx: torch.Tensor, epochs: int, seeds: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Test accuracy after `epochs` epochs at batch 64: the conventional loop against the project's."""
+    test_images, test_labels = fashion.test.images.to(device), fashion.test.labels.to(device)
+    train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
+    results: dict[str, list[float]] = {"conventional": [], "project": []}
+    for seed in range(seeds):
+        for name in results:
+            torch.manual_seed(seed)
+            if name == "conventional":
+                run, model = conventional_runner(conventional_loader(root, 64, 0, train_idx), device)
+            else:
+                run, model = project_runner(train, 64, device, seed)
+            for _ in range(epochs):
+                run(len(train_idx))
+            results[name].append(evaluate(model, test_images, test_labels, 1000, test_flip=False)[1])
+    return results
+
+
+def measure(variant: str, settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Run one variant in this process under `settings` (bench.py's options); what it measured."""
+    fashion = data.load(settings["data_root"], settings["val_size"], 0)
+    train_idx, _ = data.split_indices(len(fashion.train.labels) + len(fashion.val.labels), settings["val_size"], 0)
+    batch_size, images = settings["batch_size"], settings["images"]
+    if variant == "floor":
+        train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
+        return {"seconds_per_image": seconds_per_image(floor_runner(train, batch_size, device), images)}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = torchvision_root(fashion.source, Path(tmp))
+        if variant == "accuracy":
+            epochs, seeds = settings["accuracy_epochs"], settings["accuracy_seeds"]
+            return {"epochs": epochs, **accuracy_check(root, fashion, train_idx, epochs, seeds, device)}
+        workers = int(variant.removeprefix("conventional-w"))
+        run, _ = conventional_runner(conventional_loader(root, batch_size, workers, train_idx), device)
+        return {"seconds_per_image": seconds_per_image(run, images)}

@@ -1,0 +1,314 @@
+"""A training run's thread count and OpenMP wait setting: the decision with its inputs faked, the
+CPU kind from /proc/cpuinfo's strings, the load from /proc/stat's, and the registry of the user's
+runs for real, in processes of its own (the runs through the command line are in
+test_shared_machine.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lenet_fmnist import cores, openmp
+from lenet_fmnist.cores import Threads
+from lenet_fmnist.openmp import CpuKind
+
+
+@pytest.fixture(autouse=True)
+def _whether_the_user_chose_a_wait() -> Iterator[None]:
+    """openmp remembers what configure_wait found; the tests here call it, so it is put back after."""
+    kept = openmp._user_chose
+    yield
+    openmp._user_chose = kept
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU kind and its wait setting
+
+AVX2_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c avx2 fma bmi2"
+AVX512_FLAGS = f"{AVX2_FLAGS} avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+
+
+@pytest.mark.parametrize(
+    ("vendor", "flags", "kind"),
+    [
+        ("AuthenticAMD", AVX2_FLAGS, CpuKind.amd_without_avx512),  # EPYC Zen 2/3
+        ("AuthenticAMD", AVX512_FLAGS, CpuKind.amd_avx512),  # EPYC Zen 4
+        ("GenuineIntel", f"{AVX512_FLAGS} amx_bf16 amx_tile amx_int8", CpuKind.intel_avx512),
+        ("GenuineIntel", AVX2_FLAGS, CpuKind.other),  # not measured
+        ("HygonGenuine", AVX2_FLAGS, CpuKind.other),
+        ("", "", CpuKind.other),  # no /proc/cpuinfo, or another architecture
+    ],
+)
+def test_cpu_kind_from_vendor_and_flags(vendor: str, flags: str, kind: CpuKind) -> None:
+    assert openmp.cpu_kind(vendor, flags) is kind
+
+
+def test_cpuinfo_gives_the_first_processors_model_and_kind() -> None:
+    text = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
+        f"flags\t\t: {AVX512_FLAGS}\n\n"
+        "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: something else\nflags\t\t: fpu\n\n"
+    )
+    assert openmp.parse_cpuinfo(text) == ("AMD EPYC 9654 96-Core Processor", CpuKind.amd_avx512)
+
+
+@pytest.mark.parametrize(
+    ("kind", "exported"),
+    [
+        (CpuKind.amd_without_avx512, {"GOMP_SPINCOUNT": "1000"}),
+        (CpuKind.amd_avx512, {}),
+        (CpuKind.intel_avx512, {}),
+        (CpuKind.other, {}),
+    ],
+)
+def test_the_wait_setting_follows_the_cpu_kind(kind: CpuKind, exported: dict[str, str]) -> None:
+    environ = {"PATH": "/bin"}
+    openmp.configure_wait(environ, kind)
+    assert environ == {"PATH": "/bin", **exported}
+    assert openmp.wait_setting(environ) == (
+        f"GOMP_SPINCOUNT={exported['GOMP_SPINCOUNT']}" if exported else "libgomp default"
+    )
+
+
+@pytest.mark.parametrize("users", [{"GOMP_SPINCOUNT": "5"}, {"OMP_WAIT_POLICY": "PASSIVE"}])
+def test_a_users_wait_setting_is_kept_on_every_kind(users: dict[str, str]) -> None:
+    environ = dict(users)
+    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
+    assert environ == users
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"GOMP_SPINCOUNT": "1000"},
+        {"OMP_WAIT_POLICY": "PASSIVE"},
+        {"GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "active"},
+    ],
+)
+def test_a_recorded_wait_setting_reads_back(environ: dict[str, str]) -> None:
+    assert openmp.parse_wait_setting(openmp.wait_setting(environ)) == environ
+
+
+@pytest.mark.parametrize("recorded", ["", "fast", "GOMP_SPINCOUNT", "GOMP_SPINCOUNT=", "OMP_NUM_THREADS=2"])
+def test_a_wait_setting_it_never_writes_is_not_read(recorded: str) -> None:
+    assert openmp.parse_wait_setting(recorded) is None
+
+
+def test_a_resume_gets_its_recorded_wait_setting_before_torch_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as in the command before it imports torch
+    environ: dict[str, str] = {}
+    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
+    openmp.resume_wait("OMP_WAIT_POLICY=PASSIVE", environ)
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}  # the automatic GOMP_SPINCOUNT is gone
+    openmp.resume_wait("libgomp default", environ)
+    assert environ == {}
+
+
+def test_a_resume_keeps_the_users_wait_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    environ = {"GOMP_SPINCOUNT": "5"}
+    openmp.configure_wait(environ, CpuKind.amd_avx512)
+    openmp.resume_wait("OMP_WAIT_POLICY=PASSIVE", environ)
+    assert environ == {"GOMP_SPINCOUNT": "5"}
+
+
+def test_a_resume_after_torch_loaded_keeps_the_setting_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import torch  # noqa: F401  (a later job of a sequential sweep: torch is loaded)
+
+    environ: dict[str, str] = {}
+    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
+    with caplog.at_level(logging.INFO, logger="lenet_fmnist.openmp"):
+        openmp.resume_wait("libgomp default", environ)
+    assert environ == {"GOMP_SPINCOUNT": "1000"}
+    assert "GOMP_SPINCOUNT=1000, which stays" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# The thread count
+
+
+@pytest.mark.parametrize(
+    ("config", "recorded", "environ", "usable", "expected"),
+    [
+        (3, 2, {"OMP_NUM_THREADS": "1"}, 2, (3, "threads=3 in the config (the run trained with 2 so far")),
+        (1, 1, {}, 2, (1, "threads=1 in the config")),
+        (None, 2, {"OMP_NUM_THREADS": "1"}, 4, (2, "the resumed run trained with 2 so far")),
+        (None, 4, {}, 2, (4, "the resumed run trained with 4 so far")),  # its bits, even on fewer cores
+        (None, None, {"OMP_NUM_THREADS": "1"}, 2, (1, "OMP_NUM_THREADS=1")),
+        (None, None, {"OMP_NUM_THREADS": "8"}, 2, (2, "OMP_NUM_THREADS=8, capped at the 2 cores")),
+    ],
+)
+def test_config_then_recorded_then_omp_num_threads_decide(
+    config: int | None, recorded: int | None, environ: dict[str, str], usable: int, expected: tuple[int, str]
+) -> None:
+    decided = cores.fixed_threads(config, recorded, environ, usable)
+    assert decided is not None
+    assert decided.count == expected[0] and decided.reason.startswith(expected[1]), decided
+
+
+@pytest.mark.parametrize("omp", [None, "", "0", "2,1", "two"])
+def test_without_them_the_load_decides(omp: str | None) -> None:
+    environ = {} if omp is None else {"OMP_NUM_THREADS": omp}
+    assert cores.fixed_threads(None, None, environ, 2) is None
+
+
+@pytest.mark.parametrize(
+    ("usable", "runs", "busy", "expected"),
+    [
+        (2, [], 0.0, Threads(2, "the cores are free")),
+        (2, [], 0.4, Threads(2, "the cores are free")),
+        (2, [1234], 0.0, Threads(1, "1 other lenet_fmnist run is training (pid 1234)")),
+        (2, [1234], 1.2, Threads(1, "1 other lenet_fmnist run is training (pid 1234)")),  # the same core
+        (2, [], 1.0, Threads(1, "other programs keep 1.0 of 2 cores busy")),
+        (2, [11, 12], 0.0, Threads(1, "2 other lenet_fmnist runs are training (pids 11, 12)")),  # never below one
+        (2, [], 1.6, Threads(1, "other programs keep 1.6 of 2 cores busy")),
+        (8, [5], 2.7, Threads(5, "other programs keep 2.7 of 8 cores busy")),
+        (8, [5, 6, 7], 2.7, Threads(5, "3 other lenet_fmnist runs are training (pids 5, 6, 7)")),
+    ],
+)
+def test_the_load_leaves_the_free_cores(usable: int, runs: list[int], busy: float, expected: Threads) -> None:
+    assert cores.threads_for_load(usable, runs, busy) == expected
+
+
+def test_the_decision_watches_the_load_only_when_nothing_else_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_watching() -> float:
+        raise AssertionError("the load was sampled although the thread count was fixed")
+
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "other_runs", lambda: [4321])
+    monkeypatch.setattr(cores, "busy_cores", no_watching)
+    assert cores.training_threads(None, None, {"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS=2")
+    assert cores.training_threads(None, 2, {}).count == 2
+
+    monkeypatch.setattr(cores, "busy_cores", lambda: 0.2)
+    decided = cores.training_threads(None, None, {})
+    assert decided == (1, "1 other lenet_fmnist run is training (pid 4321)")
+    assert str(decided) == "1 thread: 1 other lenet_fmnist run is training (pid 4321)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The load of other programs, from /proc/stat
+
+STAT_BEFORE = """cpu  300 0 100 900 0 0 0 0 0 0
+cpu0 100 0 50 300 0 0 0 0 0 0
+cpu1 100 0 25 300 0 0 0 0 0 0
+cpu2 100 0 25 300 0 0 0 0 0 0
+intr 12345 0 0
+"""
+# cpu0: 60 of 100 ticks busy (steal counts), cpu1: idle but for iowait, cpu2: outside the affinity.
+STAT_AFTER = """cpu  0 0 0 0 0 0 0 0 0 0
+cpu0 140 5 55 340 0 0 0 10 0 0
+cpu1 100 0 25 370 30 0 0 0 0 0
+cpu2 200 0 25 300 0 0 0 0 0 0
+"""
+
+
+def test_busy_cores_from_proc_stat() -> None:
+    before, after = cores.cpu_ticks(STAT_BEFORE, {0, 1}), cores.cpu_ticks(STAT_AFTER, {0, 1})
+    assert set(before) == {0, 1}
+    assert cores.busy_between(before, after) == pytest.approx(0.6)
+
+
+def test_busy_cores_here_is_a_share_of_the_usable_cores() -> None:
+    assert 0.0 <= cores.busy_cores(0.05) <= cores.usable_cores()
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry of the user's runs, in real processes
+
+REGISTERED = """
+import json, sys
+from lenet_fmnist import cores, openmp  # neither may import torch
+cores.register()
+print(json.dumps({"torch": "torch" in sys.modules}), flush=True)
+for line in sys.stdin:
+    print(json.dumps(cores.other_runs()), flush=True)
+"""
+
+
+def _start_registered(env: dict[str, str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", REGISTERED], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert json.loads(process.stdout.readline()) == {"torch": False}  # registered, torch never imported
+    return process
+
+
+def _others_seen_by(process: subprocess.Popen[str]) -> list[int]:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("look\n")
+    process.stdin.flush()
+    return json.loads(process.stdout.readline())
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A registry of its own, for this process and the ones it starts."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_two_registered_processes_see_each_other_and_a_killed_ones_entry_goes(runtime_dir: Path) -> None:
+    first, second = _start_registered(dict(os.environ)), _start_registered(dict(os.environ))
+    try:
+        assert _others_seen_by(first) == [second.pid]
+        assert _others_seen_by(second) == [first.pid]
+        assert sorted(cores.other_runs()) == sorted([first.pid, second.pid])  # this process is not in
+
+        second.send_signal(signal.SIGKILL)
+        second.wait(timeout=30)
+        registry = runtime_dir / "lenet_fmnist" / "runs"
+        assert len(list(registry.iterdir())) == 2  # the killed process's file stays, its lock gone
+        assert _others_seen_by(first) == []
+        assert [path.name.split("-")[0] for path in registry.iterdir()] == [str(first.pid)]  # stale: removed
+    finally:
+        for process in (first, second):
+            process.kill()
+            process.wait(timeout=30)
+    assert cores.other_runs() == []
+
+
+def test_a_process_registered_for_a_training_call_leaves_after_it(runtime_dir: Path) -> None:
+    seen: list[bool] = []
+
+    @cores.registered_while_running
+    def training() -> None:
+        seen.append(cores.is_registered())
+
+    assert not cores.is_registered()
+    training()
+    assert seen == [True] and not cores.is_registered()
+    assert list((runtime_dir / "lenet_fmnist" / "runs").iterdir()) == []
+
+
+def test_a_process_registered_before_stays_registered(runtime_dir: Path) -> None:
+    cores.register()
+    try:
+        cores.registered_while_running(lambda: None)()
+        assert cores.is_registered()
+        assert len(list((runtime_dir / "lenet_fmnist" / "runs").iterdir())) == 1
+    finally:
+        cores.unregister()
+
+
+def test_a_registry_that_another_user_owns_is_not_used(runtime_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    planted = runtime_dir / "lenet_fmnist"
+    planted.mkdir()
+    os.chown(planted, 65534, 65534)  # nobody's
+    with caplog.at_level(logging.WARNING, logger="lenet_fmnist.cores"):
+        cores.register()
+    assert not cores.is_registered()
+    assert f"{planted} belongs to another user" in caplog.text
+    assert not (planted / "runs").exists()
