@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -50,7 +51,9 @@ CIRCUMSTANCE_KEYS = {"threads_reason", "openmp_wait"}
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
 # that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
-SUBPROCESS_FIXTURES = {"cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "built_wheel", "search_app"}
+SUBPROCESS_FIXTURES = {
+    "cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "ema_run", "built_wheel", "search_app",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -449,4 +452,24 @@ def flip_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory
     run_dir = tmp_path_factory.mktemp("flip_run") / "run"
     flip = ("activation=relu", "pool=max", "augmentation=standard", "augmentation.test_flip=true")
     assert_ok(cli.run(*tiny_args(tiny_data, run_dir, *flip)))
+    return run_dir
+
+
+EMA_DECAY = 0.99  # ema_run's
+
+
+@pytest.fixture(scope="session")
+def ema_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tiny_run whose checkpoints also hold a weight average (ema.decay=0.99): the
+    trained weights but for the output layer's biases, which favour the later classes (the one
+    epoch left the outputs nearly uniform). eval, predict and export must use it. Written by hand
+    in the format averaging.WeightAverage.state_dict gives a checkpoint."""
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("ema_run") / "run"))
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "checkpoints" / name
+        state = torch.load(path, weights_only=True)
+        state["config"]["ema"] = {"decay": EMA_DECAY}
+        averaged = {**state["model"], "classifier.8.bias": torch.linspace(-1.0, 1.0, 10)}
+        state["ema"] = {"model": averaged, "updates": 4}
+        torch.save(state, path)
     return run_dir

@@ -55,6 +55,26 @@ CONFIG_CASES = {
     "batch_size < 1": (["batch_size=-3"], r"batch_size=-3 is not allowed"),
     "dropout.p = 1": (["dropout=standard", "dropout.p=1.0"], r"dropout.p=1.0 is not allowed: .*\[0, 1\)"),
     "dropout.p < 0": (["dropout.p=-0.2"], r"dropout.p=-0.2 is not allowed"),
+    "label smoothing 1": (
+        ["label_smoothing=1"],
+        r"label_smoothing=1.0 is not allowed: label_smoothing must be in \[0, 1\)",
+    ),
+    "EMA decay 1": (
+        ["ema.decay=1"],
+        r"ema.decay=1.0 is not allowed: ema.decay must be null \(no average\) or in \(0, 1\)",
+    ),
+    "erasing probability > 1": (
+        ["augmentation.erase_p=1.5"],
+        r"augmentation.erase_p=1.5 is not allowed: .* in \[0, 1\]",
+    ),
+    "empty erasing size range": (
+        ["augmentation.erase_min_area=0.3", "augmentation.erase_max_area=0.1"],
+        r"augmentation.erase_max_area=0.1 is not allowed: .*>= augmentation.erase_min_area \(0.3\): \[0.3, 0.1\] is an empty size range",
+    ),
+    "validation size < 0": (
+        ["data.val_size=-1"],
+        r"data.val_size=-1 is not allowed: data.val_size must be >= 0 \(0: no validation\)",
+    ),
 }
 
 

@@ -3,6 +3,7 @@ values that are well typed but out of range (in-process, through Hydra's compose
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -28,10 +29,11 @@ from lenet_fmnist.config import (
     RMSpropConfig,
     SGDConfig,
     TrainConfig,
+    to_plain,
     validate,
 )
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
+from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, RESUMABLE_CHANGES, config_changes, flatten
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,7 +159,18 @@ OUT_OF_RANGE = {
     "dropout.p=1.0": "dropout.p",
     "dropout.p=-0.1": "dropout.p",
     "augmentation.max_shift=-1": "augmentation.max_shift",
-    "data.val_size=0": "data.val_size",
+    "data.val_size=-1": "data.val_size",
+    "label_smoothing=1.0": "label_smoothing",
+    "label_smoothing=-0.1": "label_smoothing",
+    "label_smoothing=nan": "label_smoothing",
+    "ema.decay=0": "ema.decay",
+    "ema.decay=1.0": "ema.decay",
+    "ema.decay=nan": "ema.decay",
+    "augmentation.erase_p=1.5": "augmentation.erase_p",
+    "augmentation.erase_p=-0.5": "augmentation.erase_p",
+    "augmentation.erase_min_area=0": "augmentation.erase_min_area",
+    "augmentation.erase_max_area=1.0": "augmentation.erase_max_area",
+    "augmentation.erase_max_area=0.01": "augmentation.erase_max_area=0.01 is not allowed: .*\\[0.02, 0.01\\] is an empty",
     "device=gpu": "device",
     "device=cuda:x": "device",
     "threads=0": "threads",
@@ -182,6 +195,49 @@ def test_out_of_range_values_are_user_errors(default_train: DictConfig, override
         OmegaConf.update(cfg, key, yaml.safe_load(value) if value not in ("nan", "inf") else float(value))
     with pytest.raises(UserError, match=f"Invalid configuration: .*{OUT_OF_RANGE[override]}"):
         validate(cfg, TrainConfig)
+
+
+def test_the_ingredients_compose_from_the_command_line(compose_with: Compose) -> None:
+    cfg = validate(
+        compose_with(
+            "train", "label_smoothing=0.1", "ema.decay=0.999", "augmentation=standard", "augmentation.erase_p=1",
+            "augmentation.erase_min_area=0.1", "augmentation.erase_max_area=0.1", "data.val_size=0",
+        ),
+        TrainConfig,
+    )  # fmt: skip
+    assert (cfg.label_smoothing, cfg.ema.decay, cfg.data.val_size) == (0.1, 0.999, 0)
+    assert (cfg.augmentation.erase_p, cfg.augmentation.erase_min_area, cfg.augmentation.erase_max_area) == (1, 0.1, 0.1)
+
+
+def test_the_ingredients_are_off_by_default_in_every_augmentation_option(compose_with: Compose) -> None:
+    for option in sorted(GROUPS["augmentation"]):
+        cfg = validate(compose_with("train", f"augmentation={option}"), TrainConfig)
+        assert (cfg.label_smoothing, cfg.ema.decay, cfg.augmentation.erase_p) == (0.0, None, 0.0), option
+        assert (cfg.augmentation.erase_min_area, cfg.augmentation.erase_max_area) == (0.02, 0.25), option
+        assert cfg.data.val_size == 10_000
+
+
+def test_a_config_saved_before_the_later_keys_means_their_defaults(compose_with: Compose) -> None:
+    """A run saved before a LATER_KEYS key existed ran as its default does: filled in, its config
+    equals today's, so it resumes and groups with new runs; values it has are kept."""
+    today = to_plain(validate(compose_with("train", "augmentation=standard"), TrainConfig))
+    saved = copy.deepcopy(today)
+    for key in config.LATER_KEYS:
+        *parents, name = key.split(".")
+        node = saved
+        for part in parents:
+            node = node[part]
+        del node[name]
+    del saved["ema"]  # the whole block is newer than the saved run
+    assert flatten(saved).keys() == flatten(today).keys() - set(config.LATER_KEYS)
+    assert config.with_later_keys(saved) == today
+    assert config_changes(config.with_later_keys(saved), today, RESUMABLE_CHANGES) == []
+    assert config_changes(saved, today, RESUMABLE_CHANGES), "control: without them the configs differ"
+    tuned = {**saved, "label_smoothing": 0.2, "ema": {"decay": 0.99}}
+    assert config.with_later_keys(tuned)["label_smoothing"] == 0.2 and config.with_later_keys(tuned)["ema"] == {
+        "decay": 0.99
+    }
+    assert "ema" not in saved, "the saved config itself is left as it was"
 
 
 def test_a_value_from_the_command_line_is_checked_the_same_way(compose_with: Compose) -> None:
@@ -244,6 +300,17 @@ def test_dataclass_defaults_match_the_yaml(
     defaults = _defaults_of(schema)
     assert defaults, schema
     assert {key: yaml_values.get(key) for key in defaults} == defaults
+    if schema is TrainConfig:  # the recipe's ingredients are compared too
+        assert set(config.LATER_KEYS) <= defaults.keys()
+
+
+def test_the_ingredients_are_written_in_the_yaml() -> None:
+    """Each new key has its value, with a comment, in conf/ itself (not only the schema's default)."""
+    train = OmegaConf.load(config_dir() / "train.yaml")
+    assert train.label_smoothing == 0.0 and train.ema.decay is None
+    for option in sorted(GROUPS["augmentation"]):
+        written = OmegaConf.load(config_dir() / "augmentation" / f"{option}.yaml")
+        assert {"erase_p", "erase_min_area", "erase_max_area"} <= set(written), option
 
 
 @pytest.mark.parametrize(("command", "overrides", "schema"), [c[:3] for c in COMMANDS if c[0] != "train"])

@@ -50,6 +50,19 @@ def test_validation_split_depends_on_split_seed_only(tmp_path: Path) -> None:
     assert not torch.equal(first.val.images, other.val.images)
 
 
+def test_no_validation_trains_on_every_training_image(tmp_path: Path) -> None:
+    """data.val_size=0: no validation split (None), and the training split is the whole training
+    file, in the order split_seed gives it (that of a split with validation, validation included)."""
+    write_dataset(tmp_path, train=60, test=10, gz=False, seed=5)
+    fashion = data.load(str(tmp_path), val_size=0, split_seed=0)
+    assert fashion.val is None and fashion.to(torch.device("cpu")).val is None
+    images, labels = (torch.from_numpy(array) for array in synthetic_split(60, 5))
+    order = torch.randperm(60, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fashion.train.images, images[order]) and torch.equal(fashion.train.labels, labels[order].long())
+    held_out = data.load(str(tmp_path), val_size=15, split_seed=0)
+    assert torch.equal(torch.cat([held_out.val.images, held_out.train.images]), fashion.train.images)
+
+
 def test_torchvision_layout_under_root_is_found(tmp_path: Path) -> None:
     write_dataset(tmp_path / "FashionMNIST" / "raw", train=20, test=10, gz=False)
     assert data.locate(str(tmp_path)) == tmp_path / "FashionMNIST" / "raw"
@@ -145,7 +158,9 @@ def test_root_without_the_files_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("val_size", [40, 41])
 def test_validation_that_leaves_no_training_data(tmp_path: Path, val_size: int) -> None:
     write_dataset(tmp_path, train=40, test=20, gz=True)
-    with pytest.raises(UserError, match=rf"data.val_size={val_size} leaves no training data.*between 1 and 39"):
+    with pytest.raises(
+        UserError, match=rf"data.val_size={val_size} leaves no training data.*between 0 \(no validation\) and 39"
+    ):
         data.load(str(tmp_path), val_size=val_size, split_seed=0)
 
 

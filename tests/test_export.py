@@ -125,6 +125,25 @@ def test_torchscript_export(torchscript: Path, tiny_run: Path, images: np.ndarra
     assert np.abs(got - reference_logits(tiny_run, images, test_flip=False)).max() < TOLERANCE
 
 
+def test_export_writes_the_weight_average(
+    cli: CLI, ema_run: Path, tiny_data: Path, images: np.ndarray, tmp_path: Path
+) -> None:
+    """A checkpoint with a moving average of its weights (ema.decay) exports the average."""
+    export(cli, ema_run, tmp_path / "out", tiny_data, "format=torchscript", "input=uint8")
+    model_path = tmp_path / "out" / "model.pt"
+    assert sidecar(model_path)["checkpoint"]["weights"].startswith("the exponential moving average of the weights")
+    with pytest.warns(FutureWarning):
+        loaded = torch.jit.load(str(model_path))
+    with torch.inference_mode():
+        got = loaded(torch.from_numpy(images)).numpy()
+    assert np.abs(got - reference_logits(ema_run, images, test_flip=False)).max() < TOLERANCE
+    state = checkpoint.load(ema_run / "checkpoints" / "best.pt")
+    trained = checkpoint.model_from({**state, checkpoint.EMA: None}, ema_run)  # control: the trained weights
+    with torch.inference_mode():
+        control = trained.eval()((torch.from_numpy(images).float().unsqueeze(1) / 255 - data.MEAN) / data.STD)
+    assert np.abs(got - control.numpy()).max() > 100 * TOLERANCE
+
+
 def test_export_never_overwrites_unasked(
     cli: CLI, torchscript: Path, tiny_run: Path, tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -29,7 +29,7 @@ from lenet_fmnist import checkpoint, data
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.images import SIZE, BadImage, load_image, prepare
-from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from test_bad_input import assert_clear_failure
 
 COUNT = 64  # test images per variant
@@ -338,6 +338,21 @@ def test_predict_honours_test_time_flip(cli: CLI, flip_run: Path, framed: Framed
     assert np.abs(written - flipped).max() < 1e-6  # the CSV's 6 decimals
     # Control: without the flip the probabilities differ by far more than the CSV's rounding.
     assert np.abs(written - torch.softmax(plain, dim=1).numpy()).max() > 1e-4
+
+
+def test_predict_uses_the_weight_average(cli: CLI, ema_run: Path, framed: FramedSet, tmp_path: Path) -> None:
+    """A checkpoint with a moving average of its weights (ema.decay) predicts with the average."""
+    text = predict(cli, ema_run, str(framed.files / "png"), tmp_path / "run", "top_k=10")
+    assert "the exponential moving average of the weights (ema.decay=" in text
+    state = checkpoint.load(_checkpoint(ema_run))
+    averaged, trained = checkpoint.model_from(state, "ema_run"), LeNet5("tanh", "avg")
+    trained.load_state_dict(state["model"])
+    inputs = normalise(torch.from_numpy(framed.images))
+    with torch.inference_mode():
+        expected, control = (torch.softmax(model.eval()(inputs), dim=1).numpy() for model in (averaged, trained))
+    written = _probabilities(read_csv(tmp_path / "run"))
+    assert np.abs(written - expected).max() < 1e-6  # the CSV's 6 decimals
+    assert np.abs(written - control).max() > 1e-3  # control: not the trained weights
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from conftest import CLI
+from lenet_fmnist import validation
 from lenet_fmnist.cli import main
-from lenet_fmnist.report import analysis, runs, stats, writer
+from lenet_fmnist.report import analysis, figures, runs, stats, writer
 
 VAL_IMAGES = 32
 
@@ -120,9 +121,11 @@ def fake_run(
     test_acc: float,
     status: str = "completed",
     warnings: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
     **groups: str,
 ) -> None:
-    """A run directory as train.py and Hydra leave it, with chosen numbers."""
+    """A run directory as train.py and Hydra leave it, with chosen numbers; `extra` adds config
+    keys. With extra data.val_size=0 it has no validation: null val figures, none per epoch."""
     chosen = {"activation": "relu", "pool": "max", "optimizer": "sgd", **groups}
     (directory / ".hydra").mkdir(parents=True)
     config = {
@@ -132,18 +135,22 @@ def fake_run(
         "epochs": 3,
         "seed": seed,
         "threads": None,
+        **(extra or {}),
     }
     (directory / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     hydra = {"hydra": {"job": {"num": num}, "runtime": {"choices": {**chosen, "experiment": "x"}}}}
     (directory / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    validated = validation.validates(config)
     history = [
-        {"epoch": epoch, "val_acc": test_acc * fraction, "train_acc": test_acc, "val_loss": 1.0 / epoch,
-         "train_loss": 1.0 / epoch, "seconds": 2.0}
+        {"epoch": epoch, "train_acc": test_acc, "train_loss": 1.0 / epoch, "seconds": 2.0,
+         **({"val_acc": test_acc * fraction, "val_loss": 1.0 / epoch} if validated else {})}
         for epoch, fraction in ((1, 0.5), (2, 0.995), (3, 1.0))
     ]  # fmt: skip
-    metrics = {"status": status, "train_acc": test_acc, "val_acc": test_acc, "test_acc": test_acc,
-               "test_loss": 0.3, "best_epoch": 3, "epochs_completed": 3, "warnings": list(warnings),
-               "history": history}  # fmt: skip
+    metrics = {"status": status, "train_acc": test_acc, "val_acc": test_acc if validated else None,
+               "val_loss": 0.3 if validated else None, "test_acc": test_acc, "test_loss": 0.3, "best_epoch": 3,
+               "epochs_completed": 3, "warnings": list(warnings), "history": history}  # fmt: skip
+    if not validated:
+        metrics["validation"] = validation.describe(0, 256)
     (directory / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -238,3 +245,72 @@ def test_effects_carry_raw_and_holm_adjusted_p_values(tmp_path: Path) -> None:
     assert min(raw) < 0.05 and max(raw) > 0.5  # tanh's -0.02 stands out, adam's +0.0005 does not
     table = writer._effects_table(result.comparisons)
     assert "| Holm p |" in table and f"{stats.holm(raw)[raw.index(min(raw))]:.3f} *" in table
+
+
+# ---- runs without validation (data.val_size=0) ------------------------------------------------
+
+
+def final_fits_and_held_out(directory: Path) -> None:
+    """One experiment, one factor: data.val_size 10 (validated, the base) or 0 (a final fit on all
+    images), three seeds each; the final fits test 0.01 better."""
+    for num, (seed, val_size) in enumerate((seed, size) for seed in (0, 1, 2) for size in (10, 0)):
+        value = 0.80 + 0.01 * (val_size == 0) + 0.002 * seed
+        fake_run(directory / f"{num}_run", num, seed, value, extra={"data": {"val_size": val_size}})
+
+
+def test_runs_without_validation_read_n_a_and_are_never_averaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    final_fits_and_held_out(tmp_path)
+    found = runs.load_all([tmp_path])
+    configs = analysis.configurations(found)
+    held_out, final_fit = configs
+    assert held_out.validated and not final_fit.validated
+    assert final_fit.values("val_acc") == [] and final_fit.values("epochs_to_99") == []
+    assert final_fit.values("test_acc") == pytest.approx([0.81, 0.812, 0.814])
+    assert main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 run(s) had no validation (data.val_size=0): their validation figures read n/a" in printed
+    table = writer.configurations_table(writer.build([tmp_path]))
+    header, _, base_row, fit_row = table.splitlines()
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    fit = dict(zip(columns, (cell.strip() for cell in fit_row.strip("|").split("|")), strict=True))
+    base = dict(zip(columns, (cell.strip() for cell in base_row.strip("|").split("|")), strict=True))
+    assert (fit["val acc"], fit["epochs to 99% val"]) == ("n/a", "n/a")
+    assert fit["test acc"] == "0.8120 ± 0.0020" and fit["best epoch"] == "3.0 ± 0.0"
+    assert base["val acc"] == "0.8020 ± 0.0020" and base["epochs to 99% val"] == "2.0 ± 0.0"
+    report = (tmp_path / "report.md").read_text()
+    effects = report.split("## Experiment `x` (one factor)", 1)[1].split("##", 1)[0]
+    (level,) = [line for line in effects.splitlines() if line.startswith("| data |") and "(base)" not in line]
+    cells = [cell.strip() for cell in level.strip("|").split("|")]
+    # test acc: its effect stands (Welch: ± t(0.975, 4) * sqrt(2 * 0.002^2 / 3) = ± 0.0045)
+    assert cells[4:6] == ["0.8120 ± 0.0020", "+0.0100 [+0.0055, +0.0145]"]
+    assert cells[8:] == ["n/a"] * 4  # val acc: no figure, no effect, no p-value
+    section = report.split("## Runs without validation", 1)[1]
+    assert "3 run(s) trained with data.val_size=0" in section
+    assert sorted(line for line in section.splitlines() if line.startswith("- ")) == ["- 1_run", "- 3_run", "- 5_run"]
+
+
+def test_the_curves_say_which_level_had_no_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    final_fits_and_held_out(tmp_path)
+    configs = analysis.configurations(runs.load_all([tmp_path]))
+    drawn: list[Any] = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
+    figures.level_curves(
+        tmp_path / "curves.png", "t", [(str(index), config.completed) for index, config in enumerate(configs)]
+    )
+    legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
+    assert legend == ["0 (n=3)", "1 (n=3, no validation: data.val_size=0)"]
+    assert len(drawn[0].axes[0].lines) == 2  # one curve; the other level's entry has no data
+    assert len(drawn[0].axes[0].lines[1].get_xdata()) == 0
+
+
+def test_runs_from_before_the_ingredients_group_with_new_runs_at_their_defaults(tmp_path: Path) -> None:
+    """A run saved before label smoothing, the weight average and erasing existed lacks their
+    keys; it ran as their defaults do, so it is the same configuration as a new run at them."""
+    at_defaults = {"label_smoothing": 0.0, "ema": {"decay": None}}
+    fake_run(tmp_path / "0_old", 0, 0, 0.80)
+    fake_run(tmp_path / "1_new", 1, 1, 0.81, extra=at_defaults)
+    fake_run(tmp_path / "2_smoothed", 2, 0, 0.82, extra={**at_defaults, "label_smoothing": 0.1})
+    configs = analysis.configurations(runs.load_all([tmp_path]))
+    assert [sorted(run.path.name for run in config.runs) for config in configs] == [["0_old", "1_new"], ["2_smoothed"]]

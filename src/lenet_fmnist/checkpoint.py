@@ -16,6 +16,9 @@ from lenet_fmnist.model import LeNet5
 from lenet_fmnist.storage import write_atomic
 
 FORMAT = "lenet_fmnist.checkpoint.v1"
+# The key of the weight average's state (a dict: "model", its state dict, and "updates"), present
+# only in checkpoints of runs with ema.decay set; older checkpoints and runs without one lack it.
+EMA = "ema"
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -50,12 +53,29 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
+def evaluated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights that validation, the test, `eval`, `predict` and `export` use: the moving
+    average's when the run kept one (ema.decay; the checkpoint's EMA entry, written by
+    averaging.WeightAverage.state_dict), else the trained weights ("model")."""
+    average = state.get(EMA)
+    return average["model"] if average is not None else state["model"]
+
+
+def weights_used(state: dict[str, Any]) -> str:
+    """Which weights `evaluated_weights` gives, in words (logs, eval.json, export's sidecar)."""
+    if state.get(EMA) is None:
+        return "the trained weights"
+    decay = state.get("config", {}).get("ema", {}).get("decay")
+    return f"the exponential moving average of the weights (ema.decay={decay})"
+
+
 def model_from(state: dict[str, Any], source: str | Path) -> LeNet5:
-    """The LeNet-5 described by the checkpoint's config, with its weights loaded strictly."""
+    """The LeNet-5 described by the checkpoint's config, with its evaluated weights (the moving
+    average's when it has one) loaded strictly."""
     config = state.get("config", {})
     try:
         model = LeNet5(config["activation"]["name"], config["pool"]["name"], config["dropout"]["p"])
-        model.load_state_dict(state["model"])
+        model.load_state_dict(evaluated_weights(state))
     except (KeyError, TypeError, RuntimeError) as error:
         # load_state_dict lists each missing key and size mismatch on its own line: one paragraph.
         detail = " ".join(line.strip() for line in str(error).strip().splitlines())

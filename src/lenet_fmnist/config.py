@@ -10,6 +10,7 @@ This module must not import torch: `--help` and config errors stay fast.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -132,9 +133,31 @@ class AugmentationConfig:
     flip: bool = False
     max_shift: int = 0
     test_flip: bool = False
+    erase_p: float = 0.0
+    erase_min_area: float = 0.02
+    erase_max_area: float = 0.25
 
     def __post_init__(self) -> None:
         _require(0 <= self.max_shift <= 8, "augmentation.max_shift", self.max_shift, "in [0, 8] pixels")
+        _require(0 <= self.erase_p <= 1, "augmentation.erase_p", self.erase_p, "in [0, 1] (0: no erasing)")
+        for key in ("erase_min_area", "erase_max_area"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"augmentation.{key}", value, "in (0, 1), a fraction of the image's area")
+        _require(
+            self.erase_min_area <= self.erase_max_area,
+            "augmentation.erase_max_area",
+            self.erase_max_area,
+            f">= augmentation.erase_min_area ({self.erase_min_area}): "
+            f"[{self.erase_min_area}, {self.erase_max_area}] is an empty size range",
+        )
+
+
+@dataclass
+class EMAConfig:
+    decay: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.decay is None or 0 < self.decay < 1, "ema.decay", self.decay, "null (no average) or in (0, 1)")
 
 
 @dataclass
@@ -150,7 +173,7 @@ class DataConfig(DataRootConfig):
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.val_size >= 1, "data.val_size", self.val_size, ">= 1")
+        _require(self.val_size >= 0, "data.val_size", self.val_size, ">= 0 (0: no validation)")
 
 
 def _check_device(device: str) -> None:
@@ -169,6 +192,8 @@ class TrainConfig:
     dropout: DropoutConfig = field(default_factory=DropoutConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    label_smoothing: float = 0.0
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 1000
@@ -178,6 +203,7 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
@@ -251,6 +277,36 @@ def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
             f"The top-level keys are: {allowed} (see `--cfg job` for the full tree)."
         )
     return typed
+
+
+# Keys added after runs were first saved (checkpoints, .hydra/config.yaml), as dotted paths. Their
+# defaults compute what the runs saved before them computed, so a saved config that lacks one
+# means its default (`with_later_keys`).
+LATER_KEYS = (
+    "label_smoothing",
+    "ema.decay",
+    "augmentation.erase_p",
+    "augmentation.erase_min_area",
+    "augmentation.erase_max_area",
+)
+
+
+def with_later_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `saved` (a training config as plain values, e.g. a checkpoint's) with every
+    LATER_KEYS key it lacks set to the schema's default: what the run computed with. Comparing
+    or grouping an old run's config with a new one's then sees only real differences."""
+    defaults = dataclasses.asdict(TrainConfig())
+    completed = copy.deepcopy(saved)
+    for key in LATER_KEYS:
+        *parents, name = key.split(".")
+        node, default = completed, defaults
+        for part in parents:
+            node, default = node.setdefault(part, {}), default[part]
+            if not isinstance(node, dict):
+                break  # not a config this schema wrote: left as it is
+        else:
+            node.setdefault(name, default[name])
+    return completed
 
 
 def to_plain(cfg: Any) -> dict:

@@ -1,7 +1,8 @@
 """Fashion-MNIST: find the four official IDX files, read them with torchvision, split off validation.
 
 The result is three pairs of tensors (uint8 images N x 28 x 28, int64 labels N) that the trainer
-moves to its device once; nothing here runs per sample.
+moves to its device once; nothing here runs per sample. With data.val_size=0 there is no
+validation split (`FashionMNISTData.val` is None) and every training image trains.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ class Split:
 @dataclass(frozen=True)
 class FashionMNISTData:
     train: Split
-    val: Split
+    val: Split | None  # None: data.val_size=0, a final fit without validation (lenet_fmnist.validation)
     test: Split
     source: Path
 
     def to(self, device: torch.device) -> FashionMNISTData:
-        """All three splits on `device` (40 MB as uint8): the trainer keeps them there."""
-        return FashionMNISTData(self.train.to(device), self.val.to(device), self.test.to(device), self.source)
+        """All the splits on `device` (40 MB as uint8): the trainer keeps them there."""
+        val = None if self.val is None else self.val.to(device)
+        return FashionMNISTData(self.train.to(device), val, self.test.to(device), self.source)
 
 
 def cache_dir() -> Path:
@@ -156,19 +158,20 @@ def split_indices(count: int, val_size: int, split_seed: int) -> tuple[torch.Ten
 
 def load(root: str | None, val_size: int, split_seed: int) -> FashionMNISTData:
     """Train / validation / test splits. Validation is `val_size` training images chosen by
-    `split_seed` alone, so every run of a study sees the same split whatever its own seed."""
+    `split_seed` alone, so every run of a study sees the same split whatever its own seed; with
+    `val_size` 0 there is none (`val` is None) and all the training images train, in the order
+    `split_seed` gives them."""
     directory = locate(root)
     train_full, test = _read_split(directory, "train"), _read_split(directory, "test")
     n = len(train_full.labels)
     if val_size >= n:
         raise UserError(
             f"data.val_size={val_size} leaves no training data: {directory} has {n} training "
-            f"images, so data.val_size must be between 1 and {n - 1}."
+            f"images, so data.val_size must be between 0 (no validation) and {n - 1}."
         )
     train_idx, val_idx = split_indices(n, val_size, split_seed)
     train = Split(train_full.images[train_idx], train_full.labels[train_idx])
-    val = Split(train_full.images[val_idx], train_full.labels[val_idx])
-    log.info(
-        "Data from %s: %d train, %d validation, %d test images", directory, n - val_size, val_size, len(test.labels)
-    )
+    val = Split(train_full.images[val_idx], train_full.labels[val_idx]) if val_size else None
+    held_out = f"{val_size} validation" if val_size else "no validation (data.val_size=0)"
+    log.info("Data from %s: %d train, %s, %d test images", directory, n - val_size, held_out, len(test.labels))
     return FashionMNISTData(train, val, test, directory)

@@ -47,7 +47,8 @@ class Classifier(nn.Module):
 
 
 def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, dict[str, Any]]:
-    """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config)."""
+    """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config).
+    The model holds the checkpoint's evaluated weights: the moving average's when it has one."""
     state = checkpoint.load(path)
     model = checkpoint.model_from(state, path)
     test_flip = bool(state["config"]["augmentation"]["test_flip"])
@@ -108,6 +109,7 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     result = {
         "checkpoint": str(Path(cfg.checkpoint).expanduser().resolve()),
         "epoch": state["epoch"],
+        "weights": checkpoint.weights_used(state),
         "test_acc": accuracy,
         "test_loss": loss,
         "test_images": len(test.labels),
@@ -117,8 +119,9 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     }
     write_json(run_dir / EVAL_FILE, result)
     log.info(
-        "Checkpoint %s (epoch %d): test accuracy %.4f, test loss %.4f", cfg.checkpoint, state["epoch"], accuracy, loss
-    )
+        "Checkpoint %s (epoch %d, %s): test accuracy %.4f, test loss %.4f",
+        cfg.checkpoint, state["epoch"], result["weights"], accuracy, loss,
+    )  # fmt: skip
     log.info("Per-class accuracy:\n%s", "\n".join(f"  {name:<12} {acc:.4f}" for name, acc in per_class.items()))
     log.info("Confusion matrix (rows: true class):\n%s", format_confusion(confusion))
     log.info("Wrote %s", run_dir / EVAL_FILE)

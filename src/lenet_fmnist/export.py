@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenet_fmnist import data
+from lenet_fmnist import checkpoint, data
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import ExportConfig, ExportFormat, ExportInput
 from lenet_fmnist.errors import UserError
@@ -184,8 +184,9 @@ def run(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
     configure_threads(cfg.threads)
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=cfg.input == ExportInput.uint8)
     log.info(
-        "Exporting %s (epoch %d, test-time flip %s) as %s with %s input",
-        cfg.checkpoint, state["epoch"], "on" if classifier.test_flip else "off", cfg.format.value, cfg.input.value,
+        "Exporting %s (epoch %d, %s, test-time flip %s) as %s with %s input",
+        cfg.checkpoint, state["epoch"], checkpoint.weights_used(state), "on" if classifier.test_flip else "off",
+        cfg.format.value, cfg.input.value,
     )  # fmt: skip
     serialise = onnx_bytes if cfg.format == ExportFormat.onnx else torchscript_bytes
     payload = serialise(classifier, cfg.input)
@@ -210,7 +211,8 @@ def run(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
         "normalisation": {"mean": data.MEAN, "std": data.STD, "formula": "(pixel / 255 - mean) / std",
                           "inside_graph": cfg.input == ExportInput.uint8},
         "test_flip": classifier.test_flip,
-        "checkpoint": {"path": str(checkpoint_path), "sha256": _sha256(checkpoint_path), "epoch": state["epoch"]},
+        "checkpoint": {"path": str(checkpoint_path), "sha256": _sha256(checkpoint_path), "epoch": state["epoch"],
+                       "weights": checkpoint.weights_used(state)},
         "config": state["config"],
         "torch": torch.__version__,
         "self_check": {**check, "data": str(source)},

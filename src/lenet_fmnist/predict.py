@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lenet_fmnist import data
+from lenet_fmnist import checkpoint, data
 from lenet_fmnist.config import PredictConfig
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.evaluate import Classifier, load_classifier
@@ -173,8 +173,9 @@ def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     if bad:
         log.warning("%d of %d files were skipped: %s.", len(bad), len(paths), _list_bad(bad))
     log.info(
-        "Checkpoint %s (epoch %d, test-time flip %s): %d image(s) on %s",
-        cfg.checkpoint, state["epoch"], "on" if classifier.test_flip else "off", len(results), device,
+        "Checkpoint %s (epoch %d, %s, test-time flip %s): %d image(s) on %s",
+        cfg.checkpoint, state["epoch"], checkpoint.weights_used(state), "on" if classifier.test_flip else "off",
+        len(results), device,
     )  # fmt: skip
     log.info("Predictions:\n%s", format_table(results, cfg.top_k))
     if cfg.figure_images:

@@ -2,7 +2,9 @@
 
 The hyperparameters go in as ONE HParams session in the run's own event file (`add_hparams`
 would open a sub-run per call), so `tensorboard --logdir outputs` lines up every run of a sweep
-in the HParams table. Events are flushed every epoch: a killed run keeps its curves.
+in the HParams table. Events are flushed every epoch: a killed run keeps its curves. A run
+without validation (data.val_size=0) has no validation curves or HParams metrics, and a text
+entry, `validation`, that says so.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
+from lenet_fmnist import validation
+
 # The metrics the HParams table shows for each run; each is also written as a scalar.
 HPARAM_METRICS = ("accuracy/val", "accuracy/test", "loss/val", "loss/test")
+# An epoch record's losses and accuracies and their tags; the validation ones only when it has them.
+EPOCH_SCALARS = (
+    ("train_loss", "loss/train"),
+    ("val_loss", "loss/val"),
+    ("train_acc", "accuracy/train"),
+    ("val_acc", "accuracy/val"),
+)
+
+
+def hparam_metrics(config: dict[str, Any]) -> tuple[str, ...]:
+    """The HParams metrics of a run of `config`: the test ones alone when it has no validation."""
+    return HPARAM_METRICS if validation.validates(config) else tuple(m for m in HPARAM_METRICS if "/val" not in m)
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +47,11 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
         "flip": config["augmentation"]["flip"],
         "max_shift": config["augmentation"]["max_shift"],
         "test_flip": config["augmentation"]["test_flip"],
+        "erase_p": config["augmentation"]["erase_p"],
+        "label_smoothing": config["label_smoothing"],
+        # 0 when off: an average with decay 0 is the weights themselves. One type for the column.
+        "ema_decay": config["ema"]["decay"] or 0.0,
+        "val_size": config["data"]["val_size"],
         "epochs": config["epochs"],
         "batch_size": config["batch_size"],
         "seed": config["seed"],
@@ -44,14 +65,17 @@ class TensorBoardLog:
         resumed = start_epoch > 1
         self.writer = SummaryWriter(str(run_dir), purge_step=start_epoch if resumed else None)
         if not resumed:
-            for summary in hparams(hyperparameters(config), dict.fromkeys(HPARAM_METRICS, 0.0)):
+            for summary in hparams(hyperparameters(config), dict.fromkeys(hparam_metrics(config), 0.0)):
                 self.writer.file_writer.add_summary(summary)
+            if not validation.validates(config):
+                self.writer.add_text("validation", validation.describe(0))
+                self.writer.flush()
 
     def epoch(self, epoch: int, record: dict[str, float], lr: float) -> None:
-        self.writer.add_scalar("loss/train", record["train_loss"], epoch)
-        self.writer.add_scalar("loss/val", record["val_loss"], epoch)
-        self.writer.add_scalar("accuracy/train", record["train_acc"], epoch)
-        self.writer.add_scalar("accuracy/val", record["val_acc"], epoch)
+        """An epoch's curves; a record without validation (data.val_size=0) has no val_* keys."""
+        for key, tag in EPOCH_SCALARS:
+            if key in record:
+                self.writer.add_scalar(tag, record[key], epoch)
         self.writer.add_scalar("learning_rate", lr, epoch)
         self.writer.add_scalar("speed/images_per_second", record["images_per_second"], epoch)
         self.writer.flush()

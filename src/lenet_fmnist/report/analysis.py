@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lenet_fmnist import validation
+from lenet_fmnist.config import with_later_keys
 from lenet_fmnist.report import stats
 from lenet_fmnist.report.runs import COMPLETED, Run
 from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
@@ -29,7 +31,8 @@ from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
 IGNORED = frozenset({"seed", *RESULT_NEUTRAL_KEYS})
 
 # Per-run figures the report summarises: (key, heading). Accuracies and losses are metrics.json's
-# (train and val at the best-validation epoch, test of that epoch's weights).
+# (train and val at the best-validation epoch, test of that epoch's weights; without validation,
+# the last epoch).
 METRICS = (
     ("train_acc", "train acc"),
     ("val_acc", "val acc"),
@@ -41,6 +44,8 @@ METRICS = (
 )
 # The figures whose differences between levels the report tests.
 EFFECT_METRICS = (("test_acc", "test acc"), ("val_acc", "val acc"))
+# The figures only a run with validation has: n/a for one without (data.val_size=0), never averaged.
+VALIDATION_METRICS = frozenset({"val_acc", "epochs_to_99"})
 
 
 def _number(value: Any) -> float:
@@ -80,8 +85,10 @@ def run_metrics(run: Run) -> dict[str, float]:
 
 
 def _settings(run: Run) -> dict[str, Any]:
-    """The run's flattened configuration without the IGNORED keys."""
-    return {key: value for key, value in flatten(run.config or {}).items() if key not in IGNORED}
+    """The run's flattened configuration without the IGNORED keys; keys added since it ran at the
+    defaults it ran with, so that it groups with a new run of the same configuration."""
+    config = with_later_keys(run.config) if run.config else {}
+    return {key: value for key, value in flatten(config).items() if key not in IGNORED}
 
 
 @dataclass
@@ -94,6 +101,11 @@ class Configuration:
     @property
     def completed(self) -> list[Run]:
         return [run for run in self.runs if run.status == COMPLETED]
+
+    @property
+    def validated(self) -> bool:
+        """False when its runs had no validation (data.val_size=0): its VALIDATION_METRICS are n/a."""
+        return all(validation.validates(run.config) for run in self.runs)
 
     @property
     def first_job(self) -> float:
@@ -194,6 +206,11 @@ class Level:
     @property
     def completed(self) -> list[Run]:
         return [run for config in self.configurations for run in config.completed]
+
+    @property
+    def validated(self) -> bool:
+        """Whether any of its configurations validated (only those count in its validation figures)."""
+        return any(config.validated for config in self.configurations)
 
     def values(self, metric: str) -> list[float]:
         return [value for config in self.configurations for value in config.values(metric)]

@@ -1,7 +1,8 @@
 """The report's figures (PNG, matplotlib's Agg backend: no display needed).
 
 Curves are means over seeds with a band of one standard deviation, epoch by epoch; an epoch
-counts the runs that reached it, so an unfinished run shortens nothing but its own curve.
+counts the runs that reached it, so an unfinished run shortens nothing but its own curve. Runs
+without validation (data.val_size=0) have no validation curve, and their labels say so.
 """
 
 from __future__ import annotations
@@ -63,15 +64,21 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def _validated(runs: list[Run]) -> bool:
+    return bool(_series(runs, "val_acc")[0])
+
+
 def level_curves(path: Path, title: str, levels: list[tuple[str, list[Run]]]) -> Path:
     """Validation accuracy and loss per epoch, one curve per level (mean over seeds, ± std)."""
     figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for label, runs in levels:
         count = len(runs)
         text = f"{label} (n={count})" if count else f"{label} (no completed run)"
+        if count and not _validated(runs):
+            text = f"{label} (n={count}, no validation: data.val_size=0)"
         _plot(accuracy, runs, "val_acc", text)
         _plot(loss, runs, "val_loss", text)
-        if not count:  # keep the level in the legend so a level with no run is not silently absent
+        if not (count and _validated(runs)):  # keep the level in the legend: never silently absent
             accuracy.plot([], [], label=text)
     _style(accuracy, "validation accuracy")
     _style(loss, "validation loss")
@@ -86,7 +93,8 @@ def train_vs_val(path: Path, panels: list[tuple[str, list[Run]]]) -> Path:
     figure = plt.figure(figsize=(10, 3.8 * len(panels)), layout="constrained")
     rows = figure.subfigures(len(panels), 1, squeeze=False)[:, 0]
     for (title, runs), row in zip(panels, rows, strict=True):
-        row.suptitle("\n".join(textwrap.wrap(f"{title} (n={len(runs)})", 110)), fontsize=9)
+        without = "" if _validated(runs) or not runs else ", no validation: data.val_size=0"
+        row.suptitle("\n".join(textwrap.wrap(f"{title} (n={len(runs)}{without})", 110)), fontsize=9)
         accuracy, loss = row.subplots(1, 2)
         for split, style in (("train", "-"), ("val", "--")):
             _plot(accuracy, runs, f"{split}_acc", split, linestyle=style)

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Decimals per metric: accuracies and losses to 4 places, times and epochs to 1.
 _DECIMALS = {"seconds_per_epoch": 1, "best_epoch": 1, "epochs_to_99": 1}
+# What a validation figure reads for runs that had no validation (data.val_size=0).
+NOT_VALIDATED = "n/a"
 
 
 @dataclass
@@ -63,6 +65,14 @@ def _format(values: list[float], decimals: int) -> str:
     if len(values) == 1:
         return f"{values[0]:.{decimals}f}"
     return f"{stats.mean(values):.{decimals}f} ± {stats.std(values):.{decimals}f}"
+
+
+def _figure(holder: Configuration | analysis.Level, metric: str) -> str:
+    """A configuration's or a level's metric as mean ± std; n/a for a validation figure of runs
+    without validation."""
+    if metric in analysis.VALIDATION_METRICS and not holder.validated:
+        return NOT_VALIDATED
+    return _format(holder.values(metric), _DECIMALS.get(metric, 4))
 
 
 def _format_interval(interval: stats.Interval | None) -> str:
@@ -106,7 +116,7 @@ def configurations_table(report: Report) -> str:
     rows = []
     for config in report.configurations:
         labels = [config.experiment, *(config.labels.get(column, "") for column in columns[1:])]
-        figures = [_format(config.values(metric), _DECIMALS.get(metric, 4)) for metric, _ in analysis.METRICS]
+        figures = [_figure(config, metric) for metric, _ in analysis.METRICS]
         rows.append([*labels, str(len(config.completed)), config.status_text(), *figures])
     return _table(header, rows)
 
@@ -117,11 +127,15 @@ def _effects_table(comparisons: list[Comparison]) -> str:
         header += [heading, f"Δ {heading} vs base [95% CI]", "p", "Holm p"]
     rows = []
     for comparison in comparisons:
+        base = comparison.levels[0]
         for index, level in enumerate(comparison.levels):
             row = [comparison.factor, level.label + (" (base)" if index == 0 else ""), str(len(level.completed))]
             row.append(", ".join(config.status_text() for config in level.configurations))
             for metric, _ in analysis.EFFECT_METRICS:
                 effect = level.effects.get(metric)
+                if metric in analysis.VALIDATION_METRICS and not (level.validated and base.validated):
+                    row += [_figure(level, metric), *[NOT_VALIDATED if effect else "—"] * 3]
+                    continue
                 row += [_format(level.values(metric), 4), _format_interval(effect)]
                 row += [_format_p(effect.p if effect else math.nan), _format_p(level.holm.get(metric, math.nan), True)]
             rows.append(row)
@@ -161,6 +175,25 @@ def _warned(report: Report) -> list[Run]:
     return [run for run in report.runs if run.warnings]
 
 
+def _not_validated(report: Report) -> list[Run]:
+    return [run for config in report.configurations if not config.validated for run in config.runs]
+
+
+def _validation_notes(report: Report) -> list[str]:
+    """The section on runs without validation (data.val_size=0), when there are any."""
+    runs_without = _not_validated(report)
+    if not runs_without:
+        return []
+    parts = ["", "## Runs without validation", ""]
+    parts.append(
+        f"{len(runs_without)} run(s) trained with data.val_size=0, on all the training images: they had no validation. "
+        f"Their validation figures read {NOT_VALIDATED} and are left out of every validation mean and effect; "
+        "their best epoch is the last, and their test figures are those of the last epoch's weights."
+    )
+    parts += ["", *(f"- {_relative(run.path, report.directories[0])}" for run in runs_without)]
+    return parts
+
+
 def _notes(report: Report) -> list[str]:
     """The report's sections on runs to look at: not completed, with warnings, repeated."""
     unfinished = _unfinished(report)
@@ -172,6 +205,7 @@ def _notes(report: Report) -> list[str]:
         parts.append(_table(["run", "status", "detail"], rows))
     else:
         parts.append("None: every run completed.")
+    parts += _validation_notes(report)
     if warned := _warned(report):
         parts += ["", "## Runs with warnings", "", "Counted in the means above; marked in the *runs* column.", ""]
         rows = [[_relative(run.path, report.directories[0]), " ".join(run.warnings)] for run in warned]
@@ -198,7 +232,8 @@ def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
         "",
         "One row per configuration (everything but the seed), seeds pooled: mean ± standard deviation over its "
         "completed runs, n of them. Train and val are at the epoch of best validation accuracy, whose weights "
-        "are tested. *s / epoch*: wall time per epoch (training and validation). *epochs to 99% val*: the first "
+        "are tested (without validation, data.val_size=0, the last epoch; its validation figures read n/a). "
+        "*s / epoch*: wall time per epoch (training and validation). *epochs to 99% val*: the first "
         "epoch whose validation accuracy reached 99% of the last epoch's. *runs*: every run found, completed or not.",
         "",
         configurations_table(report),
@@ -321,6 +356,11 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"{len(unfinished)} run(s) did not complete{why}; see {markdown_path}.\n")
     if warned := len(_warned(report)):
         sys.stdout.write(f"{warned} run(s) carry warnings (e.g. not learning); see {markdown_path}.\n")
+    if without := len(_not_validated(report)):
+        sys.stdout.write(
+            f"{without} run(s) had no validation (data.val_size=0): their validation figures read {NOT_VALIDATED}; "
+            f"see {markdown_path}.\n"
+        )
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
     for directory in options.directories:
         if (directory / SEARCH_FILE).is_file():

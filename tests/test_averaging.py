@@ -1,0 +1,138 @@
+"""The exponential moving average of the weights: its formula, its checkpoint state, and the
+weights that eval, predict and export take from a checkpoint that holds one."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import CLI, EMA_DECAY, assert_ok, output
+from lenet_fmnist import averaging, checkpoint, data
+from lenet_fmnist.averaging import WeightAverage
+from lenet_fmnist.evaluate import evaluate, load_classifier
+from lenet_fmnist.model import LeNet5
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1))
+
+
+def set_weights(model: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
+    """Give the model new random weights, as an optimizer step would; returns them in float64."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return [parameter.detach().double().clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.8, 0.999])
+def test_the_average_follows_its_formula(decay: float) -> None:
+    """Update k (from 0) folds the weights in with factor f_k = min(decay, k / (k + 9)):
+    average = f_k * average + (1 - f_k) * weights, computed here in float64 after each update."""
+    model, generator = tiny_model(), torch.Generator().manual_seed(1)
+    average = WeightAverage(model, decay)
+    expected: list[torch.Tensor] = []
+    for update in range(40):
+        weights = set_weights(model, generator)
+        average.update(model)
+        factor = min(decay, update / (update + 9))
+        expected = (
+            weights if update == 0 else [factor * a + (1 - factor) * w for a, w in zip(expected, weights, strict=True)]
+        )
+        if update == 0:  # the first update copies the weights exactly
+            assert all(torch.equal(a, m) for a, m in zip(average.model.parameters(), model.parameters(), strict=True))
+        for got, want in zip(average.model.parameters(), expected, strict=True):
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    assert average.updates == 40
+    # After the warm-up (k / (k + 9) >= decay from k = 9 * decay / (1 - decay)) the factor is the decay.
+    assert average.decay_at(100) == (decay if decay < 0.9 else 100 / 109)
+
+
+def test_the_average_is_a_separate_copy_that_only_update_changes() -> None:
+    model = tiny_model()
+    average = WeightAverage(model, 0.9)
+    assert all(not parameter.requires_grad for parameter in average.model.parameters())
+    before = [parameter.clone() for parameter in average.model.parameters()]
+    set_weights(model, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(average.model.parameters(), before, strict=True))
+    assert not any(torch.equal(a, m) for a, m in zip(average.model.parameters(), model.parameters(), strict=True))
+
+
+def test_off_builds_nothing_and_on_draws_no_random_number() -> None:
+    model = tiny_model()
+    assert averaging.build(model, None) is None
+    state = torch.get_rng_state()
+    assert isinstance(averaging.build(model, 0.99), WeightAverage)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_state_round_trip_is_exact_and_loads_with_weights_only() -> None:
+    """Saved after 7 updates and loaded into a fresh average, 5 more updates give bit for bit what
+    12 uninterrupted updates give."""
+    model, generator = tiny_model(), torch.Generator().manual_seed(3)
+    average = WeightAverage(model, 0.95)
+    for _ in range(7):
+        set_weights(model, generator)
+        average.update(model)
+    buffer = io.BytesIO()
+    torch.save({"ema": average.state_dict()}, buffer)
+    buffer.seek(0)
+    resumed = WeightAverage(tiny_model(seed=9), 0.95)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True)["ema"])
+    assert resumed.updates == 7
+    for _ in range(5):
+        set_weights(model, generator)
+        average.update(model)
+        resumed.update(model)
+    assert resumed.updates == average.updates == 12
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.parameters(), average.model.parameters(), strict=True))
+
+
+def lenet_state(with_average: bool) -> dict:
+    """A checkpoint's content with a LeNet-5's trained weights and, optionally, another's as its average."""
+    trained, averaged = LeNet5(), LeNet5()
+    state = {"config": {"activation": {"name": "tanh"}, "pool": {"name": "avg"}, "dropout": {"p": 0.0},
+                        "augmentation": {"test_flip": False},
+                        "ema": {"decay": 0.999 if with_average else None}},
+             "model": trained.state_dict()}  # fmt: skip
+    if with_average:
+        state[checkpoint.EMA] = {"model": averaged.state_dict(), "updates": 3}
+    return state
+
+
+@pytest.mark.parametrize("with_average", [True, False])
+def test_a_checkpoint_gives_its_average_when_it_has_one(with_average: bool, tmp_path: Path) -> None:
+    state = lenet_state(with_average)
+    expected = state[checkpoint.EMA]["model"] if with_average else state["model"]
+    assert checkpoint.evaluated_weights(state) is expected
+    path = tmp_path / "best.pt"
+    checkpoint.save(path, {**state, "epoch": 1})
+    classifier, _ = load_classifier(path, uint8_input=True)  # what eval, predict and export load
+    for key, value in classifier.model.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    words = checkpoint.weights_used(state)
+    assert words == (
+        "the exponential moving average of the weights (ema.decay=0.999)" if with_average else "the trained weights"
+    )
+
+
+def test_eval_tests_the_average(cli: CLI, ema_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    best = ema_run / "checkpoints" / "best.pt"
+    result = cli.run("eval", f"checkpoint={best}", f"data.root={tiny_data}", "device=cpu", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    assert f"moving average of the weights (ema.decay={EMA_DECAY})" in output(result)
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written["weights"] == f"the exponential moving average of the weights (ema.decay={EMA_DECAY})"
+    test, state = data.load_test(str(tiny_data)), checkpoint.load(best)
+    averaged = checkpoint.model_from(state, best)
+    loss, accuracy, _ = evaluate(averaged, test.images, test.labels, 1000, test_flip=False)
+    assert (written["test_loss"], written["test_acc"]) == pytest.approx((loss, accuracy), abs=1e-6)
+    trained = LeNet5("tanh", "avg")
+    trained.load_state_dict(state["model"])
+    assert abs(evaluate(trained, test.images, test.labels, 1000, test_flip=False)[0] - loss) > 1e-4  # control
