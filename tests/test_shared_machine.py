@@ -167,7 +167,7 @@ def full_disk_commands(
         "report": (["report", str(disks["report"] / "runs")], 0),
     }  # fmt: skip
     if importlib.util.find_spec("optuna"):  # the `search` extra; its study's journal on the roomy disk
-        search = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "activation=relu,tanh", f"hydra.sweeper.storage={tmp_path / 'journal'}"]  # fmt: skip
+        search = ["hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=1", "activation=relu,tanh", f"hydra.sweeper.storage={tmp_path / 'journal'}"]  # fmt: skip
         # search.json, multirun.yaml and the lock beside the trial's directory (the mount point).
         commands["search"] = ([sweep[0], "-m", *sweep[1:], *search, f"hydra.sweep.dir={disks['search']}"], 3 + up_to_checkpoints)  # fmt: skip
     return commands

@@ -17,6 +17,7 @@ import os
 import shlex
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -91,6 +92,7 @@ def is_run_directory(directory: Path) -> bool:
 # Directories this process holds, and the open lock file of each: a process may ask again for a
 # directory it already holds (the Hydra callback locks a run's directory, then the run itself).
 _held: dict[Path, int] = {}
+HOLDER_WAIT = 1.0  # seconds a refused process waits for the holder's name (see _holder)
 
 
 def lock(directory: Path, key: str = "hydra.run.dir") -> None:
@@ -104,7 +106,7 @@ def lock(directory: Path, key: str = "hydra.run.dir") -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
+        holder = _holder(fd)
         os.close(fd)
         raise UserError(
             f"{directory} is in use by {holder}: a run, evaluation or sweep is working in it, and one "
@@ -114,6 +116,18 @@ def lock(directory: Path, key: str = "hydra.run.dir") -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode())
     _held[where] = fd
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock file `fd`, as its holder wrote it. The holder writes just after it takes
+    the lock, so a process that lost a race by microseconds may find the file still empty: it
+    reads again for up to HOLDER_WAIT seconds before calling the holder "another process"."""
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        if holder or time.monotonic() > deadline:
+            return holder or "another process"
+        time.sleep(0.01)
 
 
 def unlock(directory: Path) -> None:

@@ -28,6 +28,7 @@ OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its 
 RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory
 ERROR_ATTR = "error"  # why it failed, as its task's exception said
 RETRY_OF_ATTR = "retry_of"  # the number of the trial a dead search left running, asked again
+MACHINE_FAULT_ATTR = "machine_fault"  # the machine stopped it (a full disk): asked again on resume
 
 
 class PrunerName(Enum):

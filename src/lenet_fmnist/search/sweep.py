@@ -1,6 +1,6 @@
 """The search loop: ask trials in batches, launch them through Hydra's launcher, tell each its
 outcome, and resume after a crash (trials a dead search left running are marked failed and asked
-again).
+again, and so are trials the machine stopped, e.g. on a full disk, which also stop the search).
 
 The objective is what the task function returns (Hydra's convention): a number, or one per
 objective. A task that raises fails its trial, with the exception's message kept in the study;
@@ -19,11 +19,11 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from lenet_fmnist.errors import Pruned, UserError
+from lenet_fmnist.errors import MachineFault, Pruned, UserError
 from lenet_fmnist.overrides import key_of
-from lenet_fmnist.search.names import ERROR_ATTR, OVERRIDES_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
+from lenet_fmnist.search.names import ERROR_ATTR, MACHINE_FAULT_ATTR, OVERRIDES_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
 from lenet_fmnist.search.space import Space, trial_overrides
 from lenet_fmnist.search.study import Settings
 from lenet_fmnist.vocabulary import SEARCH_TRIAL
@@ -51,21 +51,33 @@ class Outcome:
     state: TrialState
     values: list[float] | None = None
     message: str = ""  # why it failed or was pruned
+    machine_fault: bool = False  # the machine stopped it (a full disk): the search stops, resume asks it again
+
+
+def _asked_again(trial: FrozenTrial) -> bool:
+    """Whether a resumed search asks the trial's values again instead of counting it: a dead
+    search left it running, or the machine stopped it."""
+    return trial.state is TrialState.RUNNING or bool(trial.user_attrs.get(MACHINE_FAULT_ATTR))
 
 
 def ended(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: complete, pruned or failed, but not those a dead search
-    left running (asked again)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
-    return sum(t.state in ENDED and t.number not in retried for t in trials)
+    """Trials that count towards n_trials: complete, pruned or failed, but not those asked again."""
+    return sum(t.state in ENDED and not _asked_again(t) for t in study.get_trials(deepcopy=False))
 
 
 def retry_abandoned(study: optuna.Study) -> None:
-    """Trials a dead search left running: mark them failed and ask their values again."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
-        study.tell(trial.number, state=TrialState.FAIL)
+    """Ask again the values of the trials a dead search left running (marked failed) and of those
+    the machine stopped (a full disk), once each."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+    for trial in trials:
+        if not _asked_again(trial) or trial.number in retried:
+            continue
+        if trial.state is TrialState.RUNNING:
+            log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
+            study.tell(trial.number, state=TrialState.FAIL)
+        else:
+            log.warning("Trial %d was stopped by the machine in an earlier search: asked again.", trial.number)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
@@ -157,6 +169,8 @@ def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
     if not isinstance(error, BaseException):
         return Outcome(TrialState.FAIL, message=f"the job ended with status {job.status.name}")
     text = " ".join(str(error).split())
+    if isinstance(error, MachineFault):
+        return Outcome(TrialState.FAIL, message=text, machine_fault=True)
     return Outcome(TrialState.FAIL, message=text if isinstance(error, UserError) else f"{type(error).__name__}: {text}")
 
 
@@ -218,15 +232,18 @@ def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception
             raise
     if result.state is TrialState.FAIL:
         trial.set_user_attr(ERROR_ATTR, result.message)
+    if result.machine_fault:
+        trial.set_user_attr(MACHINE_FAULT_ATTR, True)
     _tell(study, trial, result)
     _report(study, trial, result)
     return result
 
 
-def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) -> list[str]:
-    """Ask `size` trials, run them at once, tell each its outcome; the failures' messages. A task
-    that returned no objective stops the search once the batch is told."""
-    failures, bad_return = [], None
+def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) -> list[tuple[int, Outcome]]:
+    """Ask `size` trials, run them at once, tell each its outcome; the failed trials' numbers and
+    outcomes. A task that returned no objective stops the search once the batch is told."""
+    failures: list[tuple[int, Outcome]] = []
+    bad_return = None
     for run in _consecutive([ask(study, sweep) for _ in range(size)]):
         for (trial, _), job in zip(run, _launch(sweep, run), strict=True):
             try:
@@ -235,7 +252,7 @@ def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) 
                 bad_return = bad_return or error
                 continue
             if result.state is TrialState.FAIL:
-                failures.append(f"trial {trial.number}: {result.message.rstrip('.')}")
+                failures.append((trial.number, result))
     if bad_return is not None:
         raise bad_return
     return failures
@@ -250,11 +267,17 @@ def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int)
         size = min(settings.n_jobs, left)
         failures = run_batch(study, sweep, settings, size)
         failed += len(failures)
+        said = "; ".join(f"trial {number}: {result.message.rstrip('.')}" for number, result in failures)
+        if any(result.machine_fault for _, result in failures):
+            raise MachineFault(
+                f"The machine stopped the search: {said}. Once it lets the trials run again, the same command "
+                "with resume=true asks the stopped trials again; every other trial is kept."
+            )
         if len(failures) / size > settings.max_failure_rate:
             raise UserError(
                 f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
                 f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
-                f"{'; '.join(failures)}. The study keeps every trial: fix the cause and run the same command with "
+                f"{said}. The study keeps every trial: fix the cause and run the same command with "
                 "resume=true (or allow failures with a larger max_failure_rate)."
             )
     return failed
