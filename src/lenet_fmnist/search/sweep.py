@@ -60,16 +60,24 @@ def _asked_again(trial: FrozenTrial) -> bool:
     return trial.state is TrialState.RUNNING or bool(trial.user_attrs.get(MACHINE_FAULT_ATTR))
 
 
+def _retried(trials: list[FrozenTrial]) -> set[int]:
+    """The numbers of the trials whose values were asked again."""
+    return {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+
+
 def ended(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: complete, pruned or failed, but not those asked again."""
-    return sum(t.state in ENDED and not _asked_again(t) for t in study.get_trials(deepcopy=False))
+    """Trials that count towards n_trials: complete, pruned or failed, but not those asked again
+    (their new trials count)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = _retried(trials)
+    return sum(t.state in ENDED and not _asked_again(t) and t.number not in retried for t in trials)
 
 
 def retry_abandoned(study: optuna.Study) -> None:
     """Ask again the values of the trials a dead search left running (marked failed) and of those
     the machine stopped (a full disk), once each."""
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+    retried = _retried(trials)
     for trial in trials:
         if not _asked_again(trial) or trial.number in retried:
             continue
