@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CLI, assert_ok, output, read_metrics, wait_for
+from conftest import CLI, assert_clear_failure, assert_ok, output, read_metrics, run_each, wait_for
 
 optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
 
@@ -350,6 +350,33 @@ def test_bad_search_input_is_refused(
     assert "Traceback" not in output(result)
     assert expected in output(result)
     assert not (sweep_dir / "optuna.journal").exists() or not trial_dirs(sweep_dir)
+
+
+def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """data.val_size=0 on the command line, in the config (a user's experiment) or as a value of
+    the space: the objective and the pruner read validation accuracy, so the search stops before
+    any trial with one paragraph and exit 1 (all three in one process: run_each)."""
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "final_fit.yaml").write_text("# @package _global_\ndata:\n  val_size: 0\n")
+
+    def args(name: str, *extra: str) -> list[str]:
+        kept = [arg for arg in search_args(tiny_data, tmp_path / name) if not arg.startswith("data.val_size=")]
+        return [*kept, *extra]
+
+    cases = {
+        "command line": args("line", "data.val_size=0"),
+        "config": ["train", "--config-dir", str(tmp_path / "conf"), *args("config", "experiment=final_fit")[1:]],
+        "space": args("space", "data.val_size=choice(64, 0)"),
+    }
+    for name, (code, text) in zip(cases, run_each(cli, list(cases.values())), strict=True):
+        assert_clear_failure(
+            subprocess.CompletedProcess(cases[name], code, text, ""),
+            r"data.val_size=0 holds out no validation images, but a hyperparameter search .* chooses and prunes",
+        )
+        assert code == 1, f"{name}: {text}"
+        sweep_dir = tmp_path / {"command line": "line"}.get(name, name)
+        assert not (sweep_dir / "optuna.journal").exists() and not trial_dirs(sweep_dir), name
 
 
 @pytest.mark.parametrize("problem", ["corrupt", "unwritable"])
