@@ -379,6 +379,26 @@ def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_
         assert not (sweep_dir / "optuna.journal").exists() and not trial_dirs(sweep_dir), name
 
 
+def test_a_trial_a_custom_space_sets_without_validation_fails_before_training(
+    cli: CLI, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A custom search space may set data.val_size=0 per trial, which the sweeper cannot see
+    beforehand: the trial fails with the same paragraph before it trains, and the search says why."""
+    (tmp_path / "final_fit_space.py").write_text("def configure(cfg, trial):\n    return {'data.val_size': 0}\n")
+    sweep_dir = tmp_path / "search"
+    custom = ("hydra.sweeper.n_trials=1", "hydra.sweeper.custom_search_space=final_fit_space.configure")
+    args = [arg for arg in search_args(tiny_data, sweep_dir, *custom) if not arg.startswith("data.val_size=")]
+    env = {**cli.env, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet_fmnist", *args], cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=180
+    )  # fmt: skip
+    text = output(result)
+    assert result.returncode == 1 and "Traceback" not in text, text
+    assert "trial 0: data.val_size=0 holds out no validation images, but a hyperparameter search" in text, text
+    assert states(study_of(sweep_dir)) == ["FAIL"]
+    assert not list(sweep_dir.rglob("metrics.json")), "no epoch was trained"
+
+
 @pytest.mark.parametrize("problem", ["corrupt", "unwritable"])
 def test_a_bad_storage_is_refused_and_left_as_it_was(cli: CLI, tiny_data: Path, tmp_path: Path, problem: str) -> None:
     if problem == "corrupt":
