@@ -126,7 +126,7 @@ def project_runner(
             augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
         train_epoch(
             model, optimizer, schedule, augmenters[images], train.labels[:images], batch_size, generator,
-            threading.Event(), "bench",
+            threading.Event(), "bench", label_smoothing=0.0, average=None,
         )  # fmt: skip
 
     return run, model

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import CLI, EMA_DECAY, assert_ok, output
+from conftest import CLI, EMA_DECAY, assert_ok, output, read_metrics
 from lenet_fmnist import averaging, checkpoint, data
 from lenet_fmnist.averaging import WeightAverage
 from lenet_fmnist.evaluate import evaluate, load_classifier
@@ -122,17 +122,33 @@ def test_a_checkpoint_gives_its_average_when_it_has_one(with_average: bool, tmp_
     )
 
 
-def test_eval_tests_the_average(cli: CLI, ema_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_a_run_validates_tests_and_keeps_the_average_and_eval_tests_it(
+    cli: CLI, ema_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A real run with ema.decay: best.pt holds the average, updated once per step, beside the
+    trained weights; validation and the run's test used the average, and `eval` on best.pt gives
+    the test figures metrics.json recorded."""
     best = ema_run / "checkpoints" / "best.pt"
+    state, metrics = checkpoint.load(best), read_metrics(ema_run)
+    assert state[checkpoint.EMA]["updates"] == (256 - 64) // 8  # tiny_data less validation, in batches of 8
+    assert checkpoint.evaluated_weights(state) is state[checkpoint.EMA]["model"]
+    averaged, trained = checkpoint.model_from(state, best), LeNet5("tanh", "avg")
+    trained.load_state_dict(state["model"])
+    val = data.load(str(tiny_data), 64, split_seed=0).val
+    assert val is not None
+    val_loss, val_acc, _ = evaluate(averaged, val.images, val.labels, 1000, test_flip=False)
+    assert (metrics["val_loss"], metrics["val_acc"]) == pytest.approx((val_loss, val_acc), abs=1e-6)
+
     result = cli.run("eval", f"checkpoint={best}", f"data.root={tiny_data}", "device=cpu", f"hydra.run.dir={tmp_path}")
     assert_ok(result)
     assert f"moving average of the weights (ema.decay={EMA_DECAY})" in output(result)
     written = json.loads((tmp_path / "eval.json").read_text())
     assert written["weights"] == f"the exponential moving average of the weights (ema.decay={EMA_DECAY})"
-    test, state = data.load_test(str(tiny_data)), checkpoint.load(best)
-    averaged = checkpoint.model_from(state, best)
+    assert written["test_acc"] == metrics["test_acc"]
+    assert written["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
+    test = data.load_test(str(tiny_data))
     loss, accuracy, _ = evaluate(averaged, test.images, test.labels, 1000, test_flip=False)
     assert (written["test_loss"], written["test_acc"]) == pytest.approx((loss, accuracy), abs=1e-6)
-    trained = LeNet5("tanh", "avg")
-    trained.load_state_dict(state["model"])
-    assert abs(evaluate(trained, test.images, test.labels, 1000, test_flip=False)[0] - loss) > 1e-4  # control
+    # Control: the trained weights score otherwise, on validation and on the test.
+    assert abs(evaluate(trained, val.images, val.labels, 1000, test_flip=False)[0] - val_loss) > 1e-4
+    assert abs(evaluate(trained, test.images, test.labels, 1000, test_flip=False)[0] - loss) > 1e-4

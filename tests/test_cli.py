@@ -163,6 +163,11 @@ def test_metrics_json_contract(tiny_run: Path) -> None:
 def test_checkpoints_load_safely_and_hold_the_model(tiny_run: Path, name: str) -> None:
     state = torch.load(tiny_run / "checkpoints" / name, weights_only=True)
     assert state["epoch"] == 1
+    # The keys of every checkpoint so far: a run without a weight average (ema.decay) has no "ema".
+    assert set(state) == {
+        "format", "model", "optimizer", "scheduler", "epoch", "config", "threads", "rng", "history", "best_epoch",
+        "best_val_acc", "warnings",
+    }  # fmt: skip
     assert state["config"]["activation"]["name"] == "tanh" and state["config"]["epochs"] == 1
     json.dumps(state["config"])  # plain values only
     model = LeNet5("tanh", "avg", 0.0)

@@ -70,18 +70,34 @@ def test_where_a_run_starts(tmp_path: Path) -> None:
     def never(path: Path) -> dict:
         raise AssertionError(f"{path} read")
 
-    assert rundir.start(tmp_path / "new", {}, resume=False, start_if_unsaved=False, load=never) == rundir.Start()
-    assert rundir.start(tmp_path / "job", {}, resume=True, start_if_unsaved=True, load=never) == rundir.Start()
+    def start(run_dir: Path, config: dict, resume: bool, start_if_unsaved: bool = False, load=never) -> rundir.Start:
+        return rundir.start(run_dir, config, resume, start_if_unsaved, load, with_later_keys=lambda saved: saved)
+
+    assert start(tmp_path / "new", {}, resume=False) == rundir.Start()
+    assert start(tmp_path / "job", {}, resume=True, start_if_unsaved=True) == rundir.Start()
     with pytest.raises(UserError, match="nothing to resume"):
-        rundir.start(tmp_path / "empty", {}, resume=True, start_if_unsaved=False, load=never)
+        start(tmp_path / "empty", {}, resume=True)
     done = tmp_path / "done"
     (done / "checkpoints").mkdir(parents=True)
     (done / rundir.LAST_CHECKPOINT).write_bytes(b"")
     (done / rundir.METRICS_FILE).write_text(json.dumps({"status": "completed"}))
     with pytest.raises(UserError, match="already holds a run"):
-        rundir.start(done, {}, resume=False, start_if_unsaved=False, load=never)
+        start(done, {}, resume=False)
     saved = {"config": {"seed": 0, "threads": 1}}
-    began = rundir.start(done, {"seed": 0, "threads": 2}, resume=True, start_if_unsaved=False, load=lambda _: saved)
+    began = start(done, {"seed": 0, "threads": 2}, resume=True, load=lambda _: saved)
     assert began == rundir.Start(saved, {"status": "completed"})
     with pytest.raises(UserError, match=r"differs from the saved run's: seed: 0 -> 1"):
-        rundir.start(done, {"seed": 1, "threads": 1}, resume=True, start_if_unsaved=False, load=lambda _: saved)
+        start(done, {"seed": 1, "threads": 1}, resume=True, load=lambda _: saved)
+
+
+def test_a_run_saved_before_a_key_existed_resumes_at_its_default(tmp_path: Path) -> None:
+    """The saved config is completed with the keys added since (config.with_later_keys) before
+    it is compared: a run saved without label_smoothing ran as label_smoothing=0 does."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / rundir.LAST_CHECKPOINT).write_bytes(b"")
+    saved = {"config": {"seed": 0}}
+    today = {"seed": 0, "label_smoothing": 0.0}
+    began = rundir.start(tmp_path, today, True, False, lambda _: saved, lambda c: {**c, "label_smoothing": 0.0})
+    assert began == rundir.Start(saved)
+    with pytest.raises(UserError, match=r"label_smoothing: None -> 0.0"):  # control: compared as saved
+        rundir.start(tmp_path, today, True, False, lambda _: saved, lambda c: c)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CLI, assert_ok, output, read_metrics, wait_for
+from conftest import CLI, assert_clear_failure, assert_ok, output, read_metrics, run_each, wait_for
 
 optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
 
@@ -350,6 +350,53 @@ def test_bad_search_input_is_refused(
     assert "Traceback" not in output(result)
     assert expected in output(result)
     assert not (sweep_dir / "optuna.journal").exists() or not trial_dirs(sweep_dir)
+
+
+def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """data.val_size=0 on the command line, in the config (a user's experiment) or as a value of
+    the space: the objective and the pruner read validation accuracy, so the search stops before
+    any trial with one paragraph and exit 1 (all three in one process: run_each)."""
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "final_fit.yaml").write_text("# @package _global_\ndata:\n  val_size: 0\n")
+
+    def args(name: str, *extra: str) -> list[str]:
+        kept = [arg for arg in search_args(tiny_data, tmp_path / name) if not arg.startswith("data.val_size=")]
+        return [*kept, *extra]
+
+    cases = {
+        "command line": args("line", "data.val_size=0"),
+        "config": ["train", "--config-dir", str(tmp_path / "conf"), *args("config", "experiment=final_fit")[1:]],
+        "space": args("space", "data.val_size=choice(64, 0)"),
+    }
+    for name, (code, text) in zip(cases, run_each(cli, list(cases.values())), strict=True):
+        assert_clear_failure(
+            subprocess.CompletedProcess(cases[name], code, text, ""),
+            r"data.val_size=0 holds out no validation images, but a hyperparameter search .* chooses and prunes",
+        )
+        assert code == 1, f"{name}: {text}"
+        sweep_dir = tmp_path / {"command line": "line"}.get(name, name)
+        assert not (sweep_dir / "optuna.journal").exists() and not trial_dirs(sweep_dir), name
+
+
+def test_a_trial_a_custom_space_sets_without_validation_fails_before_training(
+    cli: CLI, tiny_data: Path, tmp_path: Path
+) -> None:
+    """A custom search space may set data.val_size=0 per trial, which the sweeper cannot see
+    beforehand: the trial fails with the same paragraph before it trains, and the search says why."""
+    (tmp_path / "final_fit_space.py").write_text("def configure(cfg, trial):\n    return {'data.val_size': 0}\n")
+    sweep_dir = tmp_path / "search"
+    custom = ("hydra.sweeper.n_trials=1", "hydra.sweeper.custom_search_space=final_fit_space.configure")
+    args = [arg for arg in search_args(tiny_data, sweep_dir, *custom) if not arg.startswith("data.val_size=")]
+    env = {**cli.env, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet_fmnist", *args], cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=180
+    )  # fmt: skip
+    text = output(result)
+    assert result.returncode == 1 and "Traceback" not in text, text
+    assert "trial 0: data.val_size=0 holds out no validation images, but a hyperparameter search" in text, text
+    assert states(study_of(sweep_dir)) == ["FAIL"]
+    assert not list(sweep_dir.rglob("metrics.json")), "no epoch was trained"
 
 
 @pytest.mark.parametrize("problem", ["corrupt", "unwritable"])

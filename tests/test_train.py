@@ -88,6 +88,49 @@ def test_resume_with_another_config_is_refused(make_config: MakeConfig, tmp_path
         train.run(make_config("epochs=1", "resume=true", "optimizer.lr=0.02"), run_dir)
 
 
+@pytest.fixture(scope="module")
+def plain_training(make_config: MakeConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two epochs with every ingredient off, as the other runs of the test below but for one key."""
+    run_dir = tmp_path_factory.mktemp("plain") / "run"
+    train.run(make_config("augmentation=standard"), run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("ingredient", ["label_smoothing=0.2", "augmentation.erase_p=1.0", "ema.decay=0.9"])
+def test_each_ingredient_changes_what_it_should_and_nothing_else(
+    make_config: MakeConfig, plain_training: Path, tmp_path: Path, ingredient: str
+) -> None:
+    """Label smoothing and erasing change the training; the weight average leaves the training as
+    it was, bit for bit (it draws nothing, and the weights it takes in are the same), and changes
+    only what is validated and tested."""
+    plain = json.loads((plain_training / "metrics.json").read_text())["history"]
+    changed = train.run(make_config("augmentation=standard", ingredient), tmp_path / "run")["history"]
+    trained = [(record["train_loss"], record["train_acc"]) for record in changed]
+    validated = [(record["val_loss"], record["val_acc"]) for record in changed]
+    averaged = ingredient.startswith("ema")
+    assert (trained == [(record["train_loss"], record["train_acc"]) for record in plain]) == averaged
+    assert validated != [(record["val_loss"], record["val_acc"]) for record in plain]
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert (checkpoint.EMA in checkpoint.load(last)) == averaged
+    if averaged:  # the same training: the same trained weights, and the average beside them
+        assert_same_weights(last, plain_training / "checkpoints" / "last.pt")
+
+
+def test_a_run_saved_before_the_ingredients_resumes(make_config: MakeConfig, tmp_path: Path) -> None:
+    """A checkpoint whose config lacks the keys added since (label_smoothing, ema, erasing) ran as
+    their defaults do: resuming it is not refused as another configuration."""
+    run_dir = tmp_path / "run"
+    done = train.run(make_config(), run_dir)
+    last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    del last["config"]["label_smoothing"], last["config"]["ema"]
+    for key in ("erase_p", "erase_min_area", "erase_max_area"):
+        del last["config"]["augmentation"][key]
+    checkpoint.save(run_dir / "checkpoints" / "last.pt", last)
+    (run_dir / "metrics.json").write_text(json.dumps({**done, "status": "interrupted"}))  # stopped while testing
+    resumed = train.run(make_config("resume=true"), run_dir)
+    assert resumed["status"] == "completed" and comparable(resumed) == comparable(done)
+
+
 def test_a_sweep_job_never_started_starts_on_resume(make_config: MakeConfig, tmp_path: Path) -> None:
     metrics = train.run(make_config("resume=true"), tmp_path / "job", start_if_unsaved=True)
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
@@ -142,10 +185,20 @@ def test_interrupt_while_testing_is_a_resumable_interruption(
 def test_not_learning_means_two_epochs_at_chance(
     make_config: MakeConfig, accuracies: tuple[float, ...], warned: bool
 ) -> None:
-    history = [{"epoch": epoch, "val_acc": acc} for epoch, acc in enumerate(accuracies, 1)]
+    history = [{"epoch": epoch, "train_acc": 0.5, "val_acc": acc} for epoch, acc in enumerate(accuracies, 1)]
     warning = train.not_learning(history, make_config("activation=sigmoid"))
     assert (warning is not None) == warned
     assert warning is None or ("sigmoid" in warning and "raise optimizer.lr" in warning)
+    assert warning is None or warning.startswith("Not learning: validation accuracy is")
+
+
+def test_without_validation_not_learning_judges_the_training_accuracy(make_config: MakeConfig) -> None:
+    history = [{"epoch": epoch, "train_acc": 0.1} for epoch in (1, 2)]
+    warning = train.not_learning(history, make_config("data.val_size=0"))
+    assert warning is not None and warning.startswith(
+        "Not learning: training accuracy (no validation: data.val_size=0) is 0.1000 and 0.1000 after epochs 1 and 2"
+    )
+    assert train.not_learning([{**record, "train_acc": 0.3} for record in history], make_config()) is None
 
 
 @pytest.fixture(scope="module")

@@ -149,8 +149,9 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     return max(exit_codes, default=0)
 
 
-def _train(cfg: object, run_dir: Path) -> float:
-    """Train; return the best-epoch validation accuracy, a search's objective."""
+def _train(cfg: object, run_dir: Path) -> float | None:
+    """Train; return the best-epoch validation accuracy, a search's objective (None for a run
+    without validation, data.val_size=0, which a search refuses)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -171,10 +172,13 @@ def _train(cfg: object, run_dir: Path) -> float:
     on_epoch = None
     if trial is not None:
         from lenet_fmnist.search.trial import trial_reporter
+        from lenet_fmnist.validation import refuse_search_without_validation
 
+        # The sweeper refused data.val_size=0 before any trial; a custom search space may still set it.
+        refuse_search_without_validation([typed.data.val_size])
         on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    return float(train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"])
+    return train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"]
 
 
 def _eval(cfg: object, run_dir: Path) -> None:

@@ -205,11 +205,17 @@ class Start:
 
 
 def start(
-    run_dir: Path, config: dict[str, Any], resume: bool, start_if_unsaved: bool, load: Callable[[Path], dict]
+    run_dir: Path,
+    config: dict[str, Any],
+    resume: bool,
+    start_if_unsaved: bool,
+    load: Callable[[Path], dict],
+    with_later_keys: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Start:
     """Where the run in `run_dir` with the plain `config` starts; refuses to overwrite a run, to
     resume where nothing was saved, and to resume with another configuration (RESUMABLE_CHANGES
-    aside). `load` reads a checkpoint.
+    aside). `load` reads a checkpoint; `with_later_keys` (config.with_later_keys) completes a saved
+    config with the keys added since, at the defaults it ran with, so a run saved before them resumes.
 
     Resuming a run stopped before its first epoch was saved (it left metrics.json but no last.pt)
     starts it again; so does resuming, with `start_if_unsaved`, a sweep's job that never started."""
@@ -223,7 +229,7 @@ def start(
             return Start()
         raise UserError(_nothing_to_resume(run_dir))
     saved = load(run_dir / LAST_CHECKPOINT)
-    changed = config_changes(saved["config"], config, allowed=RESUMABLE_CHANGES)
+    changed = config_changes(with_later_keys(saved["config"]), config, allowed=RESUMABLE_CHANGES)
     if changed:
         raise UserError(
             f"resume=true, but the configuration differs from the saved run's: {'; '.join(changed)}. Resume with the same overrides."
@@ -263,11 +269,13 @@ class Progress(Protocol):
     history: list[dict[str, Any]]  # one record per epoch
     best_epoch: int  # 0 before the first epoch
     warnings: list[str]
+    validated_on: str  # what the run validated on, in words (lenet_fmnist.validation.describe)
 
 
 def metrics(status: Status, progress: Progress, test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json: the status, the best-validation epoch's train/val figures, its test figures
-    (`test`, empty until tested), where and how the run ran (`extra`), the warnings and the history."""
+    """metrics.json: the status, the best-validation epoch's train/val figures (val ones null for a
+    run without validation: data.val_size=0), its test figures (`test`, empty until tested), where
+    and how the run ran (`extra`), the warnings, what it validated on and the history."""
     best = next((record for record in progress.history if record["epoch"] == progress.best_epoch), {})
     train_seconds = sum(record["train_seconds"] for record in progress.history)
     images = sum(record["train_images"] for record in progress.history)
@@ -285,6 +293,7 @@ def metrics(status: Status, progress: Progress, test: dict[str, float], extra: d
         "images_per_second": images / train_seconds if train_seconds else None,
         **extra,
         "warnings": progress.warnings,
+        "validation": progress.validated_on,
         "history": progress.history,
     }
 

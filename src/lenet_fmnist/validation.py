@@ -39,7 +39,8 @@ def describe(val_size: int, train_images: int | None = None) -> str:
 def refuse_search_without_validation(val_sizes: Iterable[int]) -> None:
     """Raise UserError when a hyperparameter search (hydra/sweeper=optuna) would train a trial with
     data.val_size=0: its objective and its pruner read validation accuracy. `val_sizes`: every
-    value of data.val_size its trials can take (the command line's, and any in the space)."""
+    value of data.val_size its trials can take (from the config, the command line and the space),
+    or a trial's own."""
     if 0 in set(val_sizes):
         raise UserError(
             "data.val_size=0 holds out no validation images, but a hyperparameter search (hydra/sweeper=optuna) "

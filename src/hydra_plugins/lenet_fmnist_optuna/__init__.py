@@ -233,7 +233,6 @@ if importlib.util.find_spec("optuna") is not None:
             )
 
         def _search(self, arguments: list[str]) -> None:
-            from lenet_fmnist.report import search_summary
             from lenet_fmnist.search.study import open_study, trials_wanted
             from lenet_fmnist.search.sweep import Sweep, search
 
@@ -241,7 +240,8 @@ if importlib.util.find_spec("optuna") is not None:
             settings, space = self._settings(), self._space(arguments)
             custom = _custom_search_space(space.custom)
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            self.validate([_space_corner(space, point) for point in _corners(space)])
+            corners = self.validate([_space_corner(space, point) for point in _corners(space)])
+            _refuse_trials_without_validation(self.config, corners)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             resume = bool(OmegaConf.select(self.config, "resume", default=False))
             study = open_study(settings, sweep_dir, space, resume, _trial_command())
@@ -253,6 +253,9 @@ if importlib.util.find_spec("optuna") is not None:
                 study.study_name, settings.storage or sweep_dir / JOURNAL_FILE, n_trials, settings.n_jobs,
                 type(study.sampler).__name__, ", ".join(settings.directions),
             )  # fmt: skip
+            # Only now: the report's figures import matplotlib, which a refused search does not wait for.
+            from lenet_fmnist.report import search_summary
+
             unnamed = tuple(self.config.hydra.job.config.override_dirname.exclude_keys)
             sweep = Sweep(space, self._launch, self.config, unnamed, custom)
             try:
@@ -262,11 +265,14 @@ if importlib.util.find_spec("optuna") is not None:
             if failures:
                 log.warning("%d trial(s) failed; search.md lists them.", failures)
 
-        def validate(self, batch: list[list[str]]) -> None:
-            """Compose the jobs' configs before launching: an unknown key or group option in the
-            space is the user's mistake, reported as such."""
+        def validate(self, batch: list[list[str]]) -> list[DictConfig]:
+            """Compose the jobs' configs before launching, and return them: an unknown key or group
+            option in the space is the user's mistake, reported as such. (Hydra's
+            validate_batch_is_legal composes them the same way, but keeps none.)"""
+            assert self.config is not None and self.hydra_context is not None
+            loader = self.hydra_context.config_loader
             try:
-                self.validate_batch_is_legal(batch)
+                return [loader.load_sweep_config(master_config=self.config, sweep_overrides=job) for job in batch]
             except HydraException as error:
                 reason = " ".join(str(error).split())
                 raise UserError(
@@ -316,6 +322,18 @@ if importlib.util.find_spec("optuna") is not None:
                 "further parameters with trial.suggest_* and returns None or a dict of overrides."
             ) from None
         return function
+
+    def _refuse_trials_without_validation(config: DictConfig, corners: List[DictConfig]) -> None:  # noqa: UP006
+        """Stop a search of lenet_fmnist's trainer before any training when a trial would run with
+        data.val_size=0: its objective and its pruner read validation accuracy. The value may come
+        from the config, the command line or the space; `corners` (configs of trials that use every
+        category and both ends of every range) hold each value a trial can take. The plugin serves
+        any Hydra app: only a config with data.val_size is lenet_fmnist's."""
+        from lenet_fmnist.validation import refuse_search_without_validation
+
+        if OmegaConf.select(config, "data.val_size", default=None) is None:
+            return
+        refuse_search_without_validation(OmegaConf.select(corner, "data.val_size") for corner in corners)
 
     def _trial_command() -> str:
         """The command that runs one trial alone, given its overrides: the app's script, or
