@@ -257,13 +257,16 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     """Per candidate: each run's seconds per epoch with 1, 2, 3 runs at once (and beside busy
     processes), and each against the fastest solo epoch of all candidates."""
     rows = []
-    for candidate in CANDIDATES:
-        settings = [(count, 0) for count in args.counts] + ([(1, args.background_load)] if args.background_load else [])
-        for count, hogs in settings:
+    settings = [(count, 0) for count in args.counts] + ([(1, args.background_load)] if args.background_load else [])
+    # Every candidate's case in turn, so that a slow spell of the machine (or the first run's warm
+    # start) falls on several candidates, not on all the cases of one.
+    for count, hogs in settings:
+        for candidate in CANDIDATES:
             runs = runs_at_once(args, candidate, count, hogs)
             rows.append({"candidate": candidate, "runs": count, "busy_processes": hogs, "each": runs})
             seconds = ", ".join(f"{run['seconds']:.1f}" for run in runs)
             sys.stdout.write(f"{candidate}, {count} run(s) beside {hogs} busy process(es): {seconds} s\n")
+    rows.sort(key=lambda row: (list(CANDIDATES).index(row["candidate"]), row["busy_processes"], row["runs"]))
     solos = [row["each"][0]["seconds"] for row in rows if row["runs"] == 1 and not row["busy_processes"]]
     fastest = min(solos) if solos else None
     for row in rows:
@@ -360,7 +363,7 @@ def parse_args() -> argparse.Namespace:
     add("--side-by-side", action="store_true", help="only measure runs started at the same moment, per candidate")
     add("--counts", type=int, nargs="+", default=[1, 2, 3], help="runs at once (default: 1 2 3)")
     add("--background-load", type=int, default=0, metavar="N", help="also: one run beside N busy processes")
-    add("--side-by-side-epochs", type=int, default=1)
+    add("--side-by-side-epochs", type=int, default=3, help="epochs of each run; the median counts (default: 3)")
     add(
         "--side-by-side-val-size",
         type=int,
