@@ -80,6 +80,12 @@ def test_unknown_command(cli: CLI) -> None:
     assert result.returncode == 2 and "unknown command 'fit'" in result.stderr and "Traceback" not in output(result)
 
 
+def test_two_modes_at_once_are_refused_in_one_line(cli: CLI) -> None:
+    result = cli.run("train", "-m", "--cfg", "job")
+    assert result.returncode == 2 and "Traceback" not in output(result), output(result)
+    assert "Only one of --run, --multirun, --cfg" in result.stderr and "drop -m" in result.stderr
+
+
 def test_module_and_console_script_agree(tmp_path: Path) -> None:
     """`lenet-fmnist` (the installed console script) and `python -m lenet_fmnist` are one program:
     the same answers, word for word, to --help and to an unknown command (neither imports torch)."""

@@ -142,6 +142,11 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app()
+    except ValueError as error:  # Hydra's refusal of two modes at once (-m with --cfg, ...): before any work
+        if not str(error).startswith("Only one of"):
+            raise
+        log.error("%s, not several: e.g. drop -m to print a sweep's job config with --cfg job.", error)
+        return 2
     except KeyboardInterrupt as error:
         ending, message = announce(error, lambda: "")
         log.log(ending.level, "%s", message)
