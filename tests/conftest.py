@@ -325,6 +325,17 @@ def reference_run(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathF
 # Checks shared by several test files
 
 
+def assert_imports_no_torch(imports: str) -> None:
+    """Run `imports` (Python statements) in a fresh interpreter: no torch or torchvision module may
+    be loaded afterwards (the report, the plugin and `--help` must not wait for torch)."""
+    code = (
+        imports + "\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 # Hydra's own report of a wrong option, type or key ends with this line.
 HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace."
 

@@ -4,12 +4,11 @@ never change results; and the report side, which must never need torch."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import assert_imports_no_torch
 from lenet_fmnist.rundir import Status, holds_run, is_run_directory
 from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, config_changes
 
@@ -46,13 +45,9 @@ def test_resume_may_change_the_neutral_keys_and_nothing_else() -> None:
 def test_the_report_side_imports_no_torch() -> None:
     """Every module of lenet_fmnist.report, the vocabulary and the run directory's module load
     without torch (the search's summary, when the `search` extra's Optuna is there to load it)."""
-    code = (
-        "import pkgutil, sys, importlib, importlib.util, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
+    assert_imports_no_torch(
+        "import pkgutil, importlib, importlib.util, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
         "for module in pkgutil.iter_modules(report.__path__):\n"
         "    if module.name != 'search_summary' or importlib.util.find_spec('optuna'):\n"
-        "        importlib.import_module(f'lenet_fmnist.report.{module.name}')\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+        "        importlib.import_module(f'lenet_fmnist.report.{module.name}')"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
