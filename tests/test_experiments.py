@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lenet_fmnist import config
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
+from lenet_fmnist.vocabulary import flatten
 
 # The study's base: every experiment holds the factors it does not vary here.
 BASE = {"activation": "relu", "pool": "max", "optimizer": "sgd", "dropout": "none", "augmentation": "standard"}
@@ -150,15 +151,47 @@ def test_factorial_is_the_full_72_configuration_grid_over_three_seeds(hydra_conf
 
 
 def test_best_is_the_searched_recipe_with_three_fresh_seeds(hydra_conf: None) -> None:
-    """experiment=best is a search's winner: its seeds are not the search's, so they test it afresh."""
+    """experiment=best is a point of experiment=search's space, refitted on all 60,000 images with
+    the search's budget, and trained with seeds the search never used, so they test it afresh."""
+    pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+    from lenet_fmnist.search.space import parse_space
+
     jobs = sweep_jobs("best")
     assert jobs == [[f"seed={seed}"] for seed in ("10", "11", "12")]
-    searched = OmegaConf.load(config_dir() / "experiment" / "search.yaml").seed  # no Optuna needed to read it
-    assert str(searched) not in {job[0].split("=")[1] for job in jobs}
-    cfg = job_config("best", jobs[0])
-    typed = validate(cfg, TrainConfig)
-    assert choices(cfg)["activation"] == "relu" and choices(cfg)["pool"] == "max"
-    assert 0 < typed.dropout.p <= 0.5 and typed.optimizer.schedule.value == "cosine"
+    search = compose("train", overrides=["experiment=search"], return_hydra_config=True)
+    assert str(search.seed) not in {job[0].split("=")[1] for job in jobs}
+    params = [f"{key}={value}" for key, value in search.hydra.sweeper.params.items()]
+    space = parse_space(OverridesParser.create().parse_overrides(params), search)
+    best = job_config("best", jobs[0])
+    validate(best, TrainConfig)
+    values = {**flatten(OmegaConf.to_container(best, resolve=True, enum_to_str=True)), **choices(best)}
+    for key, distribution in space.distributions.items():  # to_internal_repr refuses a foreign category
+        assert distribution._contains(distribution.to_internal_repr(values[key])), (key, values[key])
+    for fixed in space.fixed:
+        key, value = fixed.split("=", 1)
+        assert str(values[key]) == value, fixed
+    assert best.epochs == search.epochs and best.data.val_size == 0  # the refit: all 60,000, tested once
+
+
+# Each ablation of the recipe and the one setting it changes (conf/ablation/): a new ingredient off.
+# (The recipe has no weight average to switch off: ema.decay is null in it.)
+ABLATIONS = {
+    "no_label_smoothing": ("label_smoothing", 0.0),
+    "no_erasing": ("augmentation.erase_p", 0.0),
+    "with_validation": ("data.val_size", 10000),
+}
+
+
+def test_ablation_switches_off_one_ingredient_of_the_recipe_at_a_time(hydra_conf: None) -> None:
+    jobs = sweep_jobs("ablation")
+    levels = ["recipe", *ABLATIONS]
+    assert jobs == [[f"seed={seed}", f"+ablation={level}"] for seed in ("10", "11", "12") for level in levels]
+    recipe = flatten(OmegaConf.to_container(job_config("ablation", ["+ablation=recipe"]), resolve=True))
+    assert recipe == flatten(OmegaConf.to_container(job_config("best", []), resolve=True))
+    for level, (key, off) in ABLATIONS.items():
+        ablated = flatten(OmegaConf.to_container(job_config("ablation", [f"+ablation={level}"]), resolve=True))
+        assert {k for k in recipe if recipe[k] != ablated[k]} == {key}, level  # that one setting alone
+        assert ablated[key] == off and recipe[key] != off, level  # which the recipe has on
 
 
 def test_command_line_overrides_narrow_a_sweep(hydra_conf: None) -> None:
@@ -169,7 +202,7 @@ def test_command_line_overrides_narrow_a_sweep(hydra_conf: None) -> None:
     ]
 
 
-@pytest.mark.parametrize("experiment", [*ONE_FACTOR, "study", "factorial", "best"])
+@pytest.mark.parametrize("experiment", [*ONE_FACTOR, "study", "factorial", "best", "ablation"])
 def test_sweep_directories_of_two_sweeps_started_in_the_same_second_differ(hydra_conf: None, experiment: str) -> None:
     first, second = (
         compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True) for _ in range(2)
