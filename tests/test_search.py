@@ -245,6 +245,7 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(cli: CLI, pla
     for number in left_running:  # marked failed, and their values asked again
         assert study.trials[number].state.name == "FAIL"
         assert any(trial.user_attrs.get("retry_of") == number for trial in finished)
+        assert f"- trial {number}: left running by a search that stopped" in (sweep_dir / "search.md").read_text()
     assert "Launching 1 jobs" in output(again) and "#0 :" not in output(again) and "#1 :" not in output(again)
     check_objective(sweep_dir)
 
