@@ -33,6 +33,7 @@ from lenet_fmnist.search.names import (
     ERROR_ATTR,
     OVERRIDES_ATTR,
     RESULTS_FILE,
+    RETRY_OF_ATTR,
     RUN_DIR_ATTR,
     SUMMARY_FILE,
     TABLE_FILE,
@@ -70,7 +71,18 @@ def _wall_seconds(run_dir: Path) -> float | None:
         return None
 
 
-def _row(trial: FrozenTrial, sweep_dir: Path) -> TrialRow:
+def _error(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
+    """Why the trial failed: its task's message, or, for a trial a dead search left running (it
+    has none), which trial asked its values again."""
+    error = str(trial.user_attrs.get(ERROR_ATTR, ""))
+    if not error and trial.number in retried_as:
+        error = (
+            f"left running by a search that stopped before it ended; asked again as trial {retried_as[trial.number]}"
+        )
+    return error
+
+
+def _row(trial: FrozenTrial, sweep_dir: Path, retried_as: dict[int, int]) -> TrialRow:
     values = trial.values
     if trial.state is TrialState.PRUNED and trial.intermediate_values:
         values = [trial.intermediate_values[max(trial.intermediate_values)]]
@@ -86,7 +98,7 @@ def _row(trial: FrozenTrial, sweep_dir: Path) -> TrialRow:
         run_dir=run_dir,
         overrides=overrides,
         sampled=[o for o in overrides if key_of(o) in sampled],
-        error=str(trial.user_attrs.get(ERROR_ATTR, "")),
+        error=_error(trial, retried_as),
     )
 
 
@@ -100,7 +112,9 @@ def rows(study: optuna.Study, sweep_dir: Path) -> list[TrialRow]:
         value = sign * row.values[0] if single and row.values else float("inf")
         return rank, value, row.number
 
-    return sorted((_row(trial, sweep_dir) for trial in study.get_trials(deepcopy=False)), key=key)
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {t.user_attrs[RETRY_OF_ATTR]: t.number for t in trials if RETRY_OF_ATTR in t.user_attrs}
+    return sorted((_row(trial, sweep_dir, retried_as) for trial in trials), key=key)
 
 
 def labels(study: optuna.Study) -> list[str]:

@@ -54,10 +54,6 @@ class Outcome:
     machine_fault: bool = False  # the machine stopped it (a full disk): the search stops, resume asks it again
 
 
-# A trial's error when a dead search (killed, or its machine stopped) left it running.
-LEFT_RUNNING = "left running by a search that stopped before it ended; its values were asked again in a new trial"
-
-
 def _asked_again(trial: FrozenTrial) -> bool:
     """Whether a resumed search asks the trial's values again instead of counting it: a dead
     search left it running, or the machine stopped it."""
@@ -87,8 +83,6 @@ def retry_abandoned(study: optuna.Study) -> None:
             continue
         if trial.state is TrialState.RUNNING:
             log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
-            # Why it failed, for search.md; a trial's attributes can be set only while it runs.
-            study._storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, LEFT_RUNNING)
             study.tell(trial.number, state=TrialState.FAIL)
         else:
             log.warning("Trial %d was stopped by the machine in an earlier search: asked again.", trial.number)
