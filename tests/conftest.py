@@ -1,10 +1,11 @@
 """Shared test fixtures: synthetic Fashion-MNIST files in the real IDX format, and a runner for
 the command line in a subprocess.
 
-Nothing here downloads: every run gets `data.root=` a directory these fixtures wrote, and
-XDG_CACHE_HOME points at an empty directory so the user cache can never be found by accident.
-Runs are expensive (each subprocess imports torch), so the ones several tests read are
-session-scoped fixtures.
+Nothing here downloads: every run gets `data.root=` a directory these fixtures wrote (but the
+real-data run, which finds Debian's copy), and XDG_CACHE_HOME points at an empty directory so the
+user cache can never be found by accident. Runs are expensive (each subprocess imports torch), so
+the ones several tests read are made once per session (`made_once`), shared by pytest-xdist's
+workers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
@@ -28,9 +30,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lenet_fmnist import data
 from lenet_fmnist.checkpoint import EMA
+from lenet_fmnist.cores import usable_cores
 from lenet_fmnist.rundir import LOCK_FILE, RESUME_WITH, RUN_AGAIN_WITH
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,14 +57,43 @@ CIRCUMSTANCE_KEYS = {"threads_reason", "openmp_wait"}
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test
 # that uses one is marked `slow`, so `pytest -m "not slow"` is a quick inner loop.
 SUBPROCESS_FIXTURES = {
-    "cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "ema_run", "built_wheel", "search_app",
+    "cli", "sweep_env", "tiny_run", "reference_run", "flip_run", "ema_run", "real_run", "built_wheel", "search_app",
 }  # fmt: skip
+# Tests that must have the machine to themselves (`serial`: README's test command runs them after the
+# others, one at a time): the SLURM tests pace their jobs by this machine's measured speed.
+SERIAL_MARKERS = {"serial", "slurm"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if SERIAL_MARKERS & {mark.name for mark in item.iter_markers()}:
+            item.add_marker(pytest.mark.serial)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core this process may use, as a training run counts them (xdist's
+    own count is the physical cores where psutil is installed: one on a 2-vCPU machine)."""
+    return usable_cores()
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """The directory `name`, filled by `make` once per test session: pytest-xdist's workers share it
+    (it lies beside their own base directories), the first to ask makes it while the others wait on
+    a file lock. A `make` that failed part-way is started afresh by the next test that asks."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made_once"
+    shared.mkdir(exist_ok=True)
+    directory, done = shared / name, shared / f"{name}.done"
+    with FileLock(shared / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,17 +150,21 @@ def write_dataset(directory: Path, train: int, test: int, gz: bool, seed: int = 
     return directory
 
 
+# The data sets are shared by all workers (made_once), as the runs trained on them are: a run's
+# data.root is then the very directory that the tests resuming or evaluating it pass.
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """256 training and 64 test images, gzip-compressed like the official files."""
-    return write_dataset(tmp_path_factory.mktemp("tiny_data"), train=256, test=64, gz=True)
+    return made_once(tmp_path_factory, "tiny_data", lambda out: write_dataset(out, train=256, test=64, gz=True))
 
 
 @pytest.fixture(scope="session")
 def plain_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A larger set in plain (uncompressed) IDX files: 1,536 + 256 training images, so that an
     epoch lasts long enough (24 steps) to be interrupted in the middle."""
-    return write_dataset(tmp_path_factory.mktemp("plain_data"), train=1792, test=256, gz=False, seed=7)
+    return made_once(
+        tmp_path_factory, "plain_data", lambda out: write_dataset(out, train=1792, test=256, gz=False, seed=7)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,13 +189,15 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel pip builds from this checkout, once per session (--no-build-isolation: the
     installed hatchling builds it, nothing is downloaded)."""
-    out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout + built.stderr
-    (wheel,) = out.glob("lenet_fmnist-*.whl")
+
+    def build(out: Path) -> None:
+        built = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(REPO)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stdout + built.stderr
+
+    (wheel,) = made_once(tmp_path_factory, "wheel", build).glob("lenet_fmnist-*.whl")
     return wheel
 
 
@@ -305,20 +345,49 @@ def run_each(cli: CLI, commands: list[list[str]], timeout: float = 600) -> list[
 # Shared runs
 
 
+# The runs below are made once per session (made_once) and only read by the tests: a test that
+# changes one works on a copy of its own.
+
+
+def trained_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, cli: CLI, args: Callable[[Path], list[str]]
+) -> Path:
+    """The run directory of `cli.run(*args(run_dir))`, trained once per session (made_once); what
+    the command printed is kept beside it, in `name`/output.txt."""
+
+    def train(out: Path) -> None:
+        result = cli.run(*args(out / "run"), timeout=300)
+        assert_ok(result)
+        (out / "output.txt").write_text(output(result))
+
+    return made_once(tmp_path_factory, name, train) / "run"
+
+
 @pytest.fixture(scope="session")
 def tiny_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on the tiny synthetic set through the command line; its run directory."""
-    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
-    assert_ok(cli.run(*tiny_args(tiny_data, run_dir)))
-    return run_dir
+    return trained_once(tmp_path_factory, "tiny_run", cli, lambda run_dir: tiny_args(tiny_data, run_dir))
 
 
 @pytest.fixture(scope="session")
 def reference_run(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted 3-epoch run that the interrupted and resumed runs must reproduce."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    assert_ok(cli.run(*plain_args(plain_data, run_dir)))
-    return run_dir
+    return trained_once(tmp_path_factory, "reference", cli, lambda run_dir: plain_args(plain_data, run_dir))
+
+
+@pytest.fixture(scope="session")
+def real_run(cli: CLI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One epoch of the default model on the real Fashion-MNIST, with no data.root: the standard
+    search finds Debian's copy. One thread: robust on shared cores. Its run directory; what the
+    command printed is in ../output.txt."""
+    if not all((data.SYSTEM_DIR / f"{name}.gz").is_file() for pair in data.FILES.values() for name in pair):
+        pytest.skip(
+            f"the real Fashion-MNIST is not installed in {data.SYSTEM_DIR} (apt-get install dataset-fashion-mnist)"
+        )
+    return trained_once(
+        tmp_path_factory, "real_run", cli,
+        lambda run_dir: ["train", "epochs=1", "threads=1", "device=cpu", f"hydra.run.dir={run_dir}"],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,10 +538,8 @@ def shift(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 def flip_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on the tiny set with relu, max pooling, augmentation and test-time flip: a
     checkpoint whose predictions average each image and its mirror image (predict, export)."""
-    run_dir = tmp_path_factory.mktemp("flip_run") / "run"
     flip = ("activation=relu", "pool=max", "augmentation=standard", "augmentation.test_flip=true")
-    assert_ok(cli.run(*tiny_args(tiny_data, run_dir, *flip)))
-    return run_dir
+    return trained_once(tmp_path_factory, "flip_run", cli, lambda run_dir: tiny_args(tiny_data, run_dir, *flip))
 
 
 EMA_DECAY = 0.99  # ema_run's
@@ -485,6 +552,4 @@ EMA_TRAINING = (f"ema.decay={EMA_DECAY}", "batch_size=8", "optimizer.lr=0.05")
 def ema_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on the tiny set with a moving average of the weights (ema.decay): its checkpoints
     hold the average beside the trained weights, and eval, predict and export must use it."""
-    run_dir = tmp_path_factory.mktemp("ema_run") / "run"
-    assert_ok(cli.run(*tiny_args(tiny_data, run_dir, *EMA_TRAINING)))
-    return run_dir
+    return trained_once(tmp_path_factory, "ema_run", cli, lambda run_dir: tiny_args(tiny_data, run_dir, *EMA_TRAINING))

@@ -230,16 +230,10 @@ def test_eval_reproduces_the_test_accuracy(cli: CLI, tiny_run: Path, tiny_data: 
 # The real data
 
 
-@pytest.mark.slow
-def test_one_epoch_on_the_real_data(cli: CLI, tmp_path: Path) -> None:
-    if not all((REAL_DATA / f"{name}.gz").is_file() for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte")):
-        pytest.skip(f"the real Fashion-MNIST is not installed in {REAL_DATA} (apt-get install dataset-fashion-mnist)")
-    run_dir = tmp_path / "run"
-    # No data.root: the standard search finds Debian's copy. One thread: robust on shared cores.
-    result = cli.run("train", "epochs=1", "threads=1", "device=cpu", f"hydra.run.dir={run_dir}", timeout=300)
-    assert_ok(result)
-    assert f"Data from {REAL_DATA}: 50000 train, 10000 validation, 10000 test images" in output(result)
-    metrics = read_metrics(run_dir)
+def test_one_epoch_on_the_real_data(real_run: Path) -> None:
+    printed = (real_run.parent / "output.txt").read_text()  # the command succeeded without a traceback
+    assert f"Data from {REAL_DATA}: 50000 train, 10000 validation, 10000 test images" in printed
+    metrics = read_metrics(real_run)
     assert metrics["status"] == "completed"
     assert metrics["test_acc"] > 0.7, metrics
 

@@ -506,22 +506,8 @@ def test_the_real_test_images_come_back_unchanged() -> None:
     assert sum(np.array_equal(p.pixels, image) for p, image in zip(prepared, images, strict=True)) >= 9990
 
 
-@pytest.mark.slow
-def test_predict_on_real_test_images_matches_eval(cli: CLI, tmp_path: Path) -> None:
-    _skip_without_real_data()
-    run = tmp_path / "train"
-    assert_ok(
-        cli.run(
-            "train",
-            "epochs=1",
-            "threads=1",
-            "device=cpu",
-            "activation=relu",
-            "pool=max",
-            f"hydra.run.dir={run}",
-            timeout=300,
-        )
-    )
+def test_predict_on_real_test_images_matches_eval(cli: CLI, real_run: Path, tmp_path: Path) -> None:
+    run = real_run
     test = data.load_test(None)
     images, labels = test.images[:100].numpy(), test.labels[:100].numpy()
     root, folder = tmp_path / "data", tmp_path / "png"
