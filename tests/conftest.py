@@ -79,6 +79,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return usable_cores()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, torch computes with the worker's share of the cores, as each job of
+    a launcher does: two OpenMP teams that each take every core wait on each other's threads."""
+    if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        torch.set_num_threads(max(1, usable_cores() // int(workers)))
+
+
 def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
     """The directory `name`, filled by `make` once per test session: pytest-xdist's workers share it
     (it lies beside their own base directories), the first to ask makes it while the others wait on
