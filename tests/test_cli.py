@@ -42,7 +42,7 @@ def test_help_lists_the_commands_without_importing_torch(cli: CLI) -> None:
     )
     assert_ok(result)
     assert "train [OVERRIDES]" in result.stdout and "eval checkpoint=PATH" in result.stdout
-    for group in ("activation=relu|tanh|sigmoid", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
+    for group in ("activation=relu|tanh|sigmoid|elu|gelu|silu", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
         assert group in result.stdout
 
 

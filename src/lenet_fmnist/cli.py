@@ -38,7 +38,7 @@ Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer
   experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
   experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
 
-Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
+Config groups: activation=relu|tanh|sigmoid|elu|gelu|silu  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
 Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.

@@ -30,6 +30,9 @@ class Activation(Enum):
     relu = "relu"
     tanh = "tanh"
     sigmoid = "sigmoid"
+    elu = "elu"
+    gelu = "gelu"
+    silu = "silu"
 
 
 class Pool(Enum):
