@@ -85,8 +85,10 @@ class ResumeOnRequeue:
         return super().checkpoint(with_resume(sweep_overrides), *args, **kwargs)  # type: ignore[misc]
 
     def _share_cores(self) -> None:
-        """OMP_NUM_THREADS caps the trainer's default thread count (runtime.default_threads); an
-        explicit `threads=` and an OMP_NUM_THREADS the user exported still win."""
+        """Set OMP_NUM_THREADS to this job's share: a new training run takes that many threads
+        (cores.fixed_threads), eval, predict and export at most that many (runtime.default_threads).
+        An OMP_NUM_THREADS the user exported is kept; `threads=` and a resumed run's recorded
+        count come before it."""
         cpus = self.params.get("cpus_per_task")
         if cpus is None and self.concurrent_jobs is None:
             return  # a cluster job without cpus_per_task: its CPU affinity is its allocation
