@@ -1,5 +1,5 @@
-"""README.md and docs/: every relative link and `#anchor` resolves, and the README stays short with
-its quick start first (a newcomer reads the quick start's two commands before anything else).
+"""README.md, docs/ and the plugins' READMEs: every relative link and `#anchor` resolves; and the
+README stays short with its quick start first (a newcomer reads its two commands before anything).
 
 Anchors follow GitHub's rule for a heading's id: its text lowercased, markup removed, every
 character that is not a letter, a digit, a space, '-' or '_' dropped, spaces made '-', and a
@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOC_FILES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+# The plugins' READMEs too: README.md and docs/ link into them, and they may link back.
+DOC_FILES = [README, *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("plugins/*/README.md"))]
 README_MAX_LINES = 250
 QUICK_START_WITHIN = 40  # the quick start's commands end within README's first lines
 
