@@ -63,11 +63,12 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path) -> list[tuple[int, str]]:
-    """(line number, target) of every Markdown link and image in `path`'s prose."""
-    found = []
-    for number, line in prose_lines(path.read_text(encoding="utf-8")):
-        found += [(number, target) for target in _LINK.findall(_CODE_SPAN.sub("", line))]
-    return found
+    """(line number, target) of every Markdown link and image in `path`'s prose; a link's text may
+    run over a line break, as a reflowed paragraph's does."""
+    text = path.read_text(encoding="utf-8")
+    prose = dict(prose_lines(text))
+    blanked = "\n".join(_CODE_SPAN.sub("", prose.get(number, "")) for number in range(1, len(text.splitlines()) + 1))
+    return [(blanked.count("\n", 0, match.start()) + 1, match.group(1)) for match in _LINK.finditer(blanked)]
 
 
 def broken_links(path: Path) -> list[str]:
@@ -103,13 +104,14 @@ def test_the_checker_reports_missing_files_and_anchors(tmp_path: Path) -> None:
         "[gone](missing.md) [no anchor](other.md#nowhere) [not here](#exit-status)\n"
         "`[in a span](missing-too.md)`\n\n"
         "```bash\n# a comment, not a heading\n[in a block](missing-three.md)\n```\n"
-        "[block comment](#a-comment-not-a-heading)\n"
+        "[block comment](#a-comment-not-a-heading) [a link over\ntwo lines](#exit-statuses) [another\none](#nope)\n"
     )
     assert broken_links(page) == [
         "page.md:7: missing.md (no such file)",
         "page.md:7: other.md#nowhere (no heading #nowhere in other.md)",
         "page.md:7: #exit-status (no heading #exit-status in page.md)",
         "page.md:14: #a-comment-not-a-heading (no heading #a-comment-not-a-heading in page.md)",
+        "page.md:15: #nope (no heading #nope in page.md)",
     ]
 
 
