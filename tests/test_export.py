@@ -151,7 +151,7 @@ def test_export_never_overwrites_unasked(
     cli: CLI, torchscript: Path, tiny_run: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
     out = Path(shutil.copytree(torchscript, tmp_path / "out"))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
     result = cli.run(
         "export", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"out={out}", "format=torchscript",
         f"hydra.run.dir={tmp_path / 'again-log'}",
@@ -159,7 +159,7 @@ def test_export_never_overwrites_unasked(
     assert_clear_failure(
         result, r"model.pt and .*model.pt.json already exist and are left untouched. Pass overwrite=true"
     )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot(out) == before
     export(cli, tiny_run, out, tiny_data, "format=torchscript", "input=uint8", "overwrite=true")
     assert sidecar(out / "model.pt")["input"]["dtype"] == "uint8"
     kept = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
