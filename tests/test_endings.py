@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,12 @@ def test_the_rows_agree_with_each_other() -> None:
         assert (ending.exit_code == 0) == (ending.level < logging.WARNING), kind
         assert not (ending.stops_sweep and ending.exit_code == 0), kind
     assert ENDINGS[MachineFault].next_step and ENDINGS[Interrupted].next_step
+
+
+def test_the_table_imports_neither_torch_nor_hydra() -> None:
+    """The command line, the report and the run directory read it before either loads."""
+    code = (
+        "import sys, lenet_fmnist.endings\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'hydra'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
