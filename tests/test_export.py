@@ -182,7 +182,8 @@ def test_each_export_gets_a_directory_of_its_own(cli: CLI, tiny_run: Path, tiny_
     (second,) = set((tmp_path / "outputs" / "export").iterdir()) - {first}
     assert sidecar(second / "model.pt")["input"]["dtype"] == "uint8"
     again = here.run(*args, f"hydra.run.dir={first}", "format=torchscript")
-    assert_clear_failure(again, rf"{re.escape(str(first))} already holds a run; it is left untouched")
+    assert_clear_failure(again, rf"{re.escape(str(first))} already holds a run; it is left untouched. Choose another")
+    assert "resume=true" not in output(again)  # export has nothing to resume
     assert snapshot(first) == written, "the first export, its .hydra/ record included, is left as it was"
     assert snapshot(tiny_run / "checkpoints") == checkpoints, "nothing is written next to the checkpoint"
 

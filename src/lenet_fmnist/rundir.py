@@ -128,11 +128,13 @@ def unlock(directory: Path) -> None:
 # ---- may a run start, or resume, here ----------------------------------------------------------
 
 
-def _already_holds_run(directory: Path) -> str:
-    return (
-        f"{directory} already holds a run; it is left untouched. Pass resume=true to continue "
-        "it, or choose another directory with hydra.run.dir=DIR."
-    )
+def _already_holds_run(directory: Path, resumable: bool = True) -> str:
+    """The refusal of a directory that holds a run; `resumable`: the command has `resume` (train)."""
+    if resumable:
+        advice = "Pass resume=true to continue it, or choose another directory with hydra.run.dir=DIR."
+    else:  # eval, predict and export: nothing to continue
+        advice = "Choose another directory with hydra.run.dir=DIR, or leave it out: each run gets a new one."
+    return f"{directory} already holds a run; it is left untouched. {advice}"
 
 
 def _nothing_to_resume(directory: Path) -> str:
@@ -156,16 +158,16 @@ def _check_writable(directory: Path, key: str) -> None:
         ) from None
 
 
-def claim_run(directory: Path, resume: bool) -> None:
+def claim_run(directory: Path, resume: bool, resumable: bool = True) -> None:
     """Before Hydra writes into a run's directory: refuse resume=true with nothing to resume, a
     directory that cannot be written or that another process holds, and a new run where one is;
-    then hold the directory (`lock`) for this process."""
+    then hold the directory (`lock`) for this process. `resumable`: the command can resume (train)."""
     if resume and not holds_run(directory):
         raise UserError(_nothing_to_resume(directory))
     _check_writable(directory, "hydra.run.dir")
     lock(directory, "hydra.run.dir")  # before the check below: of two runs started at once, one passes
     if holds_run(directory) and not resume:
-        raise UserError(_already_holds_run(directory))
+        raise UserError(_already_holds_run(directory, resumable))
 
 
 def claim_output(directory: Path, key: str) -> None:
