@@ -11,7 +11,7 @@ cores get busy after it started.
 
 libgomp reads the setting once, when torch loads it, so `cli.main` calls `configure_wait` before
 anything imports torch; a resumed run gets its recorded setting back the same way
-(`resume_wait`). A wait behaviour the user exported (either variable) is kept, untouched. The
+(`resume_wait`, with the setting that rundir.accept read among the run's resume facts). A wait behaviour the user exported (either variable) is kept, untouched. The
 setting never changes a run's results, only its speed. This module must not import torch.
 """
 
