@@ -1,11 +1,12 @@
-"""The run directory, owned here: which files make one, whether a run may start or resume in it,
-the lock that keeps one process in it, the run's status and how an ending sets it, metrics.json
-(its schema, its one writer and its one reader), whether a sweep's jobs all ended as asked, and
-the command that goes on after a stop, for each command.
+"""The run directory, owned here: which files make one, whether a run may start or resume in it
+and what a resume keeps (its facts), the lock that keeps one process in it, the run's status and
+how an ending sets it, metrics.json (its schema, its one writer and its one reader), whether a
+sweep's jobs all ended as asked, and the command that goes on after a stop, for each command.
 
 The Hydra callback, the command line, the trainer, the search and the report call these; none of
 them decides these things itself. This module must not import torch (the report, the callback and
 `--help` do not wait for it) nor Hydra: what it needs of a checkpoint comes as a loading function.
+While a run trains, lenet_fmnist.recorder writes its files by these rules (it imports torch).
 """
 
 from __future__ import annotations

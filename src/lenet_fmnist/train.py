@@ -124,7 +124,7 @@ class TrainingState:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
         self.device, self.config = device, to_plain(cfg)
-        self.threads = threads  # a resumed run keeps it (cores.fixed_threads): threads change the bits
+        self.threads = threads  # what trained these weights (a resume reads rundir.ResumeFacts)
         self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
         self.model.to(device, memory_format=CHANNELS_LAST)
         self.average = averaging.build(self.model, cfg.ema.decay)  # None without ema.decay
