@@ -218,7 +218,7 @@ def fit(
     log.info("Training starts: %d steps of %d images per epoch", state.steps_per_epoch, cfg.batch_size)
     with stop_on_signals() as stop:
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            started = time.perf_counter()
+            started = time.perf_counter()  # train:
             trained = train_epoch(
                 state.model, augmenter, train.labels, optimizer=state.optimizer, scheduler=state.scheduler,
                 generator=state.generator, batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
@@ -226,9 +226,11 @@ def fit(
             )  # fmt: skip
             if trained is None:
                 raise _interrupted_in(epoch, recorder.last)
-            train_seconds = time.perf_counter() - started
-            validated = _validate(state.evaluated_model, splits.val, cfg)
-            record = {
+            train_seconds = time.perf_counter() - started  # validate:
+            validated = _validate(
+                state.evaluated_model, splits.val, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
+            )
+            record = {  # record:
                 "epoch": epoch, **trained, **validated, **_timing(started, train_seconds, len(train.labels)),
                 "lr": state.optimizer.param_groups[0]["lr"],
             }  # fmt: skip
@@ -239,7 +241,7 @@ def fit(
             if epoch == 2 and (warning := validation.not_learning(state.history, cfg, classes=len(data.CLASSES))):
                 log.warning("%s", warning)
                 state.warnings.append(warning)
-            recorder.epoch(record, state, is_best=is_best)
+            recorder.epoch(record, state, is_best=is_best)  # save
             if stop.is_set():  # the signal came during validation or saving
                 raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {recorder.last}.")
             if on_epoch is not None:
@@ -263,14 +265,12 @@ def _interrupted_in(epoch: int, last: Path) -> Interrupted:
     return Interrupted(f"Interrupted in epoch {epoch}; {last} holds epoch {epoch - 1}.")
 
 
-def _validate(model: nn.Module, val: data.Split | None, cfg: TrainConfig) -> dict[str, float]:
+def _validate(model: nn.Module, val: data.Split | None, *, batch_size: int, test_flip: bool) -> dict[str, float]:
     """Validation loss and accuracy of `model` (the weight average, when the run keeps one). A run
     without validation (`val` None) has neither key, never a stand-in value."""
     if val is None:
         return {}
-    val_loss, val_acc, _ = evaluate(
-        model, val.images, val.labels, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
-    )
+    val_loss, val_acc, _ = evaluate(model, val.images, val.labels, batch_size=batch_size, test_flip=test_flip)
     return {"val_loss": val_loss, "val_acc": val_acc}
 
 
