@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import assert_imports_no_torch
 from lenet_fmnist import rundir
 from lenet_fmnist.errors import UserError
 
@@ -111,6 +112,16 @@ def test_a_resume_is_accepted_with_the_facts_its_metrics_record(tmp_path: Path) 
     accepted = rundir.accept(run_dir, resume=True)
     assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts(3, "GOMP_SPINCOUNT=7"))
     assert rundir.accept(run_dir, resume=True, start_if_unsaved=True) == accepted  # something was saved
+
+
+def test_a_resume_is_accepted_before_torch_loads(tmp_path: Path) -> None:
+    """The command line accepts a resume, and sets its wait setting, before anything imports torch
+    (libgomp reads the setting once, when torch loads it)."""
+    run_dir = saved_run(tmp_path / "run", {"status": "interrupted", "threads": 1, "openmp_wait": "libgomp default"})
+    assert_imports_no_torch(
+        "from pathlib import Path\nfrom lenet_fmnist import rundir\n"
+        f"assert rundir.accept(Path({str(run_dir)!r}), resume=True).facts.threads == 1"
+    )
 
 
 @pytest.mark.parametrize(
