@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lenet_fmnist import checkpoint, distill
 from lenet_fmnist.augment import normalise
+from lenet_fmnist.config import DistillConfig
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import LeNet5
 
@@ -54,10 +55,6 @@ def test_teachers_average_their_logits_in_eval_mode_and_keep_no_gradient(tmp_pat
     assert [f.sha256 for f in teachers.files] == [distill.sha256_of(p) for p in paths]
 
 
-def test_no_teachers_means_no_distillation() -> None:
-    assert distill.load([], VALIDATING, torch.device("cpu")) is None
-
-
 @pytest.mark.parametrize(
     ("teacher_data", "why"),
     [
@@ -92,13 +89,19 @@ def test_what_a_distilled_teacher_learned_from_counts_too(tmp_path: Path) -> Non
 
 def test_a_resume_with_changed_teachers_is_refused(tmp_path: Path) -> None:
     path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING)
-    teachers = distill.load([str(path)], VALIDATING, torch.device("cpu"))
-    saved = teachers.record()
-    distill.check_resume(saved, teachers, tmp_path / "last.pt")  # unchanged: accepted
+
+    def configured() -> distill.Distillation | None:
+        return distill.configured(DistillConfig(teachers=[str(path)]), VALIDATING, torch.device("cpu"), 100)
+
+    saved = configured().teachers.record()
+    distill.check_resume(saved, configured())  # unchanged: accepted
     _save_teacher(path, 1, VALIDATING)  # the file now holds other weights
-    changed = distill.load([str(path)], VALIDATING, torch.device("cpu"))
     with pytest.raises(UserError, match="SHA-256"):
-        distill.check_resume(saved, changed, tmp_path / "last.pt")
+        distill.check_resume(saved, configured())
     with pytest.raises(UserError, match="SHA-256"):
-        distill.check_resume(saved, None, tmp_path / "last.pt")
-    distill.check_resume(None, None, tmp_path / "last.pt")  # a run without teachers, before and now
+        distill.check_resume(saved, None)
+    distill.check_resume(None, None)  # a run without teachers, before and now
+
+
+def test_no_teachers_configured_means_no_distillation() -> None:
+    assert distill.configured(DistillConfig(), VALIDATING, torch.device("cpu"), 100) is None

@@ -32,6 +32,7 @@ from torch import nn
 
 from lenet_fmnist import checkpoint
 from lenet_fmnist.augment import normalise
+from lenet_fmnist.config import DistillConfig
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import CHANNELS_LAST
 
@@ -129,19 +130,49 @@ def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.devic
         path = Path(name).expanduser()
         state = checkpoint.load(path)
         check_unseen(state, student_data, name)
-        models.append(checkpoint.model_from(state, path).to(device, memory_format=CHANNELS_LAST))
+        with torch.random.fork_rng(devices=[]):  # building a network draws initial weights: not from the run's RNG
+            teacher = checkpoint.model_from(state, path)
+        models.append(teacher.to(device, memory_format=CHANNELS_LAST))
         files.append(TeacherFile(str(path), sha256_of(path)))
         splits += splits_seen(state)
     return Teachers(models, files, splits)
 
 
-def check_resume(saved: dict[str, Any] | None, teachers: Teachers | None, last: Path) -> None:
-    """Refuse to resume a distilled run whose teachers' files changed since it started."""
+@dataclass(frozen=True)
+class Distillation:
+    """What a distilled run's training step needs: the teachers and the loss's two settings."""
+
+    teachers: Teachers
+    alpha: float
+    temperature: float
+    label_batch: int  # images per teacher forward pass (eval_batch_size: no effect on results)
+
+    def soft_targets(self, epoch_images: torch.Tensor) -> torch.Tensor:
+        """The teachers' mean logits for each of the epoch's augmented images, in training order."""
+        return self.teachers.label(epoch_images, self.label_batch)
+
+    def loss(self, hard: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return loss(hard, student, teacher, alpha=self.alpha, temperature=self.temperature)
+
+
+def configured(
+    cfg: DistillConfig, student_data: dict[str, Any], device: torch.device, label_batch: int
+) -> Distillation | None:
+    """The run's distillation from its `distill` config; None when it names no teachers."""
+    teachers = load(cfg.teachers, student_data, device)
+    if teachers is None:
+        return None
+    return Distillation(teachers, alpha=cfg.alpha, temperature=cfg.temperature, label_batch=label_batch)
+
+
+def check_resume(saved: dict[str, Any] | None, distillation: Distillation | None) -> None:
+    """Refuse to resume a distilled run whose teachers' files changed since it started (`saved`:
+    its checkpoint's CHECKPOINT_KEY entry)."""
     before = [t["sha256"] for t in (saved or {}).get("teachers", [])]
-    now = [f.sha256 for f in teachers.files] if teachers is not None else []
+    now = [f.sha256 for f in distillation.teachers.files] if distillation is not None else []
     if before != now:
         raise UserError(
-            f"{last} was trained with teachers whose contents differ from the files now given in distill.teachers "
+            "The saved run was trained with teachers whose contents differ from the files now given in distill.teachers "
             "(compared by SHA-256): resuming would change what the run learns from. Restore the teachers' "
             "checkpoints, or start a new run."
         )

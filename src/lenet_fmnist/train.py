@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lenet_fmnist import averaging, checkpoint, cores, data, optim, rundir, validation
+from lenet_fmnist import averaging, checkpoint, cores, data, distill, optim, rundir, validation
 from lenet_fmnist.augment import Augmenter, Erasing, augment, normalise
 from lenet_fmnist.averaging import WeightAverage
 from lenet_fmnist.config import TrainConfig, to_plain, with_later_keys
@@ -62,13 +62,15 @@ def train_epoch(
     batch_size: int,
     label_smoothing: float,
     average: WeightAverage | None,
+    distillation: distill.Distillation | None,
     stop: threading.Event,
     description: str,
 ) -> dict[str, float] | None:
     """One pass over the training images (`augmenter`'s, with `labels`) in a fresh random order
     drawn from `generator`; returns the mean training loss and accuracy, or None when `stop` was
     set (the epoch is abandoned after the step in flight). The loss is smoothed by
-    `label_smoothing`; `average`, if any, takes in the weights after every step.
+    `label_smoothing` and, with `distillation`, mixed with the teachers' soft targets for the same
+    augmented images; `average`, if any, takes in the weights after every step.
 
     The whole epoch's augmented images are drawn at its start, in one gather (uint8, 0.8 MB per
     1,000 images), so a step only slices its batch. Loss and accuracy are summed on the device and
@@ -78,6 +80,7 @@ def train_epoch(
     count = len(labels)
     order = torch.randperm(count, device=labels.device, generator=generator)
     epoch_images, epoch_labels = augmenter(order, generator), labels[order]
+    soft_targets = None if distillation is None else distillation.soft_targets(epoch_images)
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in tqdm(range(0, count, batch_size), desc=description, leave=False, disable=None):
@@ -85,6 +88,8 @@ def train_epoch(
         targets = epoch_labels[start : start + batch_size]
         logits = model(inputs)
         loss = training_loss(logits, targets, label_smoothing)
+        if distillation is not None:
+            loss = distillation.loss(loss, logits, soft_targets[start : start + batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -128,6 +133,7 @@ class TrainingState:
         self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
         self.model.to(device, memory_format=CHANNELS_LAST)
         self.average = averaging.build(self.model, cfg.ema.decay)  # None without ema.decay
+        self.distillation = distill.configured(cfg.distill, self.config["data"], device, cfg.eval_batch_size)
         self.optimizer = optim.build_optimizer(cfg.optimizer, self.model.parameters())
         self.steps_per_epoch = optim.steps_per_epoch(train_images, cfg.batch_size)
         self.scheduler = optim.build_scheduler(
@@ -175,10 +181,14 @@ class TrainingState:
         }
         if self.average is not None:  # only then: the checkpoints of runs without one keep their keys
             state[checkpoint.EMA] = self.average.state_dict()
+        if self.distillation is not None:  # likewise
+            state[distill.CHECKPOINT_KEY] = self.distillation.teachers.record()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint; its config (ema.decay included) was already checked against this run's."""
+        """Continue from a checkpoint; its config (ema.decay included) was already checked against this
+        run's, and its teachers' files must be the same as when it started."""
+        distill.check_resume(state.get(distill.CHECKPOINT_KEY), self.distillation)
         self.model.load_state_dict(state["model"])
         if self.average is not None:
             self.average.load_state_dict(state[checkpoint.EMA])
@@ -222,7 +232,8 @@ def fit(
             trained = train_epoch(
                 state.model, augmenter, train.labels, optimizer=state.optimizer, scheduler=state.scheduler,
                 generator=state.generator, batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
-                average=state.average, stop=stop, description=f"epoch {epoch}/{cfg.epochs}",
+                average=state.average, distillation=state.distillation, stop=stop,
+                description=f"epoch {epoch}/{cfg.epochs}",
             )  # fmt: skip
             if trained is None:
                 raise _interrupted_in(epoch, recorder.last)
