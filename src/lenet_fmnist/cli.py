@@ -35,7 +35,7 @@ Commands:
 
 Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
   experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
-  experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
+  experiment=search (Optuna hyperparameter search: pip install ./plugins/hydra_optuna_pruning_sweeper '.[search]')
 
 Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard

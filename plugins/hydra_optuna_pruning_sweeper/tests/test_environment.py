@@ -17,9 +17,7 @@ FOREIGN = ("torch", "lenet_fmnist")
 
 def test_its_requirements_name_neither_torch_nor_lenet_fmnist() -> None:
     required = importlib.metadata.requires("hydra-optuna-pruning-sweeper") or []
-    names = {
-        req.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for req in required
-    }
+    names = {Requirement(requirement).name.lower() for requirement in required}
     assert {"hydra-core", "optuna"} <= names
     assert not names & {"torch", "lenet-fmnist", "lenet_fmnist"}, names
 
