@@ -413,7 +413,7 @@ def machine_fault(error: BaseException, run_dir: Path, load: Callable[[Path], di
 def sweep_failures(sweep_dir: Path, command: str) -> str | None:
     """Why a training sweep failed: the jobs that did not end as asked (their metrics.json files are
     the one record of how each ended, whichever process ran them; a job refused before training has
-    none); None when none did. A search judges its own trials (lenet_fmnist.search), and the jobs
+    none); None when none did. A search judges its own trials (hydra/sweeper=optuna), and the jobs
     of the other commands write no metrics.json: the command line counts their failures."""
     if command != "train" or (sweep_dir / SEARCH_FILE).exists():
         return None
