@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist import cores, openmp, rundir
-from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
-from lenet_fmnist.vocabulary import SEARCH_TRIAL
+from lenet_fmnist import cores, openmp, rundir, search_trial
+from lenet_fmnist.endings import Ending, ending_of
+from lenet_fmnist.errors import Reported
 
 log = logging.getLogger(__name__)
 
-USAGE = """\
+_USAGE = """\
 usage: python -m lenet_fmnist COMMAND [ARGS]     (or: lenet-fmnist COMMAND [ARGS])
 
 Commands:
@@ -32,48 +32,21 @@ Commands:
   predict checkpoint=PATH images=DIR|FILE|'GLOB' [top_k=3] [invert=auto|true|false]
                                      classify your own images (predictions.csv, predictions.png)
   export checkpoint=PATH [format=onnx|torchscript] [input=float32|uint8] [out=DIR]
-                                     write model.onnx or model.pt and a JSON sidecar, then check them
+                                     check, then write model.onnx or model.pt and a JSON sidecar
+                                       into outputs/export/<date>_<time>/ (or out=DIR)
 
-Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
-  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
-  experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
+{experiments}
 
-Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
+Config groups: activation=relu|tanh|sigmoid|elu|gelu|silu  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
 Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
 """
 
 
-@dataclass(frozen=True)
-class Ending:
-    """How a command ends when a job raised an exception of one family."""
-
-    exit_code: int
-    level: int  # how its message is logged
-    next_step: bool  # the message ends with the command that goes on (rundir.next_step)
-    stops_sweep: bool = False  # the sweep's remaining jobs do not run
-    message: str | None = None  # in place of the exception's own
-
-
-_OUTSIDE_TRAINING = "Interrupted before training started or after it ended; no training was lost."
-# The one table of endings: an exception takes the entry of the nearest class in its MRO.
-ENDINGS: dict[type[BaseException], Ending] = {
-    UserError: Ending(1, logging.ERROR, next_step=False),  # the user's mistake: fix it, then run again
-    MachineFault: Ending(1, logging.ERROR, next_step=True),  # the machine's: go on once it lets the run
-    Diverged: Ending(1, logging.ERROR, next_step=False),  # its message says what to change
-    Interrupted: Ending(130, logging.WARNING, next_step=True, stops_sweep=True),  # saved; resumable
-    Pruned: Ending(0, logging.INFO, next_step=False),  # the search's decision, not a failure
-    KeyboardInterrupt: Ending(130, logging.WARNING, next_step=False, message=_OUTSIDE_TRAINING),  # nothing lost
-}
-
-
-def ending_of(error: BaseException) -> Ending:
-    return next(ENDINGS[kind] for kind in type(error).__mro__ if kind in ENDINGS)
-
-
-def announce(error: BaseException, next_step: Callable[[], str]) -> tuple[Ending, str]:
-    """The ending of `error` and its message: one paragraph, and the next step where it has one."""
+def announce(error: Reported | KeyboardInterrupt, next_step: Callable[[], str]) -> tuple[Ending, str]:
+    """The ending of `error` (endings.ENDINGS) and its message: one paragraph, and the next step
+    where it has one."""
     ending = ending_of(error)
     message = ending.message or str(error)
     return ending, f"{message} {next_step()}" if ending.next_step else message
@@ -85,13 +58,19 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
-def _search_trial() -> int | None:
-    """The trial's number when this job is a trial of a hyperparameter search (hydra/sweeper=optuna,
-    which names it in the job's Hydra config, not in its own), else None."""
-    from hydra.core.hydra_config import HydraConfig
+def experiments(conf: Path) -> list[str]:
+    """The experiments: the files of conf/experiment/, by name."""
+    return sorted(path.stem for path in (conf / "experiment").glob("*.yaml"))
 
-    trial = HydraConfig.get().job.env_set.get(SEARCH_TRIAL)
-    return None if trial is None else int(trial)
+
+def usage(conf: Path) -> str:
+    """`--help`: the commands, and the experiments as conf/ holds them."""
+    names = textwrap.fill(", ".join(experiments(conf)), width=100, initial_indent="  ", subsequent_indent="  ")
+    listed = (
+        "Experiments (train -m experiment=NAME; conf/experiment/NAME.yaml says what it runs):\n"
+        f"{names}\n  (search is an Optuna hyperparameter search: pip install ./plugins/hydra_optuna_pruning_sweeper '.[search]')"
+    )
+    return _USAGE.format(experiments=listed)
 
 
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
@@ -112,7 +91,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
         # A search's trial hands what ended it to the sweeper as the job's exception (Hydra's
         # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
-        trial = _search_trial()
+        trial = search_trial.current() if sweep_dir is not None else None
         try:
             rundir.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
             return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
@@ -122,7 +101,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             if ending.stops_sweep:
                 raise SystemExit(ending.exit_code) from None
             if trial is not None:
-                raise
+                raise search_trial.as_search_error(error) from None
             # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures):
             # in whichever process they ran.
             if sweep_dir is None or command != "train":
@@ -131,7 +110,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         except Exception as error:
             if trial is None:
                 raise
-            log.error("Trial %d failed: %s: %s", trial, type(error).__name__, error)
+            log.error("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
             raise
         finally:
             rundir.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
@@ -163,27 +142,21 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     from lenet_fmnist.config import TrainConfig, validate
 
     typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
-    if typed.resume:  # the wait setting the run recorded, while torch has not read one yet
-        openmp.resume_wait((rundir.read_metrics(run_dir) or {}).get("openmp_wait"))
+    hydra_cfg = HydraConfig.get()
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # May the run start or resume here; a sweep run again with resume=true starts the jobs it
+    # never reached from scratch. A resume gets its recorded wait setting while torch has not
+    # read one yet (its thread count, from the same facts, once training decides threads).
+    accepted = rundir.accept(run_dir, resume=typed.resume, start_if_unsaved=sweep)
+    openmp.resume_wait(accepted.facts.openmp_wait)
     from lenet_fmnist import train
     from lenet_fmnist.runtime import sweep_job_device
 
-    hydra_cfg = HydraConfig.get()
-    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
     # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
-    trial = _search_trial() if sweep else None
-    on_epoch = None
-    if trial is not None:
-        from lenet_fmnist.search.trial import trial_reporter
-        from lenet_fmnist.validation import refuse_search_without_validation
-
-        # The sweeper refused data.val_size=0 before any trial; a custom search space may still set it.
-        refuse_search_without_validation([typed.data.val_size])
-        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
-    # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    return train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"]
+    on_epoch = search_trial.epoch_reporter(typed) if sweep else None
+    return train.run(typed, run_dir, accepted=accepted, on_epoch=on_epoch)["val_acc"]
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
@@ -244,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
         cores.register()
     if not args or args[0] in {"-h", "--help", "help"}:
-        sys.stdout.write(USAGE)
+        sys.stdout.write(usage(config_dir()))
         return 0
     command = COMMANDS.get(args[0])
     if command is None:

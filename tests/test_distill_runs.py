@@ -1,0 +1,88 @@
+"""Knowledge distillation end to end, through the command line: with alpha 0 a distilled run is the
+plain run bit for bit (the teachers draw no random numbers and change nothing else), with alpha > 0
+it learns something else, records its teachers by content and resumes bit for bit after SIGTERM in
+epoch 2; a teacher that saw the student's validation images stops the run before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import (
+    CLI,
+    assert_ok,
+    assert_same_run,
+    output,
+    plain_args,
+    read_metrics,
+    run_each,
+    sigterm_in_epoch_2,
+)
+from lenet_fmnist import distill
+
+TEACHER, LEAKY_TEACHER, PLAIN, SILENT, DISTILLED = "teacher", "leaky", "plain", "alpha0", "distilled"
+
+
+def _teacher(runs: Path, name: str) -> str:
+    return str(runs / name / "checkpoints" / "best.pt")
+
+
+def _student_args(data: Path, runs: Path, run_dir: Path, *extra: str) -> list[str]:
+    return plain_args(data, run_dir, f"distill.teachers=[{_teacher(runs, TEACHER)}]", "distill.temperature=2", *extra)
+
+
+@pytest.fixture(scope="module")
+def runs(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two teachers (one trained on every image), then the plain student, the same student
+    distilled with alpha 0 and with alpha 0.5, all trained in one process."""
+    base = tmp_path_factory.mktemp("distill")
+    commands = [
+        plain_args(plain_data, base / TEACHER, "seed=1", "activation=relu", "pool=max"),
+        plain_args(plain_data, base / LEAKY_TEACHER, "seed=1", "data.val_size=0", "epochs=1"),
+        plain_args(plain_data, base / PLAIN),
+        _student_args(plain_data, base, base / SILENT, "distill.alpha=0"),
+        _student_args(plain_data, base, base / DISTILLED, "distill.alpha=0.5"),
+    ]
+    for code, text in run_each(cli, commands):
+        assert code == 0 and "Traceback" not in text, text
+    return base
+
+
+def test_alpha_0_computes_the_plain_run_bit_for_bit(runs: Path) -> None:
+    assert_same_run(runs / SILENT, runs / PLAIN)
+
+
+def test_a_distilled_run_learns_from_its_teachers_and_records_them(runs: Path) -> None:
+    plain = torch.load(runs / PLAIN / "checkpoints" / "last.pt", weights_only=True)
+    distilled = torch.load(runs / DISTILLED / "checkpoints" / "last.pt", weights_only=True)
+    assert not torch.equal(plain["model"]["classifier.8.weight"], distilled["model"]["classifier.8.weight"])
+    assert distill.CHECKPOINT_KEY not in plain
+    teacher = Path(_teacher(runs, TEACHER))
+    assert distilled[distill.CHECKPOINT_KEY] == {
+        "teachers": [{"path": str(teacher), "sha256": distill.sha256_of(teacher)}],
+        "splits": [[256, 0]],
+    }
+    assert read_metrics(runs / DISTILLED)["status"] == "completed"
+
+
+def test_a_distilled_run_resumes_bit_for_bit(cli: CLI, plain_data: Path, runs: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    hint = sigterm_in_epoch_2(cli, _student_args(plain_data, runs, run_dir, "distill.alpha=0.5"), run_dir)
+    resumed = cli.run_hint(hint)
+    assert_ok(resumed)
+    assert "after epoch 1" in output(resumed)
+    assert_same_run(run_dir, runs / DISTILLED)
+
+
+def test_a_teacher_that_saw_the_validation_images_stops_the_run_before_training(
+    cli: CLI, plain_data: Path, runs: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = cli.run(*plain_args(plain_data, run_dir, f"distill.teachers=[{_teacher(runs, LEAKY_TEACHER)}]"))
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "Traceback" not in text
+    assert "all 60,000 training images (data.val_size=0)" in text and "never have seen" in text
+    assert not (run_dir / "checkpoints").exists(), "nothing was trained"
