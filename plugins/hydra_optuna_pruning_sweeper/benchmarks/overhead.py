@@ -124,14 +124,18 @@ def measure(candidates: list[Candidate], app: Path, repeats: int, scratch: Path)
 
 
 def report(candidates: list[Candidate], times: dict[tuple[str, int], list[float]]) -> None:
-    print(f"\nCPU: {cpu_model()}; load average now {os.getloadavg()[0]:.2f}; medians of {len(times[next(iter(times))])}")
+    print(
+        f"\nCPU: {cpu_model()}; load average now {os.getloadavg()[0]:.2f}; medians of {len(times[next(iter(times))])}"
+    )
     print(f"{'sweeper':>12} | {'trials':>6} | {'wall s':>7} | {'s/trial':>7} | marginal s/trial (200 vs 20)")
     medians = {key: statistics.median(values) for key, values in times.items()}
     marginal = {c.name: (medians[c.name, 200] - medians[c.name, 20]) / 180 for c in candidates}
     for candidate in candidates:
         for trials in TRIALS:
             wall = medians[candidate.name, trials]
-            print(f"{candidate.name:>12} | {trials:6d} | {wall:7.2f} | {wall / trials:7.4f} | {marginal[candidate.name]:.4f}")
+            print(
+                f"{candidate.name:>12} | {trials:6d} | {wall:7.2f} | {wall / trials:7.4f} | {marginal[candidate.name]:.4f}"
+            )
     base = candidates[0].name
     for candidate in candidates[1:]:
         ratios = ", ".join(f"{trials} trials {medians[candidate.name, trials] / medians[base, trials]:.2f}x"

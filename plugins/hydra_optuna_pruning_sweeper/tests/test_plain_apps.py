@@ -80,7 +80,9 @@ def make_app(directory: Path, task: str, config: str, sampler: str = "random", h
     (directory / "conf").mkdir(parents=True)
     (directory / "app.py").write_text(APP_HEAD + textwrap.dedent(header) + APP_MAIN.format(body=body))
     sweep = "hydra:\n  sweep:\n    dir: sweep\n"
-    (directory / "conf" / "config.yaml").write_text(CONFIG_HEAD.format(sampler=sampler) + sweep + textwrap.dedent(config))
+    (directory / "conf" / "config.yaml").write_text(
+        CONFIG_HEAD.format(sampler=sampler) + sweep + textwrap.dedent(config)
+    )
     return App(directory)
 
 
@@ -215,7 +217,7 @@ def test_custom_search_space_may_be_a_static_method(tmp_path: Path) -> None:
 def test_categories_may_be_lists_and_the_task_gets_the_list(tmp_path: Path) -> None:
     app = make_app(
         tmp_path,
-        'assert isinstance(cfg.layers, ListConfig), type(cfg.layers)\nreturn sum(cfg.layers)',
+        "assert isinstance(cfg.layers, ListConfig), type(cfg.layers)\nreturn sum(cfg.layers)",
         """\
           sweeper:
             n_trials: 6
@@ -320,7 +322,9 @@ def test_a_study_this_sweeper_did_not_create_is_refused(tmp_path: Path) -> None:
     theirs.ask()
     app = quadratic_app(tmp_path)
     for resume in ((), ("+resume=true",)):
-        text = assert_one_paragraph_error(app.run(f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=theirs", *resume))
+        text = assert_one_paragraph_error(
+            app.run(f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=theirs", *resume)
+        )
         assert "theirs" in text and "study_name" in text, text
     assert states(optuna.load_study(study_name="theirs", storage=url)) == ["RUNNING"]
 
@@ -377,8 +381,6 @@ def test_trials_find_their_study_after_changing_directory(tmp_path: Path, storag
         study = journal_study(app.sweep_dir)
     assert [t.intermediate_values for t in study.trials] == [{0: t.params["x"]} for t in study.trials]
     assert not list(tmp_path.glob("sweep/*/study.db"))
-
-
 
 
 def test_a_range_with_step_zero_is_refused_in_one_paragraph(tmp_path: Path) -> None:
@@ -439,4 +441,3 @@ def test_the_summary_can_be_switched_off(tmp_path: Path) -> None:
     assert (app.sweep_dir / "optimization_results.yaml").is_file()  # upstream's file, always
     assert not (app.sweep_dir / "search.md").exists()
     assert not list(app.sweep_dir.glob("*.png"))
-
