@@ -21,7 +21,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 pytestmark = pytest.mark.slow
 
@@ -366,6 +366,32 @@ def test_a_second_sweeper_on_a_live_study_stops_naming_the_first(
     (tmp_path / "go").touch()
     assert first.wait(timeout=60) == 0, first.communicate()[0]
     assert states(journal_study(app.sweep_dir)) == ["COMPLETE"] * 2
+
+
+def test_the_journal_repair_never_cuts_a_line_a_live_writer_is_writing(tmp_path: Path) -> None:
+    """A trial's process of a dead search (a SLURM job that outlived it) is writing a record when
+    the search is resumed: the resume waits for the writer's lock instead of cutting its line."""
+    app = quadratic_app(tmp_path)
+    assert_ok(app.run())
+    journal = app.sweep_dir / "optuna.journal"
+    record = b'{"op_code":2,"worker_id":"w","study_id":0,"user_attr":{"written_by":"a live writer"}}\n'
+    lock = JournalFileSymlinkLock(str(journal))  # what every writer of the journal holds while it writes
+    lock.acquire()
+    try:
+        with journal.open("ab") as handle:
+            handle.write(record[:30])
+        resumed = app.start("+resume=true", "hydra.sweeper.n_trials=3")
+        time.sleep(3)
+        assert resumed.poll() is None, resumed.communicate()[0]  # waiting for the writer
+        with journal.open("ab") as handle:
+            handle.write(record[30:])
+    finally:
+        lock.release()
+    text = resumed.communicate(timeout=60)[0]
+    assert resumed.returncode == 0 and "Traceback" not in text, text
+    study = journal_study(app.sweep_dir)
+    assert study.user_attrs["written_by"] == "a live writer"
+    assert states(study) == ["COMPLETE"] * 3
 
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
