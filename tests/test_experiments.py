@@ -153,8 +153,10 @@ def test_factorial_is_the_full_72_configuration_grid_over_three_seeds(hydra_conf
 def test_best_is_the_searched_recipe_with_three_fresh_seeds(hydra_conf: None) -> None:
     """experiment=best is a point of experiment=search's space, refitted on all 60,000 images with
     the search's budget, and trained with seeds the search never used, so they test it afresh."""
-    pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
-    from lenet_fmnist.search.space import parse_space
+    pytest.importorskip(
+        "optuna_pruning_sweeper", reason="needs the sweeper: pip install -e ./plugins/hydra_optuna_pruning_sweeper"
+    )
+    from optuna_pruning_sweeper.space import parse_space
 
     jobs = sweep_jobs("best")
     assert jobs == [[f"seed={seed}"] for seed in ("10", "11", "12")]

@@ -1,6 +1,7 @@
 """Hyperparameter search: `train -m hydra/sweeper=optuna` (the `search` extra) through the basic and
 joblib launchers on tiny synthetic data, pruning, resuming a killed search, the summary, the
-plugin from a built wheel, and bad inputs. Skipped without Optuna (pip install -e '.[search]').
+LeNet rules (validation accuracy to maximise, no search without validation), and bad inputs.
+Skipped without the sweeper (pip install -e ./plugins/hydra_optuna_pruning_sweeper -e '.[search]').
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import (
     CLI,
+    REPO,
     assert_clear_failure,
     assert_imports_no_torch,
     assert_ok,
@@ -27,9 +29,11 @@ from conftest import (
     wait_for,
 )
 
-optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+SWEEPER_MISSING = "needs the sweeper: pip install -e ./plugins/hydra_optuna_pruning_sweeper -e '.[search]'"
+pytest.importorskip("optuna_pruning_sweeper", reason=SWEEPER_MISSING)
+optuna = pytest.importorskip("optuna", reason=SWEEPER_MISSING)
 
-from lenet_fmnist.search.study import read_location  # noqa: E402  (after the skip: it imports Optuna)
+from optuna_pruning_sweeper.study import read_location  # noqa: E402  (after the skip)
 
 LR_SPACE = "optimizer.lr=tag(log, interval(0.001, 0.3))"
 
@@ -78,18 +82,19 @@ def check_objective(sweep_dir: Path) -> None:
 def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra_plugins.optuna_pruning_sweeper import optuna_pruning_sweeper as plugin
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna_pruning_sweeper.space import parse_space, trial_overrides
 
-    import hydra_plugins.lenet_fmnist_optuna as plugin
     from lenet_fmnist import config
     from lenet_fmnist.cli import config_dir
     from lenet_fmnist.config import TrainConfig, validate
-    from lenet_fmnist.search.space import parse_space, trial_overrides
 
     config.register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=search"], return_hydra_config=True)
-        assert cfg.hydra.sweeper._target_ == "hydra_plugins.lenet_fmnist_optuna.OptunaSweeper"
+        assert cfg.hydra.sweeper._target_ == "hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper.OptunaSweeper"
+        assert cfg.hydra.sweeper.check_config == "lenet_fmnist.search_trial.check_search_config"
         params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
         space = parse_space(OverridesParser.create().parse_overrides(params), cfg)
         found = space.distributions
@@ -112,6 +117,24 @@ def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes()
         for point in plugin._corners(space):  # what the sweeper checks before training anything
             job = compose("train", overrides=["experiment=search", *trial_overrides(space, point)])
             validate(job, TrainConfig)
+
+
+def test_the_ready_search_restates_no_sweeper_default() -> None:
+    """conf/experiment/search.yaml sets only what differs from the sweeper's and the sampler's
+    defaults, so the two cannot drift apart."""
+    from hydra_plugins.optuna_pruning_sweeper.config import OptunaSweeperConf, TPESamplerConf
+
+    ready = OmegaConf.load(REPO / "conf" / "experiment" / "search.yaml").hydra.sweeper
+    sweeper = OmegaConf.structured(OptunaSweeperConf)
+    defaults = {key: sweeper[key] for key in sweeper if key not in ("_target_", "_recursive_", "defaults", "sampler")}
+    tpe = OmegaConf.structured(TPESamplerConf)
+    for key, value in ready.items():
+        if key == "sampler":
+            restated = [k for k, v in value.items() if tpe.get(k) == v]
+            assert not restated, f"search.yaml restates the TPE sampler's defaults: {restated}"
+        elif key != "params":
+            default = defaults[key]
+            assert value != (default.value if hasattr(default, "value") else default), f"search.yaml restates {key}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,13 +289,13 @@ def test_a_failed_trial_stops_the_search_and_says_why(cli: CLI, tiny_data: Path,
     result = cli.run(*search_args(tiny_data, sweep_dir, "hydra.sweeper.n_trials=2", "optimizer.momentum=1.5"))
     text = output(result)
     assert result.returncode == 1 and "Traceback" not in text, text
-    assert "Trial 0 failed: Invalid configuration: optimizer.momentum=1.5 is not allowed" in text
+    assert "Trial 0 failed: UserError: Invalid configuration: optimizer.momentum=1.5 is not allowed" in text
     assert "max_failure_rate=0.0" in text and "resume=true" in text
     assert states(study_of(sweep_dir)) == ["FAIL"]
     summary = (sweep_dir / "search.md").read_text()
     assert (
         "| 0 | failed |" in summary
-        and "- trial 0: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
+        and "- trial 0: UserError: Invalid configuration: optimizer.momentum=1.5 is not allowed" in summary
     )
     assert not (sweep_dir / "optimization_results.yaml").exists()  # nothing completed
 
@@ -294,13 +317,18 @@ def test_lenet_train_refuses_to_minimise_its_accuracy(cli: CLI, tiny_data: Path,
 def test_the_search_side_imports_no_torch() -> None:
     """Hydra imports the plugin at every start, and `report` reads searches: neither waits for torch."""
     assert_imports_no_torch(
-        "import hydra_plugins.lenet_fmnist_optuna, lenet_fmnist.search.sweep, lenet_fmnist.search.trial\n"
-        "import lenet_fmnist.report.search_summary"
+        "import hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper, optuna_pruning_sweeper.sweep\n"
+        "import optuna_pruning_sweeper.summary, lenet_fmnist.search_trial, lenet_fmnist.report.writer"
     )
 
 
-def test_without_optuna_the_plugin_defines_nothing_and_warns_nothing(cli: CLI) -> None:
-    hide = "import sys; sys.modules['optuna'] = None; from lenet_fmnist.cli import main; sys.exit(main(sys.argv[1:]))"
+def test_without_the_sweeper_lenet_defines_no_search_and_warns_nothing(cli: CLI) -> None:
+    """lenet_fmnist without the sweeper's package (its `search` extra not installed): it starts
+    without warnings, and hydra/sweeper=optuna is an option Hydra does not know."""
+    hide = (
+        "import sys; sys.modules['optuna_pruning_sweeper'] = sys.modules['hydra_plugins.optuna_pruning_sweeper'] = None; "
+        "from lenet_fmnist.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     common = [sys.executable, "-W", "error", "-c", hide, "train"]
     plain = subprocess.run(
         [*common, "--cfg", "job"], env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=60
@@ -312,10 +340,15 @@ def test_without_optuna_the_plugin_defines_nothing_and_warns_nothing(cli: CLI) -
     assert asked.returncode == 1 and "Could not find 'hydra/sweeper/optuna'" in asked.stderr
 
 
-def test_the_plugin_is_found_from_a_built_wheel(cli: CLI, tiny_data: Path, built_wheel: Path, tmp_path: Path) -> None:
+def test_a_search_runs_from_a_built_wheel_with_the_sweeper_beside_it(
+    cli: CLI, tiny_data: Path, built_wheel: Path, tmp_path: Path
+) -> None:
+    """lenet_fmnist's wheel ships experiment=search but not the sweeper, which is its own
+    distribution (plugins/hydra_optuna_pruning_sweeper, installed in this venv)."""
     with zipfile.ZipFile(built_wheel) as archive:
-        assert "hydra_plugins/lenet_fmnist_optuna/__init__.py" in archive.namelist()
-        assert "lenet_fmnist/conf/experiment/search.yaml" in archive.namelist()
+        names = archive.namelist()
+        assert "lenet_fmnist/conf/experiment/search.yaml" in names
+        assert not [name for name in names if "optuna" in name], "the sweeper is its own distribution"
         archive.extractall(tmp_path / "site")
     env = {**cli.env, "PYTHONPATH": str(tmp_path / "site")}
     sweep_dir = tmp_path / "search"
@@ -324,9 +357,9 @@ def test_the_plugin_is_found_from_a_built_wheel(cli: CLI, tiny_data: Path, built
         [sys.executable, "-m", "lenet_fmnist", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
     )  # fmt: skip
     assert_ok(result)
-    assert str(tmp_path / "site" / "hydra_plugins" / "lenet_fmnist_optuna") in json.dumps(
+    assert str(tmp_path / "site" / "lenet_fmnist") in json.dumps(
         subprocess.run(
-            [sys.executable, "-c", "import hydra_plugins.lenet_fmnist_optuna as p; print(p.__file__)"],
+            [sys.executable, "-c", "import lenet_fmnist.search_trial as m; print(m.__file__)"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         ).stdout
     )  # fmt: skip
@@ -365,8 +398,9 @@ def test_bad_search_input_is_refused(
 
 def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
     """data.val_size=0 on the command line, in the config (a user's experiment) or as a value of
-    the space: the objective and the pruner read validation accuracy, so the search stops before
-    any trial with one paragraph and exit 1 (all three in one process: run_each)."""
+    the space: the objective and the pruner read validation accuracy, so experiment=search's
+    check_config (or the same key given by hand) stops the search before any trial with one
+    paragraph and exit 1 (all three in one process: run_each)."""
     experiments = tmp_path / "conf" / "experiment"
     experiments.mkdir(parents=True)
     (experiments / "final_fit.yaml").write_text("# @package _global_\ndata:\n  val_size: 0\n")
@@ -375,10 +409,11 @@ def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_
         kept = [arg for arg in search_args(tiny_data, tmp_path / name) if not arg.startswith("data.val_size=")]
         return [*kept, *extra]
 
+    check = "hydra.sweeper.check_config=lenet_fmnist.search_trial.check_search_config"
     cases = {
-        "command line": args("line", "data.val_size=0"),
-        "config": ["train", "--config-dir", str(tmp_path / "conf"), *args("config", "experiment=final_fit")[1:]],
-        "space": args("space", "data.val_size=choice(64, 0)"),
+        "command line": args("line", "experiment=search", "data.val_size=0"),
+        "config": ["train", "--config-dir", str(tmp_path / "conf"), *args("config", "experiment=final_fit", check)[1:]],
+        "space": args("space", "experiment=search", "data.val_size=choice(64, 0)"),
     }
     for name, (code, text) in zip(cases, run_each(cli, list(cases.values())), strict=True):
         assert_clear_failure(
@@ -405,7 +440,9 @@ def test_a_trial_a_custom_space_sets_without_validation_fails_before_training(
     )  # fmt: skip
     text = output(result)
     assert result.returncode == 1 and "Traceback" not in text, text
-    assert "trial 0: data.val_size=0 holds out no validation images, but a hyperparameter search" in text, text
+    assert "trial 0: UserError: data.val_size=0 holds out no validation images, but a hyperparameter search" in text, (
+        text
+    )
     assert states(study_of(sweep_dir)) == ["FAIL"]
     assert not list(sweep_dir.rglob("metrics.json")), "no epoch was trained"
 

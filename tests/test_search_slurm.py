@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,10 +21,16 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI, REPO, read_metrics
-from test_search_app import processes, start_dashboard, stop, wait_until  # noqa: F401  (processes: a fixture)
 from test_slurm import RESOURCES, cluster, ended, job_ids, report, slurm_cli  # noqa: F401  (fixtures)
 
-optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+pytest.importorskip(
+    "optuna_pruning_sweeper", reason="needs the sweeper: pip install -e ./plugins/hydra_optuna_pruning_sweeper"
+)
+optuna = pytest.importorskip("optuna")
+# The dashboard's helpers are the sweeper's tests' (they watch a plain app's live search the same way).
+sys.path.insert(0, str(REPO / "plugins" / "hydra_optuna_pruning_sweeper" / "tests"))
+from live_dashboard import processes, start_dashboard, stop, wait_until  # noqa: E402, F401  (processes: a fixture)
+
 pytestmark = pytest.mark.slurm
 
 # The random sampler with this seed asks lr 0.1, 0.1, then 1e-8, 0.1: the first batch of two

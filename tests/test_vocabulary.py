@@ -44,10 +44,9 @@ def test_resume_may_change_the_neutral_keys_and_nothing_else() -> None:
 
 def test_the_report_side_imports_no_torch() -> None:
     """Every module of lenet_fmnist.report, the vocabulary and the run directory's module load
-    without torch (the search's summary, when the `search` extra's Optuna is there to load it)."""
+    without torch."""
     assert_imports_no_torch(
-        "import pkgutil, importlib, importlib.util, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
+        "import pkgutil, importlib, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
         "for module in pkgutil.iter_modules(report.__path__):\n"
-        "    if module.name != 'search_summary' or importlib.util.find_spec('optuna'):\n"
-        "        importlib.import_module(f'lenet_fmnist.report.{module.name}')"
+        "    importlib.import_module(f'lenet_fmnist.report.{module.name}')"
     )

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist import cores, openmp, rundir
+from lenet_fmnist import cores, openmp, rundir, search_trial
 from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
-from lenet_fmnist.vocabulary import SEARCH_TRIAL
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +84,6 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
-def _search_trial() -> int | None:
-    """The trial's number when this job is a trial of a hyperparameter search (hydra/sweeper=optuna,
-    which names it in the job's Hydra config, not in its own), else None."""
-    from hydra.core.hydra_config import HydraConfig
-
-    trial = HydraConfig.get().job.env_set.get(SEARCH_TRIAL)
-    return None if trial is None else int(trial)
-
-
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -112,7 +102,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
         # A search's trial hands what ended it to the sweeper as the job's exception (Hydra's
         # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
-        trial = _search_trial()
+        trial = search_trial.current() if sweep_dir is not None else None
         try:
             rundir.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
             return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
@@ -122,7 +112,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             if ending.stops_sweep:
                 raise SystemExit(ending.exit_code) from None
             if trial is not None:
-                raise
+                raise search_trial.as_search_error(error) from None
             # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures):
             # in whichever process they ran.
             if sweep_dir is None or command != "train":
@@ -131,7 +121,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         except Exception as error:
             if trial is None:
                 raise
-            log.error("Trial %d failed: %s: %s", trial, type(error).__name__, error)
+            log.error("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
             raise
         finally:
             rundir.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
@@ -173,15 +163,7 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
     # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
-    trial = _search_trial() if sweep else None
-    on_epoch = None
-    if trial is not None:
-        from lenet_fmnist.search.trial import trial_reporter
-        from lenet_fmnist.validation import refuse_search_without_validation
-
-        # The sweeper refused data.val_size=0 before any trial; a custom search space may still set it.
-        refuse_search_without_validation([typed.data.val_size])
-        on_epoch = trial_reporter(Path(hydra_cfg.sweep.dir), trial, typed.epochs)
+    on_epoch = search_trial.epoch_reporter(typed) if sweep else None
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
     return train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"]
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# A sweep directory holding this file holds a hyperparameter search (hydra/sweeper=optuna): where
-# its Optuna study is stored; lenet_fmnist.search reads and writes it.
+# A sweep directory holding this file holds a hyperparameter search (hydra/sweeper=optuna): the
+# sweeper (optuna_pruning_sweeper.names.SEARCH_FILE, an optional package) writes it there.
 SEARCH_FILE = "search.json"
-# The sweeper names each trial's number in `hydra.job.env_set` under this key: part of the job's
-# Hydra config (so it reaches the job through every launcher) but not of its own config, so the
-# run directory's name and the run's results are those of the same run outside a search.
-SEARCH_TRIAL = "LENET_FMNIST_SEARCH_TRIAL"
 
 
 # ---- config keys that never change results ---------------------------------------------------

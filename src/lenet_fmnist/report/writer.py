@@ -21,6 +21,7 @@ from lenet_fmnist.errors import UserError
 from lenet_fmnist.report import analysis, runs, stats
 from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
 from lenet_fmnist.report.runs import COMPLETED, Run
+from lenet_fmnist.search_trial import write_summary
 from lenet_fmnist.storage import write_text
 from lenet_fmnist.vocabulary import SEARCH_FILE
 
@@ -364,17 +365,5 @@ def main(argv: list[str]) -> int:
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
     for directory in options.directories:
         if (directory / SEARCH_FILE).is_file():
-            sys.stdout.write(f"Wrote {_search_summary(directory)} and search.csv (a hyperparameter search).\n")
+            sys.stdout.write(f"Wrote {write_summary(directory)} and search.csv (a hyperparameter search).\n")
     return 0
-
-
-def _search_summary(directory: Path) -> Path:
-    """search.md and search.csv of a search directory (hydra/sweeper=optuna); they need Optuna."""
-    try:
-        from lenet_fmnist.report import search_summary
-    except ImportError:
-        raise UserError(
-            f"{directory} holds a hyperparameter search; its summary needs Optuna: pip install 'lenet-fmnist[search]'. "
-            "report.md above covers its runs."
-        ) from None
-    return search_summary.write(directory)

@@ -1,19 +1,28 @@
 """The search's names, written once: the files of a search directory, the user attributes it keeps
 in its Optuna study and trials, the keys of search.json, and the pruners.
 
-The sweeper, the trials' processes and the summary read them from here. This module imports
-neither Optuna nor torch: the Hydra plugin loads it at every start-up.
+The sweeper, the trials' processes and the summary read them from here. This module does not
+import Optuna: the Hydra plugin loads it at every start-up.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
+# A sweep directory holding this file holds a search: where its Optuna study is stored.
+SEARCH_FILE = "search.json"
 JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep directory
 RESULTS_FILE = "optimization_results.yaml"  # the best trial or the Pareto set, as upstream's sweeper writes it
 SUMMARY_FILE, TABLE_FILE = "search.md", "search.csv"
 
-# search.json (vocabulary.SEARCH_FILE): where the study of a sweep directory is stored.
+HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
+
+# The sweeper names each trial's number in `hydra.job.env_set` under this key: part of the job's
+# Hydra config (so it reaches the job through every launcher) but not of its own config, so the
+# run directory's name and the task's config are those of the same run outside a search.
+TRIAL_ENV = "OPTUNA_PRUNING_SWEEPER_TRIAL"
+
+# search.json (SEARCH_FILE): where the study of a sweep directory is stored.
 STORAGE_KEY, STUDY_NAME_KEY = "storage", "study_name"
 
 # The study's user attributes.
@@ -28,7 +37,7 @@ OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its 
 RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory
 ERROR_ATTR = "error"  # why it failed, as its task's exception said
 RETRY_OF_ATTR = "retry_of"  # the number of the trial a dead search left running, asked again
-MACHINE_FAULT_ATTR = "machine_fault"  # the machine stopped it (a full disk): asked again on resume
+STOPPED_ATTR = "machine_fault"  # its task raised StopSearch (a full disk): asked again on resume
 
 
 class PrunerName(Enum):
@@ -37,3 +46,8 @@ class PrunerName(Enum):
     median = "median"
     hyperband = "hyperband"
     none = "none"
+
+
+def key_of(override: str) -> str:
+    """The config key an override is about: `+data.root=/x` -> `data.root`, `~seed` -> `seed`."""
+    return override.split("=", 1)[0].lstrip("+~")

@@ -4,7 +4,7 @@ again, and so are trials the machine stopped, e.g. on a full disk, which also st
 
 The objective is what the task function returns (Hydra's convention): a number, or one per
 objective. A task that raises fails its trial, with the exception's message kept in the study;
-one that raises optuna.TrialPruned (or lenet_fmnist's Pruned) was pruned.
+one that raises optuna.TrialPruned was pruned; one that raises StopSearch stops the search.
 """
 
 from __future__ import annotations
@@ -21,12 +21,18 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from lenet_fmnist.errors import MachineFault, Pruned, UserError
-from lenet_fmnist.overrides import key_of
-from lenet_fmnist.search.names import ERROR_ATTR, MACHINE_FAULT_ATTR, OVERRIDES_ATTR, RETRY_OF_ATTR, RUN_DIR_ATTR
-from lenet_fmnist.search.space import Space, trial_overrides
-from lenet_fmnist.search.study import Settings
-from lenet_fmnist.vocabulary import SEARCH_TRIAL
+from optuna_pruning_sweeper.errors import StopSearch, SweeperError
+from optuna_pruning_sweeper.names import (
+    ERROR_ATTR,
+    OVERRIDES_ATTR,
+    RETRY_OF_ATTR,
+    RUN_DIR_ATTR,
+    STOPPED_ATTR,
+    TRIAL_ENV,
+    key_of,
+)
+from optuna_pruning_sweeper.space import Space, trial_overrides
+from optuna_pruning_sweeper.study import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +57,13 @@ class Outcome:
     state: TrialState
     values: list[float] | None = None
     message: str = ""  # why it failed or was pruned
-    machine_fault: bool = False  # the machine stopped it (a full disk): the search stops, resume asks it again
+    stopped: bool = False  # its task raised StopSearch (a full disk): the search stops, resume asks it again
 
 
 def _asked_again(trial: FrozenTrial) -> bool:
     """Whether a resumed search asks the trial's values again instead of counting it: a dead
-    search left it running, or the machine stopped it."""
-    return trial.state is TrialState.RUNNING or bool(trial.user_attrs.get(MACHINE_FAULT_ATTR))
+    search left it running, or its task raised StopSearch."""
+    return trial.state is TrialState.RUNNING or bool(trial.user_attrs.get(STOPPED_ATTR))
 
 
 def _retried(trials: list[FrozenTrial]) -> set[int]:
@@ -75,7 +81,7 @@ def ended(study: optuna.Study) -> int:
 
 def retry_abandoned(study: optuna.Study) -> None:
     """Ask again the values of the trials a dead search left running (marked failed) and of those
-    the machine stopped (a full disk), once each."""
+    whose task raised StopSearch (a full disk), once each."""
     trials = study.get_trials(deepcopy=False)
     retried = _retried(trials)
     for trial in trials:
@@ -85,7 +91,7 @@ def retry_abandoned(study: optuna.Study) -> None:
             log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
             study.tell(trial.number, state=TrialState.FAIL)
         else:
-            log.warning("Trial %d was stopped by the machine in an earlier search: asked again.", trial.number)
+            log.warning("Trial %d stopped an earlier search (StopSearch): asked again.", trial.number)
         study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
@@ -97,15 +103,15 @@ def _custom_values(sweep: Sweep, trial: optuna.Trial) -> dict[str, Any]:
         return {}
     try:
         extra = sweep.custom(sweep.config, trial)
-    except UserError:
+    except SweeperError:
         raise
     except Exception as error:
-        raise UserError(
+        raise SweeperError(
             f"hydra.sweeper.custom_search_space={sweep.space.custom} raised {type(error).__name__} while configuring "
             f"trial {trial.number}: {error}"
         ) from None
     if extra is not None and not isinstance(extra, Mapping):
-        raise UserError(
+        raise SweeperError(
             f"hydra.sweeper.custom_search_space={sweep.space.custom} returned a {type(extra).__name__}; it must return "
             "None or a dict of further overrides (key: value)."
         )
@@ -120,11 +126,11 @@ def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
         fixed = {key_of(o) for o in sweep.space.fixed}
         clash = sorted(fixed & {key_of(key) for key in [*trial.params, *extra]})
         if clash:
-            raise UserError(
+            raise SweeperError(
                 f"hydra.sweeper.custom_search_space={sweep.space.custom} sets {', '.join(clash)}, which the search "
                 "passes to every trial as a fixed value: drop one of the two."
             )
-    except UserError:
+    except SweeperError:
         study.tell(trial, state=TrialState.FAIL)
         raise
     overrides = trial_overrides(sweep.space, trial.params, extra)
@@ -139,7 +145,7 @@ def _job_overrides(sweep: Sweep, trial: optuna.Trial, overrides: list[str]) -> l
     unnamed = ",".join([*sweep.unnamed, *(key_of(o) for o in sweep.space.fixed), *floats])
     return [
         *overrides,
-        f"++hydra.job.env_set.{SEARCH_TRIAL}={trial.number}",
+        f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
         f"hydra.job.config.override_dirname.exclude_keys=[{unnamed}]",
     ]
 
@@ -148,7 +154,7 @@ def _job_overrides(sweep: Sweep, trial: optuna.Trial, overrides: list[str]) -> l
 
 
 def _objective(value: Any, directions: Sequence[str]) -> list[float]:
-    """The task's return value as one number per objective; a UserError when it is not one."""
+    """The task's return value as one number per objective; a SweeperError when it is not one."""
     many = len(directions) > 1
     values = list(value) if many and isinstance(value, list | tuple) else [value]
     try:
@@ -158,28 +164,28 @@ def _objective(value: Any, directions: Sequence[str]) -> list[float]:
         pass
     wanted = f"a list of {len(directions)} numbers" if many else "a number"
     shown = f"[{', '.join(directions)}]" if many else directions[0]
-    raise UserError(
+    raise SweeperError(
         f"The task returned {value!r} ({type(value).__name__}); for hydra.sweeper.direction={shown} the "
         f"task function (the one decorated with @hydra.main) must return the objective: {wanted}."
     )
 
 
 def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
-    """How the trial ended. A bad return value raises UserError: the task needs fixing."""
+    """How the trial ended. A bad return value raises SweeperError: the task needs fixing."""
     if job.status is JobStatus.COMPLETED:
         values = _objective(job.return_value, directions)
         if any(math.isnan(v) for v in values):
             return Outcome(TrialState.FAIL, message=f"the task returned {job.return_value!r}")
         return Outcome(TrialState.COMPLETE, values)
     error = job._return_value  # the task's exception (return_value would raise it and print to stderr)
-    if isinstance(error, Pruned | optuna.TrialPruned):
+    if isinstance(error, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, message=str(error))
     if not isinstance(error, BaseException):
         return Outcome(TrialState.FAIL, message=f"the job ended with status {job.status.name}")
     text = " ".join(str(error).split())
-    if isinstance(error, MachineFault):
-        return Outcome(TrialState.FAIL, message=text, machine_fault=True)
-    return Outcome(TrialState.FAIL, message=text if isinstance(error, UserError) else f"{type(error).__name__}: {text}")
+    if isinstance(error, StopSearch):
+        return Outcome(TrialState.FAIL, message=text, stopped=True)
+    return Outcome(TrialState.FAIL, message=f"{type(error).__name__}: {text}")
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
@@ -207,7 +213,7 @@ def _launch(sweep: Sweep, asked: list[tuple[optuna.Trial, list[str]]]) -> list[J
     jobs = [_job_overrides(sweep, trial, overrides) for trial, overrides in asked]
     try:
         return list(sweep.launch(jobs, asked[0][0].number))
-    except UserError:
+    except SweeperError:
         raise
     except Exception as error:  # e.g. a scheduler that lost the jobs: the batch failed, the search goes on
         return [error] * len(asked)
@@ -225,7 +231,7 @@ def _consecutive(asked: list[tuple[optuna.Trial, list[str]]]) -> list[list[tuple
 
 
 def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception, settings: Settings) -> Outcome:
-    """Tell the study how the trial's job ended; a task that returned no objective raises UserError
+    """Tell the study how the trial's job ended; a task that returned no objective raises SweeperError
     once the trial is told."""
     if not isinstance(job, JobReturn):
         result = Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
@@ -234,14 +240,14 @@ def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception
             trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
         try:
             result = outcome(job, settings.directions)
-        except UserError as error:
+        except SweeperError as error:
             trial.set_user_attr(ERROR_ATTR, str(error))
             _tell(study, trial, Outcome(TrialState.FAIL))
             raise
     if result.state is TrialState.FAIL:
         trial.set_user_attr(ERROR_ATTR, result.message)
-    if result.machine_fault:
-        trial.set_user_attr(MACHINE_FAULT_ATTR, True)
+    if result.stopped:
+        trial.set_user_attr(STOPPED_ATTR, True)
     _tell(study, trial, result)
     _report(study, trial, result)
     return result
@@ -256,7 +262,7 @@ def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) 
         for (trial, _), job in zip(run, _launch(sweep, run), strict=True):
             try:
                 result = _record(study, trial, job, settings)
-            except UserError as error:
+            except SweeperError as error:
                 bad_return = bad_return or error
                 continue
             if result.state is TrialState.FAIL:
@@ -276,13 +282,13 @@ def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int)
         failures = run_batch(study, sweep, settings, size)
         failed += len(failures)
         said = "; ".join(f"trial {number}: {result.message.rstrip('.')}" for number, result in failures)
-        if any(result.machine_fault for _, result in failures):
-            raise MachineFault(
-                f"The machine stopped the search: {said}. Once it lets the trials run again, the same command "
+        if any(result.stopped for _, result in failures):
+            raise SweeperError(
+                f"A trial stopped the search: {said}. Once the machine lets the trials run again, the same command "
                 "with resume=true asks the stopped trials again; every other trial is kept."
             )
         if len(failures) / size > settings.max_failure_rate:
-            raise UserError(
+            raise SweeperError(
                 f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
                 f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
                 f"{said}. The study keeps every trial: fix the cause and run the same command with "

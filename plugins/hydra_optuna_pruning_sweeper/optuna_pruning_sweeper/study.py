@@ -25,14 +25,16 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.search.names import (
+from optuna_pruning_sweeper.errors import SweeperError
+from optuna_pruning_sweeper.files import write_json
+from optuna_pruning_sweeper.names import (
     COMMAND_ATTR,
     JOURNAL_FILE,
     PRUNER_ATTR,
     PRUNER_NAME,
     PRUNER_STARTUP,
     PRUNER_WARMUP,
+    SEARCH_FILE,
     SPACE_ATTR,
     SPACE_CUSTOM,
     SPACE_FIXED,
@@ -41,9 +43,7 @@ from lenet_fmnist.search.names import (
     STUDY_NAME_KEY,
     PrunerName,
 )
-from lenet_fmnist.search.space import Space
-from lenet_fmnist.storage import write_json
-from lenet_fmnist.vocabulary import SEARCH_FILE
+from optuna_pruning_sweeper.space import Space
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class Settings:
             ("pruner_warmup_epochs", self.pruner_warmup_epochs, 0),
         ):
             if value < least:
-                raise UserError(f"hydra.sweeper.{key}={value} is not allowed: it must be an integer >= {least}.")
+                raise SweeperError(f"hydra.sweeper.{key}={value} is not allowed: it must be an integer >= {least}.")
         if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise UserError(
+            raise SweeperError(
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate} is not allowed: it must be a number from 0 "
                 "to 1, the share of a batch's trials that may fail before the search stops (0: none, 1: all)."
             )
@@ -85,7 +85,7 @@ def directions_of(direction: Any) -> tuple[str, ...]:
     """hydra.sweeper.direction: minimize or maximize, or a list of them (one per objective)."""
     given = [direction] if isinstance(direction, str) else list(direction) if direction is not None else []
     if not given or any(str(d) not in DIRECTIONS for d in given):
-        raise UserError(
+        raise SweeperError(
             f"hydra.sweeper.direction={direction} is not allowed: it must be minimize or maximize, or a list of "
             "them with one per objective, e.g. [minimize, maximize] for a task that returns two numbers."
         )
@@ -108,13 +108,13 @@ class Location:
     @contextlib.contextmanager
     def problems(self, sweep_dir: Path) -> Iterator[None]:
         """Turn what a bad storage raises (OSError, a corrupt journal's JSON error, SQLAlchemy's
-        errors: the user's to fix) into a UserError naming it."""
+        errors: the user's to fix) into a SweeperError naming it."""
         try:
             yield
-        except (UserError, KeyError):  # KeyError: no such study, which the caller explains
+        except (SweeperError, KeyError):  # KeyError: no such study, which the caller explains
             raise
         except Exception as error:
-            raise UserError(
+            raise SweeperError(
                 f"The search's storage {self.describe(sweep_dir)} cannot be used ({type(error).__name__}: {error}). "
                 "Give a writable journal file or a database URL with hydra.sweeper.storage=..., or another "
                 f"hydra.sweep.dir=DIR (the default storage is DIR/{JOURNAL_FILE}). Nothing was changed."
@@ -132,7 +132,7 @@ class Location:
             with self.problems(sweep_dir):
                 return optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError:
-            raise UserError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.") from None
+            raise SweeperError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.") from None
 
 
 def read_location(sweep_dir: Path) -> Location | None:
@@ -143,7 +143,7 @@ def read_location(sweep_dir: Path) -> Location | None:
         saved = json.loads(path.read_text())
         return Location(saved[STORAGE_KEY], saved[STUDY_NAME_KEY])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path} cannot be read ({error}); it says where the search's study is stored.") from None
+        raise SweeperError(f"{path} cannot be read ({error}); it says where the search's study is stored.") from None
 
 
 def repair_journal(path: Path) -> None:
@@ -178,7 +178,7 @@ def _grid_values(key: str, distribution: BaseDistribution) -> list[Any]:
     if isinstance(distribution, FloatDistribution) and distribution.step is not None:
         count = round((distribution.high - distribution.low) / distribution.step) + 1
         return [distribution.low + i * distribution.step for i in range(count)]
-    raise UserError(
+    raise SweeperError(
         f"hydra/sweeper/sampler=grid needs a finite set of values, but {key} is a continuous range: give it as "
         "a comma list, choice(...), range(start, stop, step) or int(interval(a, b))."
     )
@@ -206,17 +206,17 @@ def make_sampler(node: dict[str, Any], space: Space, asked_before: int) -> optun
         made = instantiate(arguments)
         if node.get("_partial_"):  # the grid sampler: given its grid, made of the space
             made = made(grid_of(space))
-    except UserError:
+    except SweeperError:
         raise
     except (HydraException, ImportError, TypeError, ValueError) as error:
         cause = error.__cause__ or error
-        raise UserError(
+        raise SweeperError(
             f"The sampler {target} cannot be made ({type(cause).__name__}: {' '.join(str(cause).split())}). Check "
             "hydra.sweeper.sampler's keys (--cfg hydra -p hydra.sweeper.sampler shows them); a sampler whose package "
-            "is missing needs it installed (pip install 'lenet-fmnist[search]' brings cmaes and scipy)."
+            "is missing needs it installed (pip install 'hydra-optuna-pruning-sweeper[samplers]' brings cmaes and scipy)."
         ) from None
     if not isinstance(made, optuna.samplers.BaseSampler):
-        raise UserError(
+        raise SweeperError(
             f"hydra.sweeper.sampler._target_={target} makes a {type(made).__name__}, not an Optuna sampler."
         )
     return made
@@ -276,7 +276,7 @@ def _create_or_load(location: Location, sweep_dir: Path, settings: Settings) -> 
         if any(known.study_name == location.study_name for known in storage.get_all_studies()):
             study = optuna.load_study(study_name=location.study_name, storage=storage)
             if [d.name.lower() for d in study.directions] != list(settings.directions):
-                raise UserError(
+                raise SweeperError(
                     f"The study {location.study_name!r} in {location.describe(sweep_dir)} was created to "
                     f"{', '.join(d.name.lower() for d in study.directions)}; hydra.sweeper.direction asks to "
                     f"{', '.join(settings.directions)}. Continue it with the same direction, or choose another study_name."
@@ -290,7 +290,7 @@ def open_study(settings: Settings, sweep_dir: Path, space: Space, resume: bool, 
     location = read_location(sweep_dir)
     wanted = Location(settings.storage, settings.study_name or sweep_dir.name)
     if location is not None and location != wanted:
-        raise UserError(
+        raise SweeperError(
             f"{sweep_dir} holds a search stored in {location.describe(sweep_dir)} as study {location.study_name!r}; "
             f"this command asks for {wanted.describe(sweep_dir)} as {wanted.study_name!r}. Run it with the same "
             "hydra.sweeper.storage and study_name."
@@ -299,12 +299,12 @@ def open_study(settings: Settings, sweep_dir: Path, space: Space, resume: bool, 
     study = _create_or_load(wanted, sweep_dir, settings)
     saved, described = study.user_attrs.get(SPACE_ATTR), space.describe()
     if saved is not None and not resume:
-        raise UserError(
+        raise SweeperError(
             f"The study {wanted.study_name!r} in {wanted.describe(sweep_dir)} already holds {len(study.trials)} "
             "trial(s); it is left untouched. Pass resume=true to continue it, or choose another hydra.sweeper.study_name."
         )
     if saved is not None and saved != described:
-        raise UserError(
+        raise SweeperError(
             f"resume=true, but the search space differs from the one the study in {sweep_dir} searched: "
             f"{'; '.join(_space_changes(saved, described))}. Resume with the same space, or start a new "
             "search in another hydra.sweep.dir."

@@ -13,7 +13,7 @@ import hydra
 import optuna
 from omegaconf import DictConfig
 
-from lenet_fmnist.search.trial import current_trial
+from optuna_pruning_sweeper import current_trial
 
 NOT_A_FUNCTION = 3  # for the test of a custom_search_space that cannot be called
 

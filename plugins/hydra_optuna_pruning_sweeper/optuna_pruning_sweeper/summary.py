@@ -1,11 +1,11 @@
 """search.md, search.csv, optimization_results.yaml and figures for a search's sweep directory.
 
-Written by the sweeper when a search ends and by `python -m lenet_fmnist report DIR` on a search
-directory, for any Hydra app's search. Trials are sorted by objective; the best trial's overrides
+Written by the sweeper when a search ends, and by `python -m optuna_pruning_sweeper.summary DIR`
+(an app's own command may call `write(DIR)` too). Trials are sorted by objective; the best trial's overrides
 make a ready command (or, with several objectives, the Pareto set is listed); failed trials are
 listed with their task's message. optimization_results.yaml is what upstream's Optuna sweeper
-writes. The figures are Optuna's own (its matplotlib back end, no plotly). Imports optuna (the
-`search` extra); no torch.
+writes. The figures are Optuna's own (its matplotlib back end, no plotly), drawn when matplotlib
+is installed (the `figures` extra).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import shlex
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,28 +25,25 @@ from omegaconf import OmegaConf
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.overrides import key_of
-from lenet_fmnist.report.figures import plt  # matplotlib with the Agg backend
-from lenet_fmnist.rundir import HYDRA_CONFIG
-from lenet_fmnist.search.names import (
+from optuna_pruning_sweeper.errors import SweeperError
+from optuna_pruning_sweeper.files import write_atomic, write_text
+from optuna_pruning_sweeper.names import (
     COMMAND_ATTR,
     ERROR_ATTR,
+    HYDRA_CONFIG,
     OVERRIDES_ATTR,
     RESULTS_FILE,
     RETRY_OF_ATTR,
     RUN_DIR_ATTR,
+    SEARCH_FILE,
     SUMMARY_FILE,
     TABLE_FILE,
+    key_of,
 )
-from lenet_fmnist.search.study import read_location
-from lenet_fmnist.search.trial import LENET_OBJECTIVE
-from lenet_fmnist.storage import write_atomic, write_text
-from lenet_fmnist.vocabulary import SEARCH_FILE
+from optuna_pruning_sweeper.study import read_location
 
 HISTORY_PNG, IMPORTANCE_PNG, PARETO_PNG = "search_history.png", "search_importance.png", "search_pareto.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
-_MEANING = {LENET_OBJECTIVE: "the best-epoch validation accuracy; test accuracy never fed it"}
 
 
 @dataclass(frozen=True)
@@ -153,6 +151,13 @@ def _figures(study: optuna.Study, directory: Path) -> tuple[list[str], list[str]
     drawn: list[str] = []
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
         return drawn, ["No figures: they need two complete trials."]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # figures are files, never windows
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return drawn, ["No figures: matplotlib is not installed (pip install 'hydra-optuna-pruning-sweeper[figures]')."]
     notes = []
     for name, what, plot in _plots(study):
         try:
@@ -189,10 +194,7 @@ def _headline(study: optuna.Study, table: list[TrialRow]) -> list[str]:
     starts = [t.datetime_start for t in study.trials if t.datetime_start]
     ends = [t.datetime_complete for t in study.trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() / 60 if starts and ends else 0.0
-    goals = [
-        f"{label} ({d.name.lower()}d{'; ' + _MEANING[label] if label in _MEANING else ''})"
-        for label, d in zip(labels(study), study.directions, strict=True)
-    ]
+    goals = [f"{label} ({d.name.lower()}d)" for label, d in zip(labels(study), study.directions, strict=True)]
     return [
         f"# Search {study.study_name}",
         "",
@@ -274,16 +276,31 @@ def write(sweep_dir: Path) -> Path:
     search.md's path."""
     location = read_location(sweep_dir)
     if location is None:
-        raise UserError(f"{sweep_dir} holds no {SEARCH_FILE}: it is not a search directory.")
+        raise SweeperError(f"{sweep_dir} holds no {SEARCH_FILE}: it is not a search directory.")
     study = location.load(sweep_dir)
     table = rows(study, sweep_dir)
     figures, notes = _figures(study, sweep_dir)
     path = sweep_dir / SUMMARY_FILE
-    try:
-        write_text(path, markdown(study, table, figures, notes))
-        write_text(sweep_dir / TABLE_FILE, csv_text(study, table))
-        if (results := results_yaml(study)) is not None:
-            write_text(sweep_dir / RESULTS_FILE, results)
-    except OSError as error:
-        raise UserError(f"Cannot write the search's summary into {sweep_dir} ({error.strerror or error}).") from None
+    write_text(path, markdown(study, table, figures, notes))
+    write_text(sweep_dir / TABLE_FILE, csv_text(study, table))
+    if (results := results_yaml(study)) is not None:
+        write_text(sweep_dir / RESULTS_FILE, results)
     return path
+
+
+def main(argv: list[str]) -> int:
+    """`python -m optuna_pruning_sweeper.summary DIR [DIR ...]`: write the summary of each search."""
+    if not argv:
+        sys.stderr.write("usage: python -m optuna_pruning_sweeper.summary SWEEP_DIR [SWEEP_DIR ...]\n")
+        return 2
+    for directory in argv:
+        try:
+            sys.stdout.write(f"Wrote {write(Path(directory))}\n")
+        except SweeperError as error:
+            sys.stderr.write(f"{error}\n")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """The search's parts in-process, without a subprocess: the space as upstream's grammar means it,
 values passed to trials exactly, the journal shared with running trials, resuming, the sweeper's
-keys against their defaults and Optuna's. Skipped without Optuna (pip install -e '.[search]').
+keys against their defaults and Optuna's.
 """
 
 from __future__ import annotations
@@ -10,22 +10,21 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-optuna = pytest.importorskip("optuna", reason="needs the `search` extra: pip install -e '.[search]'")
+from hydra_plugins.optuna_pruning_sweeper import config
+from hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper import OptunaSweeper
+from optuna_pruning_sweeper.errors import SweeperError
+from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
+from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
+from optuna_pruning_sweeper.study import Settings, make_sampler, open_study, read_location
+from optuna_pruning_sweeper.trial import open_trial
 
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # noqa: E402
-
-import hydra_plugins.lenet_fmnist_optuna as plugin  # noqa: E402
-from lenet_fmnist.errors import UserError  # noqa: E402
-from lenet_fmnist.search.names import JOURNAL_FILE, PrunerName  # noqa: E402
-from lenet_fmnist.search.space import Space, parse_space, trial_overrides  # noqa: E402
-from lenet_fmnist.search.study import Settings, open_study, read_location  # noqa: E402
-from lenet_fmnist.search.trial import open_trial  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
+NEEDS = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy", "torch")}
 
 
 def space_of(*overrides: str) -> Space:
@@ -82,7 +81,7 @@ def test_a_trial_opens_a_journal_that_another_trial_is_appending_to(tmp_path: Pa
     with (tmp_path / JOURNAL_FILE).open("ab") as journal:
         journal.write(b'{"op_code": 4, "worker_id": "another-tri')  # cut mid-record
 
-    opened = open_trial(tmp_path, trial.number, 5)
+    opened = open_trial(tmp_path, trial.number)
 
     assert opened.params == trial.params
     opened.report(0.5, 1)
@@ -110,14 +109,14 @@ def test_a_journal_damaged_before_its_last_line_is_refused(tmp_path: Path) -> No
     study.tell(study.ask(space.distributions), 1.0)
     journal = tmp_path / JOURNAL_FILE
     journal.write_bytes(b"not a record\n" + journal.read_bytes())
-    with pytest.raises(UserError, match=r"optuna.journal cannot be used .*line 1 of the journal is damaged"):
+    with pytest.raises(SweeperError, match=r"optuna.journal cannot be used .*line 1 of the journal is damaged"):
         open_study(settings(), tmp_path, space, True, "python app.py")
 
 
 def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_its_journal(tmp_path: Path) -> None:
     space = space_of("x=interval(0, 1)")
     open_study(settings(), tmp_path, space, False, "python app.py")
-    with pytest.raises(UserError) as refused:
+    with pytest.raises(SweeperError) as refused:
         open_study(settings(), tmp_path, space, False, "python app.py")
     assert f"in {tmp_path / JOURNAL_FILE} already holds" in str(refused.value) and "None" not in str(refused.value)
 
@@ -125,43 +124,23 @@ def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_
 @pytest.mark.parametrize(("launcher_jobs", "expected"), [(None, 1), (3, 3), (-1, "cores"), (-2, "cores - 1")])
 def test_the_launchers_n_jobs_sets_the_batch_in_joblibs_meaning(launcher_jobs: int | None, expected: Any) -> None:
     joblib = pytest.importorskip("joblib")
-    sweeper = plugin.OptunaSweeper(n_jobs=None)
+    sweeper = OptunaSweeper(n_jobs=None)
     sweeper.config = OmegaConf.create({"hydra": {"launcher": {"n_jobs": launcher_jobs}}})
     cores = joblib.cpu_count()
     wanted = {"cores": cores, "cores - 1": max(1, cores - 1)}.get(expected, expected)
     if expected == "cores - 1" and cores == 1:
-        with pytest.raises(UserError, match=r"hydra\.launcher\.n_jobs=-2"):
+        with pytest.raises(SweeperError, match=r"hydra\.launcher\.n_jobs=-2"):
             sweeper._n_jobs()
         return
     assert sweeper._n_jobs() == wanted
 
 
-def sweeper_defaults() -> dict[str, Any]:
-    conf = OmegaConf.structured(plugin.OptunaSweeperConf)
-    return {key: conf[key] for key in conf if key not in ("_target_", "_recursive_", "defaults", "sampler")}
-
-
-def test_the_ready_search_restates_no_sweeper_default() -> None:
-    """conf/experiment/search.yaml sets only what differs from the sweeper's and the sampler's
-    defaults, so the two cannot drift apart."""
-    ready = OmegaConf.load(REPO / "conf" / "experiment" / "search.yaml").hydra.sweeper
-    defaults = sweeper_defaults()
-    tpe = OmegaConf.structured(plugin.TPESamplerConf)
-    for key, value in ready.items():
-        if key == "sampler":
-            restated = [k for k, v in value.items() if tpe.get(k) == v]
-            assert not restated, f"search.yaml restates the TPE sampler's defaults: {restated}"
-        elif key != "params":
-            default = defaults[key]
-            assert value != (default.value if hasattr(default, "value") else default), f"search.yaml restates {key}"
-
-
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # qmc, gp: Optuna's word
-@pytest.mark.parametrize("name", sorted(plugin.SAMPLERS))
+@pytest.mark.parametrize("name", sorted(config.SAMPLERS))
 def test_each_sampler_option_carries_optunas_defaults_and_makes_its_sampler(name: str) -> None:
-    from lenet_fmnist.search.study import make_sampler
-
-    node = plugin.SAMPLERS[name]
+    for package in NEEDS.get(name, ()):  # the `samplers` extra's, or torch (gp), which no extra brings
+        pytest.importorskip(package)
+    node = config.SAMPLERS[name]
     conf = OmegaConf.structured(node)
     target = optuna.samplers
     sampler_class = getattr(target, conf._target_.rsplit(".", 1)[1])

@@ -31,10 +31,8 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.overrides import key_of
-from lenet_fmnist.search.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS
-from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS
+from optuna_pruning_sweeper.errors import SweeperError
+from optuna_pruning_sweeper.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS, key_of
 
 GRAMMAR = (
     "a comma list or choice(...) for categories, range(start, stop, step) for a stepped range, "
@@ -47,12 +45,15 @@ class Space:
     distributions: dict[str, BaseDistribution]  # by the override's key, e.g. "optimizer.lr", "activation", "+w"
     fixed: list[str]  # overrides passed to every trial as they are
     custom: str | None = None  # hydra.sweeper.custom_search_space: adds parameters to each trial
+    # Fixed keys a resumed search may change: `resume` and the keys the app keeps out of its run
+    # directories' names (hydra.job.config.override_dirname.exclude_keys: where or how fast a
+    # run goes, never what it computes).
+    neutral: frozenset[str] = frozenset({"resume"})
 
     def describe(self) -> dict[str, Any]:
-        """The space as JSON, kept in the study: a resumed search must search the same one. Keys
-        that never change results (resume, threads, ...) and Hydra's own keys are left out."""
-        neutral = {*RESULT_NEUTRAL_KEYS, "experiment"}
-        kept = [o for o in self.fixed if not o.startswith("hydra.") and key_of(o) not in neutral]
+        """The space as JSON, kept in the study: a resumed search must search the same one. The
+        neutral keys and Hydra's own are left out."""
+        kept = [o for o in self.fixed if not o.startswith("hydra.") and key_of(o) not in self.neutral]
         return {
             SPACE_PARAMS: {key: json.loads(distribution_to_json(d)) for key, d in sorted(self.distributions.items())},
             SPACE_FIXED: sorted(kept),
@@ -65,7 +66,7 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     choices = [value.text if isinstance(value, QuotedString) else value for value in values]
     for value in choices:
         if value is not None and not isinstance(value, bool | int | float | str):
-            raise UserError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
+            raise SweeperError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
                             "strings, booleans or null.")  # fmt: skip
     return CategoricalDistribution(list(dict.fromkeys(choices)))
 
@@ -76,7 +77,7 @@ def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
     if sweep.shuffle:
         return _choice(key, values)
     if len(values) < 2:
-        raise UserError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds {len(values)} value(s); "
+        raise SweeperError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds {len(values)} value(s); "
                         "a range to search needs at least two.")  # fmt: skip
     step = abs(sweep.step)
     low = min(values)
@@ -105,19 +106,19 @@ def _interval(key: str, sweep: IntervalSweep, config: DictConfig) -> BaseDistrib
     log_scale = "log" in sweep.tags
     unknown = sweep.tags - {"log"}
     if unknown:
-        raise UserError(
+        raise SweeperError(
             f"{key}: unknown tag(s) {', '.join(sorted(unknown))} on interval(); the one tag allowed is log."
         )
     if low is None or high is None or not low < high:
-        raise UserError(f"{key}=interval({low}, {high}) is not a range: interval(low, high) needs low < high.")
+        raise SweeperError(f"{key}=interval({low}, {high}) is not a range: interval(low, high) needs low < high.")
     if log_scale and low <= 0:
-        raise UserError(
+        raise SweeperError(
             f"{key}=tag(log, interval({low}, {high})) touches or crosses 0: a log-scale range needs 0 < low < high."
         )
     if isinstance(low, int) and isinstance(high, int):  # int(interval(...)) casts both bounds
         return IntDistribution(low, high, log=log_scale)
     if _declared_int(config, key):
-        raise UserError(
+        raise SweeperError(
             f"{key} is an integer, but interval({low:g}, {high:g}) samples floats: write "
             f"int(interval({low:g}, {high:g})) for an integer range."
         )
@@ -132,7 +133,7 @@ def _distribution(override: Override, config: DictConfig) -> BaseDistribution:
         return _range(key, value)
     if isinstance(value, IntervalSweep):
         return _interval(key, value, config)
-    raise UserError(f"{override.input_line}: this kind of sweep cannot be searched. Use {GRAMMAR}.")
+    raise SweeperError(f"{override.input_line}: this kind of sweep cannot be searched. Use {GRAMMAR}.")
 
 
 def parse_space(
@@ -157,7 +158,7 @@ def parse_space(
         else:
             fixed[key] = f"{key}={override.get_value_element_as_str()}"
     if not distributions and custom is None:
-        raise UserError(
+        raise SweeperError(
             "The search space is empty: give at least one parameter to search, e.g. x=interval(-5, 5) or "
             "activation=relu,tanh, on the command line or in hydra.sweeper.params (or a custom_search_space)."
         )
@@ -168,7 +169,7 @@ def parse_overrides(lines: Sequence[str], parser: OverridesParser) -> list[Overr
     try:
         return parser.parse_overrides(list(lines))
     except HydraException as error:
-        raise UserError(f"The search space cannot be read: {' '.join(str(error).split())} Use {GRAMMAR}.") from None
+        raise SweeperError(f"The search space cannot be read: {' '.join(str(error).split())} Use {GRAMMAR}.") from None
 
 
 # ---- the deprecated hydra.sweeper.search_space (Hydra 1.1) -----------------------------------
@@ -184,8 +185,10 @@ def _legacy_distribution(key: str, spec: dict[str, Any]) -> BaseDistribution:
         if kind == "float":
             return FloatDistribution(spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
     except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"hydra.sweeper.search_space.{key} cannot be read ({type(error).__name__}: {error}).") from None
-    raise UserError(
+        raise SweeperError(
+            f"hydra.sweeper.search_space.{key} cannot be read ({type(error).__name__}: {error})."
+        ) from None
+    raise SweeperError(
         f"hydra.sweeper.search_space.{key}.type={kind!r} is not allowed: it must be categorical (with choices), "
         "int or float (with low, high and optionally step and log)."
     )

@@ -1,0 +1,262 @@
+"""`hydra/sweeper=optuna`: a hyperparameter search with Optuna for any Hydra 1.3 app.
+
+It reads upstream hydra-optuna-sweeper's documented keys and adds pruning, resuming, a config
+check and a summary; the search itself is the library `optuna_pruning_sweeper`. Hydra imports
+this module at every start-up, so it stays cheap: Optuna is imported only when a search runs.
+
+    python my_app.py -m hydra/sweeper=optuna hydra/sweeper/sampler=tpe 'x=interval(-5, 5)'
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import shlex
+import sys
+import types
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from optuna_pruning_sweeper.errors import SweeperError
+from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSweeper(Sweeper):
+    """Asks Optuna for trials, launches them in batches of n_jobs through the configured
+    launcher, and tells Optuna what each trial's task returned (or raised)."""
+
+    def __init__(self, **keys: Any) -> None:
+        super().__init__()
+        self.keys = keys
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._search(arguments)
+        except SweeperError as error:  # one paragraph, exit 1, no traceback: Hydra would print one
+            log.error("%s", error)
+            raise SystemExit(1) from None
+
+    def _n_jobs(self) -> int:
+        """hydra.sweeper.n_jobs, else the launcher's n_jobs in joblib's meaning (-1: every core,
+        -2: all but one, ...), else 1."""
+        assert self.config is not None
+        if self.keys["n_jobs"] is not None:
+            return int(self.keys["n_jobs"])
+        n_jobs = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=None)
+        if n_jobs is None:
+            return 1
+        if n_jobs < 0:
+            import joblib
+
+            n_jobs = joblib.cpu_count() + 1 + n_jobs
+        if n_jobs < 1:
+            raise SweeperError(
+                f"hydra.launcher.n_jobs={OmegaConf.select(self.config, 'hydra.launcher.n_jobs')} leaves no job to "
+                "run at once; give a positive number, or -1 for every core (or hydra.sweeper.n_jobs=N)."
+            )
+        return n_jobs
+
+    def _settings(self) -> Any:
+        from optuna_pruning_sweeper.study import Settings, directions_of
+
+        sampler = self.keys["sampler"]
+        if not isinstance(sampler, DictConfig):
+            raise SweeperError(
+                f"hydra.sweeper.sampler={sampler} is not allowed: the sampler is the config group "
+                "hydra/sweeper/sampler (tpe, random, cmaes, nsgaii, grid, qmc, gp), chosen with "
+                "hydra/sweeper/sampler=NAME; its arguments are hydra.sweeper.sampler.KEY, e.g. .seed=0."
+            )
+        direction = self.keys["direction"]
+        settings = Settings(
+            n_trials=self.keys["n_trials"],
+            n_jobs=self._n_jobs(),
+            directions=directions_of(list(direction) if isinstance(direction, ListConfig) else direction),
+            max_failure_rate=float(self.keys["max_failure_rate"]),
+            pruner=PrunerName(self.keys["pruner"]),
+            pruner_startup_trials=self.keys["pruner_startup_trials"],
+            pruner_warmup_epochs=self.keys["pruner_warmup_epochs"],
+            storage=self.keys["storage"],
+            study_name=self.keys["study_name"],
+            sampler=OmegaConf.to_container(sampler, resolve=True),
+        )
+        settings.check()
+        return settings
+
+    def _unnamed(self) -> tuple[str, ...]:
+        """The keys the app keeps out of its run directories' names (Hydra's exclude_keys)."""
+        assert self.config is not None
+        return tuple(self.config.hydra.job.config.override_dirname.exclude_keys)
+
+    def _space(self, arguments: list[str]) -> Any:
+        from optuna_pruning_sweeper.space import legacy_distributions, parse_overrides, parse_space
+
+        assert self.config is not None and self.hydra_context is not None
+        legacy = self.keys.get("search_space")
+        if legacy:
+            log.warning(
+                "hydra.sweeper.search_space is deprecated (Hydra 1.1's form); it is read, but write the space "
+                "as hydra.sweeper.params in the override grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)."
+            )
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        params = [f"{key}={value}" for key, value in (self.keys.get("params") or {}).items()]
+        space = parse_space(
+            parse_overrides([*params, *arguments], parser),
+            self.config,
+            self.keys.get("custom_search_space"),
+            legacy_distributions(OmegaConf.to_container(legacy)) if legacy else None,
+        )
+        return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
+
+    def _search(self, arguments: list[str]) -> None:
+        from optuna_pruning_sweeper.study import open_study, trials_wanted
+        from optuna_pruning_sweeper.sweep import Sweep, search
+
+        assert self.config is not None
+        settings, space = self._settings(), self._space(arguments)
+        custom = named_function("custom_search_space", space.custom)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        corners = self.validate([_space_corner(space, point) for point in _corners(space)])
+        check_configs(self.keys.get("check_config"), corners)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        resume = bool(OmegaConf.select(self.config, "resume", default=False))
+        study = open_study(settings, sweep_dir, space, resume, _trial_command())
+        n_trials = trials_wanted(settings, study, space)
+        if not (sweep_dir / "multirun.yaml").exists():  # a resumed search keeps the first one's
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        log.info(
+            "Study %s (%s): %d trials, %d at once, %s, direction %s",
+            study.study_name, settings.storage or sweep_dir / JOURNAL_FILE, n_trials, settings.n_jobs,
+            type(study.sampler).__name__, ", ".join(settings.directions),
+        )  # fmt: skip
+        # Only now: the summary's figures import matplotlib, which a refused search does not wait for.
+        from optuna_pruning_sweeper import summary
+
+        sweep = Sweep(space, self._launch, self.config, self._unnamed(), custom)
+        try:
+            failures = search(settings, study, sweep, n_trials)
+        finally:  # also when it gives up or is interrupted: the trials so far, summarised
+            summary.write(sweep_dir)
+        if failures:
+            log.warning("%d trial(s) failed; search.md lists them.", failures)
+
+    def validate(self, batch: list[list[str]]) -> list[DictConfig]:
+        """Compose the jobs' configs before launching, and return them: an unknown key or group
+        option in the space is the user's mistake, reported as such. (Hydra's
+        validate_batch_is_legal composes them the same way, but keeps none.)"""
+        assert self.config is not None and self.hydra_context is not None
+        loader = self.hydra_context.config_loader
+        try:
+            return [loader.load_sweep_config(master_config=self.config, sweep_overrides=job) for job in batch]
+        except HydraException as error:
+            reason = " ".join(str(error).split())
+            raise SweeperError(
+                f"The search space names something the configuration does not have: {reason} Check the keys "
+                "and options of hydra.sweeper.params and the command line (see --cfg job)."
+            ) from None
+
+    def _launch(self, batch: list[list[str]], first_number: int) -> Any:
+        self.validate(batch)
+        return self.launcher.launch(batch, initial_job_idx=first_number)
+
+
+def _answer_to_upstreams_name() -> None:
+    """Make this sweeper answer to the class name upstream's configs give as their _target_
+    (configs copied from elsewhere, e.g. lightning-hydra-template's hparams_search, name it).
+    Hydra finds a plugin class by module and class name, and imports that module to make it:
+    so a stand-in module of that name, holding this class, unless upstream's is installed."""
+    package = "hydra_plugins.hydra_optuna_sweeper"
+    module = f"{package}.optuna_sweeper"
+    if package in sys.modules:
+        if getattr(sys.modules[package], "__file__", None) is not None:
+            return  # upstream's own, imported
+    elif importlib.util.find_spec(package) is not None:
+        return  # upstream's own, installed
+    alias = type("OptunaSweeper", (OptunaSweeper,), {"__module__": module, "__doc__": OptunaSweeper.__doc__})
+    for name in (package, module):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules[module].OptunaSweeper = alias  # type: ignore[attr-defined]
+    globals()["UpstreamNamedSweeper"] = alias  # found by Hydra's plugin scan, which reads this module
+
+
+_answer_to_upstreams_name()
+
+
+def named_function(key: str, path: str | None) -> Any:
+    """The function hydra.sweeper.<key> names by its dotted path, imported now: a wrong path stops
+    the search before any trial."""
+    if not path:
+        return None
+    module_name, _, name = path.rpartition(".")
+    try:  # not hydra.utils.get_method: it logs its own error before ours
+        function = getattr(importlib.import_module(module_name), name)
+        if not callable(function):
+            raise TypeError(f"{name} is a {type(function).__name__}, not a function")
+    except Exception as error:
+        raise SweeperError(
+            f"hydra.sweeper.{key}={path} cannot be used ({type(error).__name__}: {' '.join(str(error).split())}). "
+            "Give the dotted path of a function, e.g. mypackage.search.configure (its module importable from "
+            "where you run the app); see the sweeper's README for what it is called with."
+        ) from None
+    return function
+
+
+def check_configs(path: str | None, configs: list[DictConfig]) -> None:
+    """hydra.sweeper.check_config: call the function it names with each config; what it raises
+    stops the search, before any trial, with its message."""
+    check = named_function("check_config", path)
+    if check is None:
+        return
+    for config in configs:
+        try:
+            check(config)
+        except Exception as error:
+            raise SweeperError(
+                " ".join(str(error).split()) or f"hydra.sweeper.check_config={path} raised {error!r}"
+            ) from None
+
+
+def _trial_command() -> str:
+    """The command that runs one trial alone, given its overrides: the app's script, or the
+    program that started it (an app's console script)."""
+    program = sys.argv[0]
+    return f"python {shlex.quote(program)}" if program.endswith(".py") else program
+
+
+def _corners(space: Any) -> list[dict[str, Any]]:
+    """Points of the space that between them use every category and both ends of every range,
+    to check before any trial that every trial composes."""
+    from optuna.distributions import CategoricalDistribution
+
+    def ends(d: Any) -> list[Any]:
+        return list(d.choices) if isinstance(d, CategoricalDistribution) else [d.low, d.high]
+
+    options = {key: ends(d) for key, d in space.distributions.items()}
+    first = {key: values[0] for key, values in options.items()}
+    return [first] + [{**first, key: value} for key, values in options.items() for value in values[1:]]
+
+
+def _space_corner(space: Any, point: dict[str, Any]) -> list[str]:
+    from optuna_pruning_sweeper.space import trial_overrides
+
+    return trial_overrides(space, point)
