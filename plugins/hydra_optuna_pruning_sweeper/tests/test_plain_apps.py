@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import assert_ok, output
 from omegaconf import OmegaConf
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -86,15 +87,6 @@ def make_app(directory: Path, task: str, config: str, sampler: str = "random", h
     return App(directory)
 
 
-def output(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
-
-
-def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 0, output(result)
-    assert "Traceback" not in output(result), output(result)
-
-
 def assert_one_paragraph_error(result: subprocess.CompletedProcess[str]) -> str:
     """The error a user's mistake gets: exit 1, no traceback; its text."""
     text = output(result)
@@ -113,12 +105,9 @@ def states(study: optuna.Study) -> list[str]:
     return [trial.state.name for trial in study.trials]
 
 
-# The public API, where the package has it (today's location as the fallback, until the move).
+# The sweeper's public API, as a task uses it.
 CURRENT_TRIAL = """\
-try:
-    from optuna_pruning_sweeper import current_trial
-except ImportError:
-    from lenet_fmnist.search.trial import current_trial
+from optuna_pruning_sweeper import current_trial
 trial = current_trial()
 assert trial is not None
 """
