@@ -73,13 +73,16 @@ class Candidate:
     overrides: tuple[str, ...] = ()
 
 
-def venv_python(directory: Path, packages: list[str]) -> Path:
-    """The venv's python, made with `packages` unless it already exists."""
+def venv_python(directory: Path, packages: list[str], refresh: str | None = None) -> Path:
+    """The venv's python, made with `packages` unless it already exists; `refresh`, a package
+    installed again each time (ours: the working tree as it is now)."""
     python = directory / "bin" / "python"
     if not python.exists():
         print(f"making {directory}: pip install {' '.join(packages)}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    elif refresh is not None:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", refresh], check=True)
     return python
 
 
@@ -152,7 +155,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile file of 200 trials per candidate here")
     args = parser.parse_args()
     upstream = venv_python(args.venvs / "upstream", UPSTREAM_PACKAGES)
-    ours = args.ours_python or venv_python(args.venvs / "ours", OURS_PACKAGES)
+    ours = args.ours_python or venv_python(args.venvs / "ours", OURS_PACKAGES, refresh=str(PLUGIN_DIR))
     candidates = [
         Candidate("upstream", upstream),
         Candidate("ours", ours, ("hydra.sweeper.summary=false",)),

@@ -17,7 +17,7 @@ import sys
 import types
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra._internal.utils import _locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -29,6 +29,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import PrunerName
 from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_config
+
+if TYPE_CHECKING:  # Optuna is imported only when a search runs
+    import optuna
+
+    from optuna_pruning_sweeper.study import Settings
+    from optuna_pruning_sweeper.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,7 @@ class OptunaSweeper(Sweeper):
         finally:
             lease.release()
 
-    def _run(self, settings: Any, study: Any, sweep_dir: Path, sweep: Any) -> None:
+    def _run(self, settings: Settings, study: optuna.Study, sweep_dir: Path, sweep: Sweep) -> None:
         from optuna_pruning_sweeper.study import Location, trials_wanted
         from optuna_pruning_sweeper.sweep import search
 
@@ -182,7 +188,7 @@ class OptunaSweeper(Sweeper):
         if failures:
             log.warning("%d trial(s) failed; search.md lists them.", failures)
 
-    def _summarise(self, sweep_dir: Path, study: Any, searched: bool) -> None:
+    def _summarise(self, sweep_dir: Path, study: optuna.Study, searched: bool) -> None:
         """The summary (or with hydra.sweeper.summary=false, optimization_results.yaml alone). When
         the search itself failed, a summary that cannot be written is only a warning: the search's
         own error is the one to show."""
