@@ -326,35 +326,46 @@ def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 60
         time.sleep(0.2)
 
 
-@pytest.fixture
-def held_search(tmp_path: Path) -> Iterator[tuple[App, subprocess.Popen[str]]]:
-    """A search whose first trial waits (up to 30 s) for the file `go`."""
+@pytest.fixture(params=["journal", "sqlite"])
+def held_search(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[App, list[str], subprocess.Popen[str]]]:
+    """A search whose first trial waits (up to 30 s) for the file `go`; its study in the sweep
+    directory's journal, or in a SQLite database; the arguments that run it."""
     app = quadratic_app(
         tmp_path,
         task='Path("../../started").touch()\n'
         'for _ in range(300):\n    if Path("../../go").exists(): break\n    time.sleep(0.1)\n',
     )
-    first = app.start("hydra.job.chdir=true")
+    args = ["hydra.job.chdir=true"]
+    if request.param == "sqlite":
+        args.append(f"hydra.sweeper.storage='sqlite:///{tmp_path / 'study.db'}'")
+    first = app.start(*args)
     try:
         wait_for((tmp_path / "started").exists, first)
-        yield app, first
+        yield app, args, first
     finally:
         (tmp_path / "go").touch()
         first.wait(timeout=60)
 
 
 def test_a_second_sweeper_on_a_live_study_stops_naming_the_first(
-    held_search: tuple[App, subprocess.Popen[str]], tmp_path: Path
+    held_search: tuple[App, list[str], subprocess.Popen[str]], tmp_path: Path
 ) -> None:
-    app, first = held_search
+    """A resume while the first search's trial still runs would fail that trial: it stops instead,
+    naming the first search, and leaves the study as it was."""
+    app, args, first = held_search
     journal = app.sweep_dir / "optuna.journal"
-    before = journal.read_bytes()
-    text = assert_one_paragraph_error(app.run("+resume=true", "hydra.job.chdir=true", timeout=25))
+    before = journal.read_bytes() if journal.exists() else b""
+    text = assert_one_paragraph_error(app.run("+resume=true", *args, timeout=25))
     assert str(first.pid) in text and socket.gethostname() in text, text
-    assert journal.read_bytes().startswith(before)  # nothing cut
+    if journal.exists():
+        assert journal.read_bytes().startswith(before)  # nothing cut
     (tmp_path / "go").touch()
     assert first.wait(timeout=60) == 0, first.communicate()[0]
-    assert states(journal_study(app.sweep_dir)) == ["COMPLETE"] * 2
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if not journal.exists() else None
+    study = optuna.load_study(study_name="sweep", storage=storage) if storage else journal_study(app.sweep_dir)
+    assert states(study) == ["COMPLETE"] * 2
 
 
 def test_the_journal_repair_never_cuts_a_line_a_live_writer_is_writing(tmp_path: Path) -> None:
