@@ -16,4 +16,4 @@ class SweeperError(Exception):
 
 class StopSearch(Exception):
     """Raise it from a task when the machine stopped the trial (e.g. a full disk): the search stops
-    with its message, and `+resume=true` asks the trial's values again, keeping every other trial."""
+    with its message, and `++resume=true` asks the trial's values again, keeping every other trial."""
