@@ -6,6 +6,7 @@ the sweeper's public API (`current_trial()`).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -43,8 +44,12 @@ class App:
     def command(self, args: tuple[str, ...]) -> list[str]:
         return [sys.executable, "app.py", "-m", *args]
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(args), cwd=self.cwd, capture_output=True, text=True, timeout=timeout, env=env
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(args), cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -441,24 +446,47 @@ registry.register("sqlite.withpassword", "__main__", "PasswordSQLite")
 """
 
 
-def test_no_password_in_the_files_the_sweeper_writes(tmp_path: Path) -> None:
-    """The password of the storage's URL stays out of search.json, multirun.yaml and the summary,
-    while the trials still open the study (current_trial)."""
-    database = tmp_path / "study.db"
-    app = make_app(
-        tmp_path,
+def password_app(directory: Path) -> App:
+    return make_app(
+        directory,
         CURRENT_TRIAL + "trial.report(cfg.x, 0)\nreturn cfg.x",
         "  sweeper:\n    n_trials: 2\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
         header=PASSWORD_SQLITE,
     )
+
+
+def test_no_password_in_the_files_the_sweeper_writes(tmp_path: Path) -> None:
+    """The password of the storage's URL stays out of search.json, multirun.yaml, the summary and
+    the logs, while the trials still open the study (current_trial). Hydra itself writes each
+    job's hydra.sweeper.storage into its .hydra/hydra.yaml: the sweeper warns so."""
+    database = tmp_path / "study.db"
+    app = password_app(tmp_path)
     url = f"sqlite+withpassword://scott:tiger-s3cret@localhost/{database}"
-    assert_ok(app.run(f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=s"))
+    result = app.run(f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=s")
+    assert_ok(result)
+    assert "${oc.env:DB_PASSWORD}" in output(result)  # the warning names the way out
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{database}")
     assert [list(t.intermediate_values) for t in study.trials] == [[0], [0]]
     ours = [p for p in app.sweep_dir.rglob("*") if p.is_file() and p.parent.name != ".hydra"]
     assert {p.name for p in ours} >= {"multirun.yaml", "search.json", "search.md"}
     assert [str(p) for p in ours if b"tiger-s3cret" in p.read_bytes()] == []
     assert "scott" in (app.sweep_dir / "search.json").read_text()  # where the study is stays readable
+
+
+def test_a_password_from_the_environment_is_in_no_file(tmp_path: Path) -> None:
+    """The documented form, the password interpolated from the environment: no file holds it,
+    Hydra's own included, and the trials' processes resolve it."""
+    database = tmp_path / "study.db"
+    app = password_app(tmp_path)
+    url = f"sqlite+withpassword://scott:${{oc.env:DB_PASSWORD}}@localhost/{database}"
+    env = {**os.environ, "DB_PASSWORD": "tiger-s3cret"}
+    result = app.run(f"hydra.sweeper.storage='{url}'", "hydra.sweeper.study_name=s", env=env)
+    assert_ok(result)
+    assert "holds a password" not in output(result)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{database}")
+    assert [list(t.intermediate_values) for t in study.trials] == [[0], [0]]
+    written = [p for p in app.sweep_dir.rglob("*") if p.is_file()]
+    assert [str(p) for p in written if b"tiger-s3cret" in p.read_bytes()] == []
 
 
 def test_the_summary_can_be_switched_off(tmp_path: Path) -> None:
