@@ -116,9 +116,14 @@ class Lease:
                 log.warning("The search's lease on its study could not be renewed (%s).", error)
 
     def release(self) -> None:
+        """Give the lease up; a storage that fails now (a full disk) only leaves it to expire, and
+        never hides the error the search may be ending with."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        holder = holder_of(self.study)
-        if holder is not None and holder.token == self.holder.token:
-            self.study.set_user_attr(LEASE_ATTR, None)
+        try:
+            holder = holder_of(self.study)
+            if holder is not None and holder.token == self.holder.token:
+                self.study.set_user_attr(LEASE_ATTR, None)
+        except Exception as error:
+            log.warning("The search's lease on its study could not be released (%s); it expires by itself.", error)
