@@ -304,5 +304,6 @@ def test_eval_output_dir_that_cannot_be_written(cli: CLI, tiny_run: Path, not_a_
 def test_eval_into_a_run_directory_is_refused(cli: CLI, finished_run: Path) -> None:
     before = snapshot(finished_run)
     result = cli.run("eval", f"checkpoint={finished_run / 'checkpoints' / 'best.pt'}", f"hydra.run.dir={finished_run}")
-    assert_clear_failure(result, r"already holds a run; it is left untouched")
+    assert_clear_failure(result, r"already holds a run; it is left untouched. Choose another directory")
+    assert "resume=true" not in output(result)  # eval has nothing to resume
     assert snapshot(finished_run) == before

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import CLI, HISTORY_KEYS, METRICS_KEYS, assert_ok, output, read_metrics
-from lenet_fmnist.cli import main
+from lenet_fmnist.cli import config_dir, main, usage
 from lenet_fmnist.model import LeNet5
 
 SCALAR_TAGS = {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test", "learning_rate"}
@@ -42,8 +44,21 @@ def test_help_lists_the_commands_without_importing_torch(cli: CLI) -> None:
     )
     assert_ok(result)
     assert "train [OVERRIDES]" in result.stdout and "eval checkpoint=PATH" in result.stdout
-    for group in ("activation=relu|tanh|sigmoid", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
+    for group in ("activation=relu|tanh|sigmoid|elu|gelu|silu", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
         assert group in result.stdout
+
+
+def test_help_lists_every_experiment_in_conf(cli: CLI, tmp_path: Path) -> None:
+    """--help names the experiments conf/experiment/ holds, so a new one appears without editing it."""
+    result = python_c("from lenet_fmnist.cli import main\nmain(['--help'])\n", cli)
+    assert_ok(result)
+    listed = result.stdout.split("Experiments", 1)[1].split("\n\n", 1)[0]
+    names = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
+    assert "ablation" in names and all(re.search(rf"\b{name}\b", listed) for name in names), listed
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir() / "experiment", conf / "experiment")
+    (conf / "experiment" / "learning_rate.yaml").write_text("# @package _global_\n")
+    assert "learning_rate" in usage(conf) and "learning_rate" not in result.stdout
 
 
 def test_hydra_flags_work_after_the_command_without_torch(cli: CLI, tmp_path: Path) -> None:

@@ -37,9 +37,9 @@ from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, RESUMABLE_CHANGES, conf
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The study's config groups and their options, exactly.
+# The config groups and their options, exactly (the study's, and the activations a search may try).
 GROUPS = {
-    "activation": {"relu", "tanh", "sigmoid"},
+    "activation": {"relu", "tanh", "sigmoid", "elu", "gelu", "silu"},  # the study uses the first three
     "pool": {"max", "avg"},
     "optimizer": {"sgd", "adam", "rmsprop"},
     "dropout": {"none", "standard"},
@@ -78,11 +78,14 @@ def test_defaults_are_the_classic_lenet5(compose_with: Compose) -> None:
     assert cfg.epochs >= 1 and cfg.batch_size >= 1 and cfg.device == "auto"
 
 
-# Three compositions that use every option of every group at least once.
+# Six compositions that use every option of every group at least once.
 COMBINATIONS = [
     {"activation": "relu", "pool": "max", "optimizer": "sgd", "dropout": "none", "augmentation": "none"},
     {"activation": "tanh", "pool": "avg", "optimizer": "adam", "dropout": "standard", "augmentation": "standard"},
     {"activation": "sigmoid", "pool": "max", "optimizer": "rmsprop", "dropout": "standard", "augmentation": "none"},
+    {"activation": "elu", "pool": "avg", "optimizer": "sgd", "dropout": "standard", "augmentation": "none"},
+    {"activation": "gelu", "pool": "max", "optimizer": "adam", "dropout": "none", "augmentation": "standard"},
+    {"activation": "silu", "pool": "avg", "optimizer": "rmsprop", "dropout": "none", "augmentation": "standard"},
 ]
 
 

@@ -5,8 +5,10 @@ unasked; bad input fails in one paragraph."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,12 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import CLI, assert_ok, output, synthetic_split
-from lenet_fmnist import checkpoint, data
+from conftest import CLI, assert_ok, output, snapshot, synthetic_split
+from lenet_fmnist import checkpoint, data, rundir
 from lenet_fmnist.config import ExportFormat, ExportInput
 from lenet_fmnist.evaluate import evaluate, load_classifier
 from lenet_fmnist.export import TOLERANCE, onnx_bytes, self_check
+from lenet_fmnist.rundir import LOCK_FILE
 from test_bad_input import assert_clear_failure
 
 
@@ -148,7 +151,7 @@ def test_export_never_overwrites_unasked(
     cli: CLI, torchscript: Path, tiny_run: Path, tiny_data: Path, tmp_path: Path
 ) -> None:
     out = Path(shutil.copytree(torchscript, tmp_path / "out"))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
     result = cli.run(
         "export", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"out={out}", "format=torchscript",
         f"hydra.run.dir={tmp_path / 'again-log'}",
@@ -156,10 +159,48 @@ def test_export_never_overwrites_unasked(
     assert_clear_failure(
         result, r"model.pt and .*model.pt.json already exist and are left untouched. Pass overwrite=true"
     )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot(out) == before
     export(cli, tiny_run, out, tiny_data, "format=torchscript", "input=uint8", "overwrite=true")
     assert sidecar(out / "model.pt")["input"]["dtype"] == "uint8"
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "model.pt.json"], "no temporary file is left behind"
+    kept = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    assert kept == ["model.pt", "model.pt.json"], "no temporary file is left behind"
+
+
+def test_each_export_gets_a_directory_of_its_own(cli: CLI, tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """Without out=, the model goes into the export's own outputs/export/<date>_<time>/, as eval's
+    and predict's results do: a second export lands beside the first, never over it, and one
+    pointed at the first's directory is refused before anything there changes."""
+    here = replace(cli, cwd=tmp_path)
+    checkpoints = snapshot(tiny_run / "checkpoints")
+    args = ("export", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"data.root={tiny_data}", "threads=1")
+    assert_ok(here.run(*args, "format=torchscript", timeout=300))
+    (first,) = (tmp_path / "outputs" / "export").iterdir()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", first.name), first.name
+    assert sidecar(first / "model.pt")["format"] == "torchscript"
+    written = snapshot(first)
+    assert_ok(here.run(*args, "format=torchscript", "input=uint8", timeout=300))
+    (second,) = set((tmp_path / "outputs" / "export").iterdir()) - {first}
+    assert sidecar(second / "model.pt")["input"]["dtype"] == "uint8"
+    again = here.run(*args, f"hydra.run.dir={first}", "format=torchscript")
+    assert_clear_failure(again, rf"{re.escape(str(first))} already holds a run; it is left untouched. Choose another")
+    assert "resume=true" not in output(again)  # export has nothing to resume
+    assert snapshot(first) == written, "the first export, its .hydra/ record included, is left as it was"
+    assert snapshot(tiny_run / "checkpoints") == checkpoints, "nothing is written next to the checkpoint"
+
+
+def test_export_holds_its_out_directory(cli: CLI, tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """out=DIR is held by one process at a time (rundir's lock), as a run's directory is."""
+    out = tmp_path / "out"
+    rundir.lock(out)  # this test's process works there
+    try:
+        result = cli.run(
+            "export", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"out={out}", f"data.root={tiny_data}",
+            "format=torchscript", f"hydra.run.dir={tmp_path / 'log'}", timeout=300,
+        )  # fmt: skip
+    finally:
+        rundir.unlock(out)
+    assert_clear_failure(result, rf"{re.escape(str(out))} is in use by process {os.getpid()} .* with out=DIR")
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]
 
 
 def test_the_self_check_catches_a_model_that_differs(tiny_run: Path, flip_run: Path, images: np.ndarray) -> None:

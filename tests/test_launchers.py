@@ -21,6 +21,7 @@ import torch
 
 from conftest import CLI, assert_ok, output
 from lenet_fmnist import launchers, runtime
+from lenet_fmnist.cores import command_threads, job_share
 from lenet_fmnist.overrides import with_resume
 
 EXTRA = "needs the `cluster` extra: pip install -e '.[cluster]'"
@@ -60,8 +61,8 @@ def test_restarted_by_slurm_reads_the_restart_count(environ: dict[str, str], res
     ("cores", "jobs", "cpus_per_task", "share"),
     [(2, 2, None, 1), (2, 5, None, 1), (16, 4, None, 4), (16, 3, None, 5), (16, 4, 2, 2), (8, 1, None, 8)],
 )
-def test_thread_share_splits_the_cores(cores: int, jobs: int, cpus_per_task: int | None, share: int) -> None:
-    assert launchers.thread_share(cores, jobs, cpus_per_task) == share
+def test_job_share_splits_the_cores(cores: int, jobs: int, cpus_per_task: int | None, share: int) -> None:
+    assert job_share(cores, jobs, cpus_per_task) == share
 
 
 @pytest.mark.parametrize(
@@ -81,14 +82,14 @@ def test_sweep_jobs_spread_over_gpus(device: str, job_num: int | None, gpus: int
     assert runtime.spread_over_gpus(device, job_num, gpus) == chosen
 
 
-def test_default_threads_honours_affinity_and_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_other_commands_honour_affinity_and_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert runtime.default_threads() == 4
+    assert command_threads(None).count == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what the joblib launcher sets with 2 jobs on 4 cores
-    assert runtime.default_threads() == 2
+    assert command_threads(None).count == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more threads than cores
-    assert runtime.default_threads() == 4
+    assert command_threads(None).count == 4
 
 
 def test_explicit_threads_win_over_the_share(monkeypatch: pytest.MonkeyPatch) -> None:

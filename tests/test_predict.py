@@ -471,7 +471,8 @@ def test_outputs_are_never_overwritten_or_written_where_they_cannot_be(
     result = cli.run(
         "predict", f"checkpoint={_checkpoint(tiny_run)}", f"images={framed.files / 'png'}", f"hydra.run.dir={predicted}"
     )
-    assert_clear_failure(result, r"already holds a run; it is left untouched")
+    assert_clear_failure(result, r"already holds a run; it is left untouched. Choose another directory")
+    assert "resume=true" not in output(result)  # predict has nothing to resume
     assert (predicted / "predictions.csv").read_bytes() == before
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

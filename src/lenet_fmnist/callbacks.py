@@ -43,7 +43,8 @@ class OutputDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            rundir.claim_run(_output_dir(config, "hydra.run.dir"), bool(config.get("resume", False)))
+            resumable = "resume" in config  # train's config has the key; eval, predict and export's do not
+            rundir.claim_run(_output_dir(config, "hydra.run.dir"), bool(config.get("resume", False)), resumable)
         except UserError as error:
             _refuse(str(error))
 

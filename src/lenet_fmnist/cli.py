@@ -9,16 +9,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from lenet_fmnist import cores, openmp, rundir, search_trial
-from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
+from lenet_fmnist.endings import Ending, ending_of
+from lenet_fmnist.errors import Reported
 
 log = logging.getLogger(__name__)
 
-USAGE = """\
+_USAGE = """\
 usage: python -m lenet_fmnist COMMAND [ARGS]     (or: lenet-fmnist COMMAND [ARGS])
 
 Commands:
@@ -31,48 +32,21 @@ Commands:
   predict checkpoint=PATH images=DIR|FILE|'GLOB' [top_k=3] [invert=auto|true|false]
                                      classify your own images (predictions.csv, predictions.png)
   export checkpoint=PATH [format=onnx|torchscript] [input=float32|uint8] [out=DIR]
-                                     write model.onnx or model.pt and a JSON sidecar, then check them
+                                     check, then write model.onnx or model.pt and a JSON sidecar
+                                       into outputs/export/<date>_<time>/ (or out=DIR)
 
-Experiments (conf/experiment/): train -m experiment=activation|pooling|optimizer|dropout|augmentation,
-  experiment=study (all five in one sweep), experiment=factorial (72 configurations), experiment=best,
-  experiment=search (Optuna hyperparameter search: pip install 'lenet-fmnist[search]')
+{experiments}
 
-Config groups: activation=relu|tanh|sigmoid  pool=max|avg  optimizer=sgd|adam|rmsprop
+Config groups: activation=relu|tanh|sigmoid|elu|gelu|silu  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
 Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
 """
 
 
-@dataclass(frozen=True)
-class Ending:
-    """How a command ends when a job raised an exception of one family."""
-
-    exit_code: int
-    level: int  # how its message is logged
-    next_step: bool  # the message ends with the command that goes on (rundir.next_step)
-    stops_sweep: bool = False  # the sweep's remaining jobs do not run
-    message: str | None = None  # in place of the exception's own
-
-
-_OUTSIDE_TRAINING = "Interrupted before training started or after it ended; no training was lost."
-# The one table of endings: an exception takes the entry of the nearest class in its MRO.
-ENDINGS: dict[type[BaseException], Ending] = {
-    UserError: Ending(1, logging.ERROR, next_step=False),  # the user's mistake: fix it, then run again
-    MachineFault: Ending(1, logging.ERROR, next_step=True),  # the machine's: go on once it lets the run
-    Diverged: Ending(1, logging.ERROR, next_step=False),  # its message says what to change
-    Interrupted: Ending(130, logging.WARNING, next_step=True, stops_sweep=True),  # saved; resumable
-    Pruned: Ending(0, logging.INFO, next_step=False),  # the search's decision, not a failure
-    KeyboardInterrupt: Ending(130, logging.WARNING, next_step=False, message=_OUTSIDE_TRAINING),  # nothing lost
-}
-
-
-def ending_of(error: BaseException) -> Ending:
-    return next(ENDINGS[kind] for kind in type(error).__mro__ if kind in ENDINGS)
-
-
-def announce(error: BaseException, next_step: Callable[[], str]) -> tuple[Ending, str]:
-    """The ending of `error` and its message: one paragraph, and the next step where it has one."""
+def announce(error: Reported | KeyboardInterrupt, next_step: Callable[[], str]) -> tuple[Ending, str]:
+    """The ending of `error` (endings.ENDINGS) and its message: one paragraph, and the next step
+    where it has one."""
     ending = ending_of(error)
     message = ending.message or str(error)
     return ending, f"{message} {next_step()}" if ending.next_step else message
@@ -82,6 +56,21 @@ def config_dir() -> Path:
     """conf/ ships inside the wheel as lenet_fmnist/conf; a source checkout has it at the top."""
     packaged = Path(__file__).parent / "conf"
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def experiments(conf: Path) -> list[str]:
+    """The experiments: the files of conf/experiment/, by name."""
+    return sorted(path.stem for path in (conf / "experiment").glob("*.yaml"))
+
+
+def usage(conf: Path) -> str:
+    """`--help`: the commands, and the experiments as conf/ holds them."""
+    names = textwrap.fill(", ".join(experiments(conf)), width=100, initial_indent="  ", subsequent_indent="  ")
+    listed = (
+        "Experiments (train -m experiment=NAME; conf/experiment/NAME.yaml says what it runs):\n"
+        f"{names}\n  (search is an Optuna hyperparameter search: pip install ./plugins/hydra_optuna_pruning_sweeper '.[search]')"
+    )
+    return _USAGE.format(experiments=listed)
 
 
 def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
@@ -226,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
         cores.register()
     if not args or args[0] in {"-h", "--help", "help"}:
-        sys.stdout.write(USAGE)
+        sys.stdout.write(usage(config_dir()))
         return 0
     command = COMMANDS.get(args[0])
     if command is None:

@@ -30,6 +30,9 @@ class Activation(Enum):
     relu = "relu"
     tanh = "tanh"
     sigmoid = "sigmoid"
+    elu = "elu"
+    gelu = "gelu"
+    silu = "silu"
 
 
 class Pool(Enum):
@@ -161,6 +164,17 @@ class EMAConfig:
 
 
 @dataclass
+class DistillConfig:
+    teachers: list[str] = field(default_factory=list)
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "in [0, 1] (the soft targets' share of the loss)")
+        _require(self.temperature > 0, "distill.temperature", self.temperature, "> 0")
+
+
+@dataclass
 class DataRootConfig:
     """Where the data is: all that `eval` and `export` need (the test set is fixed)."""
 
@@ -193,6 +207,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     label_smoothing: float = 0.0
     epochs: int = 10
     batch_size: int = 64
@@ -288,6 +303,9 @@ LATER_KEYS = (
     "augmentation.erase_p",
     "augmentation.erase_min_area",
     "augmentation.erase_max_area",
+    "distill.teachers",
+    "distill.alpha",
+    "distill.temperature",
 )
 
 

@@ -1,4 +1,8 @@
-"""How many threads a training run takes: decided once, at its start, from what else is running.
+"""How many threads a process takes; all of the project's thread counts are decided here.
+
+A training run decides once, at its start, from what else is running (`training_threads`); eval,
+predict and export take the cores they may use (`command_threads`); a launcher that starts several
+jobs at once gives each its share (`job_share`), through OMP_NUM_THREADS.
 
 Two runs side by side that each take every core as OpenMP threads slow each other down far more
 than sharing the cores explains: a thread that waits at a barrier while the other run has its
@@ -65,7 +69,7 @@ def omp_num_threads(environ: Mapping[str, str]) -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-# ---- the decision ------------------------------------------------------------------------------
+# ---- a training run's thread count ------------------------------------------------------------
 
 
 def fixed_threads(config: int | None, recorded: int | None, environ: Mapping[str, str], cores: int) -> Threads | None:
@@ -110,6 +114,29 @@ def training_threads(config: int | None, recorded: int | None, environ: Mapping[
     decided = fixed_threads(config, recorded, environ, cores) or threads_for_load(cores, other_runs(), busy_cores())
     log.info("%s", decided)
     return decided
+
+
+# ---- the other commands, and the jobs a launcher starts at once ---------------------------------
+
+
+def command_threads(config: int | None, environ: Mapping[str, str] = os.environ) -> Threads:
+    """The thread count of eval, predict and export: `threads=` or OMP_NUM_THREADS as for a training
+    run (`fixed_threads`), else every usable core: they are short, so the load is not watched."""
+    cores = usable_cores()
+    return fixed_threads(config, None, environ, cores) or Threads(cores, f"the {cores} cores this process may use")
+
+
+# More threads than cores in all makes OpenMP threads spin against each other: a training loop
+# ran 15-20x slower here. So OMP_NUM_THREADS never raises a count above the cores, and a launcher
+# that starts several jobs at once gives each its share of them.
+
+
+def job_share(cores: int, concurrent_jobs: int, cpus_per_task: int | None) -> int:
+    """Threads for one job of a launcher: the CPUs it asked for, else an equal share of this
+    machine's `cores` among the jobs running at once, never below one."""
+    if cpus_per_task:
+        return cpus_per_task
+    return max(1, cores // max(1, concurrent_jobs))
 
 
 # ---- the load of other programs ----------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The exceptions that end a command with a message instead of a traceback, in three families that
-say what happened: the user's mistake, the machine's fault, and a run's outcome. cli.ENDINGS maps
-each family to its exit status and message; nothing decides by the order of except clauses."""
+say what happened: the user's mistake, the machine's fault, and a run's outcome. endings.ENDINGS
+says how each family ends a run, its command, its sweep and its search; nothing decides by the
+order of except clauses."""
 
 
 class Reported(Exception):
@@ -31,4 +32,4 @@ class Interrupted(RunOutcome):
 
 class Pruned(RunOutcome):
     """A hyperparameter search's pruner stopped the run after a saved epoch: it ended with status
-    "pruned", its checkpoints kept and no test (lenet_fmnist.search)."""
+    "pruned", its checkpoints kept and no test (lenet_fmnist.search_trial)."""

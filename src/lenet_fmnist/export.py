@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenet_fmnist import checkpoint, data
+from lenet_fmnist import checkpoint, data, rundir
 from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import ExportConfig, ExportFormat, ExportInput
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.evaluate import Classifier, load_classifier
+from lenet_fmnist.rundir import ONNX_MODEL, SIDECAR_SUFFIX, TORCHSCRIPT_MODEL
 from lenet_fmnist.runtime import configure_threads
 from lenet_fmnist.storage import write_atomic, write_json
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 # onnxruntime has run it since 1.14: the widest reach, from servers to onnxruntime-web.
 OPSET = 18
 TOLERANCE = 1e-4  # largest allowed |logit difference| between the written model and PyTorch
-FILES = {ExportFormat.onnx: "model.onnx", ExportFormat.torchscript: "model.pt"}
+FILES = {ExportFormat.onnx: ONNX_MODEL, ExportFormat.torchscript: TORCHSCRIPT_MODEL}
 EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 
 
@@ -60,28 +61,18 @@ def input_spec(kind: ExportInput) -> dict[str, Any]:
     }
 
 
-def _destination(cfg: ExportConfig) -> tuple[Path, Path]:
-    """The model file and its sidecar; refuses, before any work, files that exist (unless
-    overwrite=true) and a directory that cannot be written."""
-    directory = Path(cfg.out).expanduser() if cfg.out else Path(cfg.checkpoint).expanduser().parent
+def _destination(cfg: ExportConfig, directory: Path) -> tuple[Path, Path]:
+    """The model file and its sidecar in `directory`; refuses, before any work, files that exist
+    there (unless overwrite=true)."""
     model_path = directory / FILES[cfg.format]
-    sidecar = model_path.with_name(model_path.name + ".json")
+    sidecar = model_path.with_name(model_path.name + SIDECAR_SUFFIX)
     existing = [str(p) for p in (model_path, sidecar) if p.exists()]
     if existing and not cfg.overwrite:
         raise UserError(
             f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''} and {'is' if len(existing) == 1 else 'are'} "
-            "left untouched. Pass overwrite=true to replace them, or write elsewhere with out=DIR."
+            "left untouched. Pass overwrite=true to replace them, write elsewhere with out=DIR, or leave out "
+            "unset: each export then gets a directory of its own."
         )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".{model_path.name}.probe"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise UserError(
-            f"The output directory {directory} cannot be written ({error.strerror or error}). "
-            "Choose a writable directory with out=DIR."
-        ) from None
     return model_path, sidecar
 
 
@@ -177,8 +168,20 @@ def _sha256(path: Path) -> str:
 
 
 def run(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
-    """The `export` command: serialise, check, then write the model file and its sidecar."""
-    model_path, sidecar = _destination(cfg)
+    """The `export` command: serialise, check, then write the model file and its sidecar into
+    `run_dir`, this export's own directory, or into out=DIR, which it holds meanwhile (rundir.lock)."""
+    directory = Path(cfg.out).expanduser() if cfg.out else run_dir
+    if directory.resolve() == run_dir.resolve():  # claimed already, before Hydra wrote into it
+        return _export(cfg, directory)
+    rundir.claim_output(directory, "out")
+    try:
+        return _export(cfg, directory)
+    finally:
+        rundir.unlock(directory)
+
+
+def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:
+    model_path, sidecar = _destination(cfg, directory)
     if cfg.format == ExportFormat.onnx:
         _require_packages()  # before loading anything: the fix is an install
     configure_threads(cfg.threads)

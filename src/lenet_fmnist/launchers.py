@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lenet_fmnist.cores import usable_cores
+from lenet_fmnist.cores import job_share, usable_cores
 from lenet_fmnist.overrides import RESUME, with_resume
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,6 @@ def restarted_by_slurm(environ: Mapping[str, str]) -> bool:
     failure: it runs the original submission (without `resume=true`) again and counts restarts."""
     count = environ.get("SLURM_RESTART_COUNT", "0").strip()
     return count.isdigit() and int(count) > 0
-
-
-def thread_share(cores: int, concurrent_jobs: int, cpus_per_task: int | None) -> int:
-    """Threads for one job: the CPUs it asked for, else an equal share of this machine's cores
-    among the jobs running at once, never below one. More threads than cores in all makes OpenMP
-    spin against itself: a training loop ran 15-20x slower here."""
-    if cpus_per_task:
-        return cpus_per_task
-    return max(1, cores // max(1, concurrent_jobs))
 
 
 class ResumeOnRequeue:
@@ -85,10 +76,12 @@ class ResumeOnRequeue:
         return super().checkpoint(with_resume(sweep_overrides), *args, **kwargs)  # type: ignore[misc]
 
     def _share_cores(self) -> None:
-        """OMP_NUM_THREADS caps the trainer's default thread count (runtime.default_threads); an
-        explicit `threads=` and an OMP_NUM_THREADS the user exported still win."""
+        """Set OMP_NUM_THREADS to this job's share (cores.job_share): a new training run takes that
+        many threads (cores.fixed_threads), eval, predict and export at most that many
+        (cores.command_threads). An OMP_NUM_THREADS the user exported is kept; `threads=` and a
+        resumed run's recorded count come before it."""
         cpus = self.params.get("cpus_per_task")
         if cpus is None and self.concurrent_jobs is None:
             return  # a cluster job without cpus_per_task: its CPU affinity is its allocation
-        share = thread_share(usable_cores(), self.concurrent_jobs or 1, cpus)
+        share = job_share(usable_cores(), self.concurrent_jobs or 1, cpus)
         os.environ.setdefault("OMP_NUM_THREADS", str(share))

@@ -27,7 +27,7 @@ from lenet_fmnist.errors import UserError
 from lenet_fmnist.evaluate import Classifier, load_classifier
 from lenet_fmnist.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST
-from lenet_fmnist.rundir import PREDICTIONS_FILE
+from lenet_fmnist.rundir import PREDICTIONS_FIGURE, PREDICTIONS_FILE, SKIPPED_FILE
 from lenet_fmnist.runtime import configure_threads, select_device
 from lenet_fmnist.storage import write_atomic
 
@@ -86,7 +86,7 @@ def predict_files(
 
 def _list_bad(bad: list[tuple[Path, str]], shown: int = 10) -> str:
     listed = "; ".join(f"{path}: {reason}" for path, reason in bad[:shown])
-    return listed + (f"; and {len(bad) - shown} more (all in skipped.csv)" if len(bad) > shown else "")
+    return listed + (f"; and {len(bad) - shown} more (all in {SKIPPED_FILE})" if len(bad) > shown else "")
 
 
 def write_skipped(path: Path, bad: list[tuple[Path, str]]) -> None:
@@ -164,7 +164,7 @@ def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     classifier.to(device, memory_format=CHANNELS_LAST)
     results, bad = predict_files(classifier, paths, cfg, device)
     if bad:
-        write_skipped(run_dir / "skipped.csv", bad)
+        write_skipped(run_dir / SKIPPED_FILE, bad)
     if not results:
         raise UserError(
             f"None of the {len(paths)} file(s) of images={cfg.images!r} could be used: {_list_bad(bad)}. "
@@ -180,9 +180,9 @@ def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     log.info("Predictions:\n%s", format_table(results, cfg.top_k))
     if cfg.figure_images:
         shown = results[: cfg.figure_images]
-        write_figure(run_dir / "predictions.png", shown)
+        write_figure(run_dir / PREDICTIONS_FIGURE, shown)
         log.info(
-            "Wrote %s (the model's inputs: %d of %d images)", run_dir / "predictions.png", len(shown), len(results)
+            "Wrote %s (the model's inputs: %d of %d images)", run_dir / PREDICTIONS_FIGURE, len(shown), len(results)
         )
     write_csv(run_dir / PREDICTIONS_FILE, results, cfg.top_k)
     log.info("Wrote %s", run_dir / PREDICTIONS_FILE)

@@ -1,7 +1,7 @@
-"""The run directory, owned here: which files make one, whether a run may start or resume in it,
-the lock that keeps one process in it, the run's status and how an ending sets it, metrics.json
-(its schema, its one writer and its one reader), whether a sweep's jobs all ended as asked, and
-the command that goes on after a stop, for each command.
+"""The run directory, owned here: the names of the files of a run's or a sweep's directory, whether
+a run may start or resume in it, the lock that keeps one process in it, the run's status (an
+ending's, endings.ENDINGS), metrics.json (its schema, its one writer and its one reader), whether a
+sweep's jobs all ended as asked, and the command that goes on after a stop, for each command.
 
 The Hydra callback, the command line, the trainer, the search and the report call these; none of
 them decides these things itself. This module must not import torch (the report, the callback and
@@ -20,11 +20,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, Reported, UserError
+from lenet_fmnist.endings import Status, ending_of
+from lenet_fmnist.errors import MachineFault, Reported, UserError
 from lenet_fmnist.overrides import RESUME, sets_key
 from lenet_fmnist.storage import StorageError, describe, environment_cause, write_json
 from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, SEARCH_FILE, config_changes
@@ -32,30 +32,13 @@ from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, SEARCH_FILE, config_chang
 log = logging.getLogger(__name__)
 
 
-class Status(StrEnum):
-    """metrics.json's `status`: where a run stands or how it ended. A StrEnum, so it is written to
-    JSON and compared with what JSON gives back as the plain string."""
-
-    running = "running"  # training; also what a killed run's last metrics.json says
-    completed = "completed"  # every epoch trained and the best weights tested
-    interrupted = "interrupted"  # stopped by a signal after saving; resume=true continues it
-    diverged = "diverged"  # the loss became NaN or infinite
-    failed = "failed"  # any other error
-    pruned = "pruned"  # stopped early by a hyperparameter search's pruner; checkpoints kept, not tested
-
-
 # A job of a sweep that ended so did what was asked of it: a pruned trial is the search's decision.
 ENDED_AS_ASKED = (Status.completed, Status.pruned)
 
 
 def status_after(error: BaseException) -> Status:
-    """How a run that raised `error` ended. SystemExit is how submitit stops a pre-empted job after
-    it saved (the job is resumed later); KeyboardInterrupt is a signal outside the epoch loop."""
-    if isinstance(error, Interrupted | KeyboardInterrupt | SystemExit):
-        return Status.interrupted
-    if isinstance(error, Pruned):
-        return Status.pruned
-    return Status.diverged if isinstance(error, Diverged) else Status.failed
+    """How a run that raised `error` ended (endings.ENDINGS)."""
+    return ending_of(error).status
 
 
 # ---- the files of a run directory ------------------------------------------------------------
@@ -65,9 +48,14 @@ LAST_CHECKPOINT = "checkpoints/last.pt"  # training: the last completed epoch, w
 BEST_CHECKPOINT = "checkpoints/best.pt"  # training: the best-validation epoch, what is tested
 EVAL_FILE = "eval.json"  # evaluation: the result of `eval`
 PREDICTIONS_FILE = "predictions.csv"  # prediction: the result of `predict`, written last
+PREDICTIONS_FIGURE = "predictions.png"  # prediction: the model's inputs, as `predict` prepared them
+SKIPPED_FILE = "skipped.csv"  # prediction: the images that could not be used, and why
+ONNX_MODEL, TORCHSCRIPT_MODEL = "model.onnx", "model.pt"  # export: the model, format=onnx or torchscript
+SIDECAR_SUFFIX = ".json"  # export: the model's description, beside it (model.onnx.json)
 # Any of these makes a directory hold a run's results: a new run is never started over them.
-RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE, PREDICTIONS_FILE)
+RESULT_FILES = (METRICS_FILE, LAST_CHECKPOINT, EVAL_FILE, PREDICTIONS_FILE, ONNX_MODEL, TORCHSCRIPT_MODEL)
 HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
+HYDRA_RUNTIME = ".hydra/hydra.yaml"  # Hydra's own config of a job: its config-group choices, its number
 SWEEP_CONFIG = "multirun.yaml"  # what Hydra composed for a sweep: the directory holds one
 LOCK_FILE = ".lock"  # held by the process working in the directory (`lock`); says which one
 
@@ -140,11 +128,13 @@ def unlock(directory: Path) -> None:
 # ---- may a run start, or resume, here ----------------------------------------------------------
 
 
-def _already_holds_run(directory: Path) -> str:
-    return (
-        f"{directory} already holds a run; it is left untouched. Pass resume=true to continue "
-        "it, or choose another directory with hydra.run.dir=DIR."
-    )
+def _already_holds_run(directory: Path, resumable: bool = True) -> str:
+    """The refusal of a directory that holds a run; `resumable`: the command has `resume` (train)."""
+    if resumable:
+        advice = "Pass resume=true to continue it, or choose another directory with hydra.run.dir=DIR."
+    else:  # eval, predict and export: nothing to continue
+        advice = "Choose another directory with hydra.run.dir=DIR, or leave it out: each run gets a new one."
+    return f"{directory} already holds a run; it is left untouched. {advice}"
 
 
 def _nothing_to_resume(directory: Path) -> str:
@@ -161,22 +151,30 @@ def _check_writable(directory: Path, key: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
+        default = ", or run from a directory where outputs/ can be created" if key.startswith("hydra.") else ""
         raise UserError(
             f"The output directory {directory} cannot be written ({error.strerror or error}). "
-            f"Choose a writable directory with {key}=DIR, or run from a directory where outputs/ can be created."
+            f"Choose a writable directory with {key}=DIR{default}."
         ) from None
 
 
-def claim_run(directory: Path, resume: bool) -> None:
+def claim_run(directory: Path, resume: bool, resumable: bool = True) -> None:
     """Before Hydra writes into a run's directory: refuse resume=true with nothing to resume, a
     directory that cannot be written or that another process holds, and a new run where one is;
-    then hold the directory (`lock`) for this process."""
+    then hold the directory (`lock`) for this process. `resumable`: the command can resume (train)."""
     if resume and not holds_run(directory):
         raise UserError(_nothing_to_resume(directory))
     _check_writable(directory, "hydra.run.dir")
     lock(directory, "hydra.run.dir")  # before the check below: of two runs started at once, one passes
     if holds_run(directory) and not resume:
-        raise UserError(_already_holds_run(directory))
+        raise UserError(_already_holds_run(directory, resumable))
+
+
+def claim_output(directory: Path, key: str) -> None:
+    """For a directory the user named with `key` for a command's files (export's out=DIR): refuse one
+    that cannot be written or that another process holds; then hold it (`lock`) for this process."""
+    _check_writable(directory, key)
+    lock(directory, key)
 
 
 def claim_sweep(directory: Path, resume: bool) -> None:
@@ -363,7 +361,7 @@ def machine_fault(error: BaseException, run_dir: Path, load: Callable[[Path], di
 def sweep_failures(sweep_dir: Path, command: str) -> str | None:
     """Why a training sweep failed: the jobs that did not end as asked (their metrics.json files are
     the one record of how each ended, whichever process ran them; a job refused before training has
-    none); None when none did. A search judges its own trials (lenet_fmnist.search), and the jobs
+    none); None when none did. A search judges its own trials (hydra/sweeper=optuna), and the jobs
     of the other commands write no metrics.json: the command line counts their failures."""
     if command != "train" or (sweep_dir / SEARCH_FILE).exists():
         return None

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from lenet_fmnist.cores import omp_num_threads, usable_cores
+from lenet_fmnist.cores import command_threads
 from lenet_fmnist.errors import UserError
 
 
@@ -71,15 +69,8 @@ def sweep_job_device(device: str, job_num: int | None) -> str:
     return spread_over_gpus(device, job_num, visible_gpus())
 
 
-def default_threads() -> int:
-    """The cores this process may run on, capped by OMP_NUM_THREADS when a launcher set it to give
-    each job its share (eval, predict and export; a training run decides with cores.training_threads).
-    More threads than cores makes OpenMP spin against itself: measured 15-20x slower here."""
-    cores = usable_cores()
-    return min(cores, omp_num_threads(os.environ) or cores)
-
-
 def configure_threads(threads: int | None) -> int:
-    count = threads or default_threads()
+    """Set torch's intra-op threads for eval, predict and export (cores.command_threads)."""
+    count = command_threads(threads).count
     torch.set_num_threads(count)
     return count

@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_fmnist.errors import MachineFault, Pruned, UserError
+from lenet_fmnist.endings import TrialEnd, ending_of
+from lenet_fmnist.errors import Pruned, UserError
 from lenet_fmnist.validation import refuse_search_without_validation
 
 if TYPE_CHECKING:
@@ -40,14 +41,15 @@ def current(steps: int | None = None) -> optuna.Trial | None:
 
 
 def as_search_error(error: BaseException) -> BaseException:
-    """What the sweeper is told when a trial's task ended with `error`: a pruned run is a pruned
-    trial, a machine's fault (a full disk) stops the search and is asked again on resume, anything
-    else fails the trial with its message."""
-    if isinstance(error, Pruned):
+    """What the sweeper is told when a trial's task ended with `error`, as endings.ENDINGS says: a
+    pruned trial, a search that stops and asks the trial again on resume (a full disk), or a
+    failed trial with the error's message."""
+    end = ending_of(error).trial
+    if end is TrialEnd.pruned:
         import optuna
 
         return optuna.TrialPruned(str(error))
-    if isinstance(error, MachineFault):
+    if end is TrialEnd.stop_search:
         from optuna_pruning_sweeper import StopSearch
 
         return StopSearch(str(error))

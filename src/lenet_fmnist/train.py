@@ -54,7 +54,7 @@ from lenet_fmnist.tensorboard_log import TensorBoardLog
 log = logging.getLogger(__name__)
 
 # Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
-# with status "pruned": a hyperparameter search's pruner does so (lenet_fmnist.search.trial.trial_reporter).
+# with status "pruned": a hyperparameter search's pruner does so (lenet_fmnist.search_trial.epoch_reporter).
 EpochCallback = Callable[[dict[str, Any]], None]
 
 

@@ -195,6 +195,44 @@ def test_a_search_with_shuffle_resumes_and_a_second_start_is_refused(search_app:
     assert len(study_of(sweep_dir).trials) == 4
 
 
+def test_a_task_that_raises_stop_search_stops_it_and_resume_asks_its_trial_again(
+    search_app: App, tmp_path: Path
+) -> None:
+    sweep_dir, release = tmp_path / "sweep", tmp_path / "release"
+    args = ("task=stopping", "hydra.sweeper.n_trials=2", f"release={release}", f"hydra.sweep.dir={sweep_dir}")
+    stopped = search_app.run(*args)
+    text = output(stopped)
+    assert stopped.returncode == 1 and "Traceback" not in text, text
+    assert "A trial stopped the search: trial 0: no space left on the device" in text, text
+    assert trial_states(sweep_dir) == ["FAIL"]
+
+    release.touch()
+    assert_ok(search_app.run(*args, "+resume=true"))
+    trials = study_of(sweep_dir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == trials[0].params, "the stopped trial's values, asked again"
+
+
+def test_check_config_refuses_before_any_trial_with_the_apps_message(search_app: App, tmp_path: Path) -> None:
+    """The space's corners include x=-5 (interval(-5, 5)'s low end): refused before anything is written."""
+    sweep_dir = tmp_path / "sweep"
+    result = search_app.run("hydra.sweeper.check_config=app.refuse_far_x", f"hydra.sweep.dir={sweep_dir}")
+    text = output(result)
+    assert result.returncode == 1 and "Traceback" not in text, text
+    assert "x=-5.0 is beyond what this app can run (|x| <= 4)" in text, text
+    assert not sweep_dir.exists() or not any(sweep_dir.iterdir())
+
+    assert_ok(
+        search_app.run(
+            "hydra.sweeper.check_config=app.refuse_far_x",
+            "x=interval(-4, 4)",
+            "hydra.sweeper.n_trials=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        )
+    )
+    assert trial_states(sweep_dir) == ["COMPLETE", "COMPLETE"]
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -204,6 +242,7 @@ def test_a_search_with_shuffle_resumes_and_a_second_start_is_refused(search_app:
         ("hydra.sweeper.max_failure_rate=1.5", "hydra.sweeper.max_failure_rate=1.5 is not allowed"),
         ("hydra.sweeper.custom_search_space=nowhere.configure", "custom_search_space=nowhere.configure cannot be used"),
         ("hydra.sweeper.custom_search_space=app.NOT_A_FUNCTION", "NOT_A_FUNCTION is a int, not a function"),
+        ("hydra.sweeper.check_config=nowhere.check", "check_config=nowhere.check cannot be used"),
         ("hydra/sweeper/sampler=annealing", "Could not find 'hydra/sweeper/sampler/annealing'"),
         ("hydra.sweeper.sampler=random", "the sampler is the config group hydra/sweeper/sampler"),
         ("hydra/sweeper/sampler=grid", "grid needs a finite set of values, but x is a continuous range"),

@@ -4,8 +4,8 @@
 - analysis.py: group runs into configurations and compare the levels of each factor;
 - stats.py: means, standard deviations and Student t intervals;
 - figures.py: the curves (matplotlib);
-- writer.py: report.md, report.csv and the `report` command;
-- search_summary.py: search.md, search.csv and the figures of a hyperparameter search (needs Optuna).
+- writer.py: report.md, report.csv and the `report` command (a search directory's search.md comes
+  from the sweeper's package, through lenet_fmnist.search_trial).
 
 Nothing here imports torch (a test checks it): a report does not wait for it.
 """

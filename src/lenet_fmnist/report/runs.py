@@ -18,23 +18,21 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lenet_fmnist.endings import REPORT_NAMES, UNFINISHED, Status
 from lenet_fmnist.errors import UserError
-from lenet_fmnist.rundir import HYDRA_CONFIG, METRICS_FILE, Status, is_run_directory, load_metrics
+from lenet_fmnist.rundir import (
+    HYDRA_CONFIG,
+    HYDRA_RUNTIME,
+    METRICS_FILE,
+    SWEEP_CONFIG,
+    is_run_directory,
+    load_metrics,
+)
 
 log = logging.getLogger(__name__)
 
-# The report's states of a run: metrics.json's status, except that a run still "running" (or
-# killed while it was) and an "interrupted" one both lack a final test: both are unfinished.
-COMPLETED, DIVERGED, FAILED, UNFINISHED = Status.completed, Status.diverged, Status.failed, "unfinished"
-PRUNED = Status.pruned  # a search's trial its pruner stopped: never a failure, left out of the means
-_STATUS = {
-    Status.completed: COMPLETED,
-    Status.diverged: DIVERGED,
-    Status.failed: FAILED,
-    Status.pruned: PRUNED,
-    Status.running: UNFINISHED,
-    Status.interrupted: UNFINISHED,
-}
+# The report's names of a run's state that it tells apart (all of them: endings.REPORT_NAMES).
+COMPLETED, FAILED, PRUNED = Status.completed, Status.failed, Status.pruned
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Run:
     choices: dict[str, str]  # Hydra's config-group choices (activation: relu, experiment: study, ...)
     job_num: int | None  # position in its sweep; the sweep's first job holds the base levels
     experiment: str  # the experiment (or sweep, or "single runs") the run belongs to
-    status: str  # COMPLETED, DIVERGED, FAILED, PRUNED or UNFINISHED
+    status: str  # its name in endings.REPORT_NAMES: COMPLETED, FAILED, PRUNED, UNFINISHED or "diverged"
     detail: str  # why it is not completed, for the report ("" when completed)
     metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json ({} when absent)
 
@@ -109,14 +107,14 @@ def _experiment(path: Path, choices: dict[str, str]) -> str:
     """The experiment's name; else the sweep directory's (a sweep without one); else "single runs"."""
     if choices.get("experiment"):
         return str(choices["experiment"])
-    if (path.parent / "multirun.yaml").is_file():
+    if (path.parent / SWEEP_CONFIG).is_file():
         return path.parent.name
     return "single runs"
 
 
 def load(path: Path) -> Run:
     config = _read_yaml(path / HYDRA_CONFIG) if (path / HYDRA_CONFIG).exists() else None
-    hydra_file = path / ".hydra" / "hydra.yaml"
+    hydra_file = path / HYDRA_RUNTIME
     hydra = (_read_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.exists() else {}
     choices = {str(key): str(value) for key, value in (hydra.get("runtime", {}).get("choices") or {}).items()}
     job_num = hydra.get("job", {}).get("num")
@@ -125,7 +123,7 @@ def load(path: Path) -> Run:
         status, detail = UNFINISHED, problem
     else:
         raw = str(metrics.get("status", "unknown"))
-        status = _STATUS.get(raw, FAILED)
+        status = REPORT_NAMES.get(raw, FAILED)
         epochs = metrics.get("epochs_completed", len(metrics.get("history") or []))
         detail = "" if status == COMPLETED else f"status {raw!r} after {epochs} epoch(s)"
     return Run(

@@ -13,7 +13,7 @@ import hydra
 import optuna
 from omegaconf import DictConfig
 
-from optuna_pruning_sweeper import current_trial
+from optuna_pruning_sweeper import StopSearch, current_trial
 
 NOT_A_FUNCTION = 3  # for the test of a custom_search_space that cannot be called
 
@@ -44,6 +44,19 @@ def failing(cfg: DictConfig) -> float:
     if cfg.x > 0:
         raise ValueError(f"x={cfg.x} is beyond what this app accepts (x <= 0)")
     return -cfg.x
+
+
+def stopping(cfg: DictConfig) -> float:
+    """As a task on a full disk: while the file `release` is missing, the machine stops the trial."""
+    if not Path(cfg.release).exists():
+        raise StopSearch(f"no space left on the device (x={cfg.x})")
+    return quadratic(cfg)
+
+
+def refuse_far_x(cfg: DictConfig) -> None:
+    """hydra.sweeper.check_config: the app cannot run x beyond 4 in either direction."""
+    if abs(cfg.x) > 4:
+        raise ValueError(f"x={cfg.x} is beyond what this app can run (|x| <= 4)")
 
 
 def reporting(cfg: DictConfig) -> float:
@@ -78,6 +91,7 @@ TASKS = {
     "conditional": conditional,
     "failing": failing,
     "reporting": reporting,
+    "stopping": stopping,
     "none": lambda cfg: None,
     "string": lambda cfg: "0.5",
 }

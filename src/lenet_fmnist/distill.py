@@ -1,0 +1,160 @@
+"""Knowledge distillation: the student also learns the averaged predictions of trained teachers.
+
+With `distill.teachers` set (checkpoints this toolkit wrote), the training loss becomes
+
+    (1 - alpha) * training_loss + alpha * T^2 * KL(softmax(teachers / T) || softmax(student / T))
+
+with alpha = `distill.alpha`, T = `distill.temperature` and `teachers` the mean of the teachers'
+logits (Hinton et al. 2015; the T^2 keeps the soft term's gradients on the hard term's scale).
+The teachers see exactly the student's augmented images: the epoch's images are drawn once at
+its start (train.train_epoch), and the teachers label them all there in large inference
+batches, which costs far less than a forward pass per training step. Teachers are in eval mode
+(no dropout) and draw no random numbers, so a run resumes bit for bit; the checkpoint records
+each teacher's SHA-256, and a resume whose teachers changed on disk is refused.
+
+A teacher must never have seen what the student is judged on: when the student validates, each
+teacher must have been trained on the same 50,000 images (the same data.val_size and
+data.split_seed); a final fit (data.val_size=0) is judged on the test set alone, which no
+training run ever sees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lenet_fmnist import checkpoint
+from lenet_fmnist.augment import normalise
+from lenet_fmnist.errors import UserError
+from lenet_fmnist.model import CHANNELS_LAST
+
+# In a distilled run's checkpoints: {"teachers": [{"path", "sha256"}, ...], "splits": what they learned from}.
+CHECKPOINT_KEY = "distill"
+
+
+@dataclass(frozen=True)
+class TeacherFile:
+    path: str
+    sha256: str
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def splits_seen(state: dict[str, Any]) -> list[tuple[int, int]]:
+    """The (data.val_size, data.split_seed) of every training run whose images shaped the
+    checkpoint `state`: its own, then its teachers', theirs, and so on (a distilled teacher carries
+    what its own teachers saw)."""
+    data = state.get("config", {}).get("data", {})
+    own = (data.get("val_size", 10_000), data.get("split_seed", 0))
+    inherited = [tuple(pair) for pair in state.get(CHECKPOINT_KEY, {}).get("splits", [])]
+    return [own, *(pair for pair in inherited if pair != own)]
+
+
+def check_unseen(teacher: dict[str, Any], student_data: dict[str, Any], path: str) -> None:
+    """Refuse a teacher that saw images the student validates on (`teacher`: its checkpoint;
+    `student_data`: the student's data config as plain values)."""
+    if student_data["val_size"] == 0:
+        return  # a final fit is judged on the test set, which no teacher trained on
+    mine = (student_data["val_size"], student_data["split_seed"])
+    for seen in splits_seen(teacher):
+        if seen == mine:
+            continue
+        trained_on = (
+            "all 60,000 training images (data.val_size=0)"
+            if seen[0] == 0
+            else f"another split (data.val_size={seen[0]}, data.split_seed={seen[1]})"
+        )
+        raise UserError(
+            f"distill.teachers: {path} learned from {trained_on}, which includes images this run validates on "
+            f"(data.val_size={mine[0]}, data.split_seed={mine[1]}): a teacher must never have seen what the "
+            "student is judged on. Use teachers trained with this run's data.val_size and data.split_seed (and, "
+            "if they were distilled themselves, teachers of theirs trained so too), or distil in a final fit "
+            "(data.val_size=0), which is judged on the test set alone."
+        )
+
+
+class Teachers(nn.Module):
+    """The teachers' networks (each with its evaluated weights: the moving average's when it kept
+    one), in eval mode; `forward` gives their mean logits for normalised images."""
+
+    def __init__(
+        self, models: Sequence[nn.Module], files: Sequence[TeacherFile], splits: Sequence[tuple[int, int]]
+    ) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.files = list(files)
+        self.splits = list(dict.fromkeys(splits))  # what the teachers saw, each split once
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> Teachers:
+        return super().train(False)  # a teacher never drops out, whatever the caller sets
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(inputs) for model in self.models]).mean(dim=0)
+
+    @torch.no_grad()  # not inference_mode: its tensors could not enter the student's autograd graph
+    def label(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Mean logits (N x 10) of uint8 `images` (N x 28 x 28), in batches of `batch_size`."""
+        chunks = [self(normalise(images[start : start + batch_size])) for start in range(0, len(images), batch_size)]
+        return torch.cat(chunks)
+
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint keeps of the teachers."""
+        return {
+            "teachers": [{"path": f.path, "sha256": f.sha256} for f in self.files],
+            "splits": [list(pair) for pair in self.splits],
+        }
+
+
+def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.device) -> Teachers | None:
+    """The teachers of `distill.teachers`, checked and on `device`; None when there are none."""
+    if not paths:
+        return None
+    models, files, splits = [], [], []
+    for name in paths:
+        path = Path(name).expanduser()
+        state = checkpoint.load(path)
+        check_unseen(state, student_data, name)
+        models.append(checkpoint.model_from(state, path).to(device, memory_format=CHANNELS_LAST))
+        files.append(TeacherFile(str(path), sha256_of(path)))
+        splits += splits_seen(state)
+    return Teachers(models, files, splits)
+
+
+def check_resume(saved: dict[str, Any] | None, teachers: Teachers | None, last: Path) -> None:
+    """Refuse to resume a distilled run whose teachers' files changed since it started."""
+    before = [t["sha256"] for t in (saved or {}).get("teachers", [])]
+    now = [f.sha256 for f in teachers.files] if teachers is not None else []
+    if before != now:
+        raise UserError(
+            f"{last} was trained with teachers whose contents differ from the files now given in distill.teachers "
+            "(compared by SHA-256): resuming would change what the run learns from. Restore the teachers' "
+            "checkpoints, or start a new run."
+        )
+
+
+def loss(
+    hard: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor, *, alpha: float, temperature: float
+) -> torch.Tensor:
+    """(1 - alpha) * `hard` + alpha * T^2 * KL(teacher's softened distribution || student's)."""
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    return (1 - alpha) * hard + alpha * temperature**2 * soft

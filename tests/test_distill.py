@@ -1,0 +1,104 @@
+"""Knowledge distillation's parts: the loss, the teachers' mean logits, the leak rule, the resume check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lenet_fmnist import checkpoint, distill
+from lenet_fmnist.augment import normalise
+from lenet_fmnist.errors import UserError
+from lenet_fmnist.model import LeNet5
+
+VALIDATING = {"val_size": 10_000, "split_seed": 0}
+
+
+def _save_teacher(path: Path, seed: int, data: dict[str, Any], **extra: Any) -> Path:
+    torch.manual_seed(seed)
+    model = LeNet5("relu", "max", 0.5)
+    config = {"activation": {"name": "relu"}, "pool": {"name": "max"}, "dropout": {"p": 0.5}, "data": data}
+    checkpoint.save(path, {"model": model.state_dict(), "config": config, **extra})
+    return path
+
+
+def test_the_loss_is_the_hard_loss_at_alpha_0_and_the_scaled_kl_at_alpha_1() -> None:
+    torch.manual_seed(0)
+    student, teacher, targets = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    hard = F.cross_entropy(student, targets)
+    assert torch.equal(distill.loss(hard, student, teacher, alpha=0.0, temperature=4.0), hard)
+    t = 3.0
+    p_teacher = F.softmax(teacher / t, dim=1)
+    kl = (p_teacher * (p_teacher.log() - F.log_softmax(student / t, dim=1))).sum(dim=1).mean()
+    torch.testing.assert_close(distill.loss(hard, student, teacher, alpha=1.0, temperature=t), t * t * kl)
+    assert distill.loss(hard, teacher, teacher, alpha=1.0, temperature=t).abs() < 1e-6  # agreeing costs nothing
+
+
+def test_teachers_average_their_logits_in_eval_mode_and_keep_no_gradient(tmp_path: Path) -> None:
+    paths = [_save_teacher(tmp_path / f"t{i}.pt", i, VALIDATING) for i in range(2)]
+    teachers = distill.load([str(p) for p in paths], VALIDATING, torch.device("cpu"))
+    assert teachers is not None
+    teachers.train()  # a caller's train() must not turn the teachers' dropout on
+    images = torch.randint(0, 256, (130, 28, 28), dtype=torch.uint8)
+    labelled = teachers.label(images, batch_size=50)
+    models = [checkpoint.model_from(checkpoint.load(p), p).eval() for p in paths]
+    with torch.no_grad():
+        expected = torch.stack([m(normalise(images)) for m in models]).mean(dim=0)
+    torch.testing.assert_close(labelled, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(labelled, teachers.label(images, batch_size=130))  # no dropout, no randomness
+    assert not labelled.requires_grad and not labelled.is_inference()
+    assert not any(p.requires_grad for p in teachers.parameters())
+    assert [f.sha256 for f in teachers.files] == [distill.sha256_of(p) for p in paths]
+
+
+def test_no_teachers_means_no_distillation() -> None:
+    assert distill.load([], VALIDATING, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(
+    ("teacher_data", "why"),
+    [
+        ({"val_size": 0, "split_seed": 0}, r"all 60,000 training images \(data.val_size=0\)"),
+        ({"val_size": 10_000, "split_seed": 1}, r"another split \(data.val_size=10000, data.split_seed=1\)"),
+        ({"val_size": 5_000, "split_seed": 0}, r"another split \(data.val_size=5000"),
+    ],
+)
+def test_a_teacher_that_saw_the_students_validation_images_is_refused(
+    tmp_path: Path, teacher_data: dict[str, int], why: str
+) -> None:
+    path = _save_teacher(tmp_path / "t.pt", 0, teacher_data)
+    with pytest.raises(UserError, match=why) as error:
+        distill.load([str(path)], VALIDATING, torch.device("cpu"))
+    assert str(path) in str(error.value) and "never have seen" in str(error.value)
+
+
+def test_a_final_fit_may_learn_from_any_teacher(tmp_path: Path) -> None:
+    path = _save_teacher(tmp_path / "t.pt", 0, {"val_size": 0, "split_seed": 3})
+    teachers = distill.load([str(path)], {"val_size": 0, "split_seed": 0}, torch.device("cpu"))
+    assert teachers is not None and teachers.record()["splits"] == [[0, 3]]
+
+
+def test_what_a_distilled_teacher_learned_from_counts_too(tmp_path: Path) -> None:
+    """A teacher trained on the student's split but distilled from one that saw everything carries
+    the validation images in its soft targets: refused."""
+    inherited = {distill.CHECKPOINT_KEY: {"teachers": [], "splits": [[0, 0]]}}
+    path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING, **inherited)
+    with pytest.raises(UserError, match=r"learned from all 60,000 training images"):
+        distill.load([str(path)], VALIDATING, torch.device("cpu"))
+
+
+def test_a_resume_with_changed_teachers_is_refused(tmp_path: Path) -> None:
+    path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING)
+    teachers = distill.load([str(path)], VALIDATING, torch.device("cpu"))
+    saved = teachers.record()
+    distill.check_resume(saved, teachers, tmp_path / "last.pt")  # unchanged: accepted
+    _save_teacher(path, 1, VALIDATING)  # the file now holds other weights
+    changed = distill.load([str(path)], VALIDATING, torch.device("cpu"))
+    with pytest.raises(UserError, match="SHA-256"):
+        distill.check_resume(saved, changed, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="SHA-256"):
+        distill.check_resume(saved, None, tmp_path / "last.pt")
+    distill.check_resume(None, None, tmp_path / "last.pt")  # a run without teachers, before and now
