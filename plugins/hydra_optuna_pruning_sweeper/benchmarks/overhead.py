@@ -82,7 +82,9 @@ def venv_python(directory: Path, packages: list[str], refresh: str | None = None
         subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     elif refresh is not None:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", refresh], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", refresh], check=True
+        )
     return python
 
 
