@@ -33,7 +33,8 @@ from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.config import AugmentationConfig, SGDConfig
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.train import build_optimizer, build_scheduler, train_epoch
+from lenet_fmnist.optim import build_optimizer, build_scheduler
+from lenet_fmnist.train import train_epoch
 
 AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
 SGD = SGDConfig(lr=0.01, momentum=0.9)
@@ -125,8 +126,9 @@ def project_runner(
         if images not in augmenters:
             augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
         train_epoch(
-            model, optimizer, schedule, augmenters[images], train.labels[:images], batch_size, generator,
-            threading.Event(), "bench", label_smoothing=0.0, average=None,
+            model, augmenters[images], train.labels[:images], optimizer=optimizer, scheduler=schedule,
+            generator=generator, batch_size=batch_size, label_smoothing=0.0, average=None,
+            stop=threading.Event(), description="bench",
         )  # fmt: skip
 
     return run, model

@@ -1,15 +1,18 @@
 """The run directory's rules as plain functions: the next step each command's stop gets, a
 sweep's verdict, and where a run starts (the same through the command line: test_shared_machine,
-test_faults, test_train)."""
+test_faults, test_train), with the facts a resume keeps."""
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from conftest import assert_imports_no_torch
 from lenet_fmnist import rundir
 from lenet_fmnist.errors import UserError
 
@@ -71,7 +74,8 @@ def test_where_a_run_starts(tmp_path: Path) -> None:
         raise AssertionError(f"{path} read")
 
     def start(run_dir: Path, config: dict, resume: bool, start_if_unsaved: bool = False, load=never) -> rundir.Start:
-        return rundir.start(run_dir, config, resume, start_if_unsaved, load, with_later_keys=lambda saved: saved)
+        accepted = rundir.accept(run_dir, resume=resume, start_if_unsaved=start_if_unsaved)
+        return rundir.start(run_dir, accepted, config, load=load, with_later_keys=lambda saved: saved)
 
     assert start(tmp_path / "new", {}, resume=False) == rundir.Start()
     assert start(tmp_path / "job", {}, resume=True, start_if_unsaved=True) == rundir.Start()
@@ -90,14 +94,65 @@ def test_where_a_run_starts(tmp_path: Path) -> None:
         start(done, {"seed": 1, "threads": 1}, resume=True, load=lambda _: saved)
 
 
+def saved_run(run_dir: Path, metrics: dict | None) -> Path:
+    """A run directory with a last.pt (its content unread here) and `metrics` as metrics.json."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / rundir.LAST_CHECKPOINT).write_bytes(b"")
+    if metrics is not None:
+        (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_a_resume_is_accepted_with_the_facts_its_metrics_record(tmp_path: Path) -> None:
+    """The thread count and the OpenMP wait setting a resume keeps come from metrics.json, the
+    fields the run wrote as its circumstances (read without torch, before the checkpoint)."""
+    ran = rundir.Circumstances("cpu", 3, "threads=3 in the config", "GOMP_SPINCOUNT=7", "a CPU", 61706)
+    progress = SimpleNamespace(history=[], best_epoch=0, warnings=[], validated_on="")
+    run_dir = saved_run(tmp_path / "run", rundir.metrics(rundir.Status.interrupted, progress, {}, ran))
+    accepted = rundir.accept(run_dir, resume=True)
+    assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts(3, "GOMP_SPINCOUNT=7"))
+    assert rundir.accept(run_dir, resume=True, start_if_unsaved=True) == accepted  # something was saved
+
+
+def test_a_resume_is_accepted_before_torch_loads(tmp_path: Path) -> None:
+    """The command line accepts a resume, and sets its wait setting, before anything imports torch
+    (libgomp reads the setting once, when torch loads it)."""
+    run_dir = saved_run(tmp_path / "run", {"status": "interrupted", "threads": 1, "openmp_wait": "libgomp default"})
+    assert_imports_no_torch(
+        "from pathlib import Path\nfrom lenet_fmnist import rundir\n"
+        f"assert rundir.accept(Path({str(run_dir)!r}), resume=True).facts.threads == 1"
+    )
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [None, {"status": "running"}, {"threads": 0, "openmp_wait": 7}, {"threads": True}, {"threads": "2"}],
+)
+def test_facts_a_run_did_not_record_are_none(tmp_path: Path, metrics: dict | None) -> None:
+    """A run saved before its facts were recorded (or one killed before its first metrics.json)
+    resumes without them: its threads are decided again, its wait setting is this process's."""
+    accepted = rundir.accept(saved_run(tmp_path / "run", metrics), resume=True)
+    assert accepted.resumes and accepted.facts == rundir.ResumeFacts()
+
+
+def test_a_new_run_or_a_restart_has_no_facts(tmp_path: Path) -> None:
+    stopped = tmp_path / "stopped"  # interrupted in epoch 1: metrics.json, no last.pt
+    stopped.mkdir()
+    (stopped / rundir.METRICS_FILE).write_text(json.dumps({"status": "interrupted", "threads": 2}))
+    assert rundir.accept(stopped, resume=True) == rundir.Accepted()
+    assert rundir.accept(tmp_path / "new", resume=False) == rundir.Accepted()
+
+
 def test_a_run_saved_before_a_key_existed_resumes_at_its_default(tmp_path: Path) -> None:
     """The saved config is completed with the keys added since (config.with_later_keys) before
     it is compared: a run saved without label_smoothing ran as label_smoothing=0 does."""
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / rundir.LAST_CHECKPOINT).write_bytes(b"")
+    accepted = rundir.accept(saved_run(tmp_path, None), resume=True)
     saved = {"config": {"seed": 0}}
     today = {"seed": 0, "label_smoothing": 0.0}
-    began = rundir.start(tmp_path, today, True, False, lambda _: saved, lambda c: {**c, "label_smoothing": 0.0})
-    assert began == rundir.Start(saved)
+
+    def start(with_later_keys: Callable[[dict], dict]) -> rundir.Start:
+        return rundir.start(tmp_path, accepted, today, load=lambda _: saved, with_later_keys=with_later_keys)
+
+    assert start(lambda c: {**c, "label_smoothing": 0.0}) == rundir.Start(saved)
     with pytest.raises(UserError, match=r"label_smoothing: None -> 0.0"):  # control: compared as saved
-        rundir.start(tmp_path, today, True, False, lambda _: saved, lambda c: c)
+        start(lambda c: c)

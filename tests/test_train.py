@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import comparable, write_idx
-from lenet_fmnist import checkpoint, config, data, train
+from lenet_fmnist import checkpoint, config, data, rundir, train, validation
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
 from lenet_fmnist.errors import Diverged, Interrupted, UserError
@@ -131,8 +131,25 @@ def test_a_run_saved_before_the_ingredients_resumes(make_config: MakeConfig, tmp
     assert resumed["status"] == "completed" and comparable(resumed) == comparable(done)
 
 
+def test_a_resume_keeps_the_thread_count_its_metrics_record(make_config: MakeConfig, tmp_path: Path) -> None:
+    """The thread count a resume keeps comes from the facts rundir.accept reads in metrics.json,
+    the one record that also holds the OpenMP wait setting, not from the checkpoint (which says 1
+    here)."""
+    run_dir = tmp_path / "run"
+    done = train.run(make_config(), run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps({**done, "status": "interrupted", "threads": 2}))
+    threads = torch.get_num_threads()
+    try:
+        resumed = train.run(make_config("threads=null", "resume=true"), run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["threads"] == 1
+    assert resumed["threads"] == 2 and resumed["threads_reason"].startswith("the resumed run trained with 2")
+
+
 def test_a_sweep_job_never_started_starts_on_resume(make_config: MakeConfig, tmp_path: Path) -> None:
-    metrics = train.run(make_config("resume=true"), tmp_path / "job", start_if_unsaved=True)
+    accepted = rundir.accept(tmp_path / "job", resume=True, start_if_unsaved=True)
+    metrics = train.run(make_config("resume=true"), tmp_path / "job", accepted=accepted)
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
 
 
@@ -149,11 +166,27 @@ def test_a_run_stopped_before_its_first_checkpoint_restarts(make_config: MakeCon
 
 def test_divergence_stops_the_run_with_status_diverged(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    with pytest.raises(Diverged, match=r"diverged in epoch 1: the loss became (nan|inf).*Lower optimizer.lr"):
+    with pytest.raises(Diverged, match=r"diverged in epoch 1: the training loss became (nan|inf).*Lower optimizer.lr"):
         train.run(make_config("activation=relu", "optimizer.lr=1e10", "epochs=3"), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["test_acc"] is None
     assert len(metrics["history"]) == 1
+
+
+def test_a_divergence_seen_only_in_validation_names_the_validation_loss(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """One step per epoch (a batch holds every training image): its loss is measured before the
+    huge step, so the training loss stays finite, and the weights after it give validation a NaN
+    or infinite loss. The message names the loss that was not finite, and its value."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(Diverged) as raised:
+        train.run(make_config("activation=relu", "optimizer.lr=1e30", "batch_size=4096"), run_dir)
+    record = json.loads((run_dir / "metrics.json").read_text())["history"][0]
+    assert np.isfinite(record["train_loss"]) and not np.isfinite(record["val_loss"])
+    assert f"diverged in epoch 1: the validation loss became {record['val_loss']} (NaN or infinite)" in str(
+        raised.value
+    )
 
 
 def test_interrupt_while_testing_is_a_resumable_interruption(
@@ -186,7 +219,7 @@ def test_not_learning_means_two_epochs_at_chance(
     make_config: MakeConfig, accuracies: tuple[float, ...], warned: bool
 ) -> None:
     history = [{"epoch": epoch, "train_acc": 0.5, "val_acc": acc} for epoch, acc in enumerate(accuracies, 1)]
-    warning = train.not_learning(history, make_config("activation=sigmoid"))
+    warning = validation.not_learning(history, make_config("activation=sigmoid"), classes=len(data.CLASSES))
     assert (warning is not None) == warned
     assert warning is None or ("sigmoid" in warning and "raise optimizer.lr" in warning)
     assert warning is None or warning.startswith("Not learning: validation accuracy is")
@@ -194,11 +227,12 @@ def test_not_learning_means_two_epochs_at_chance(
 
 def test_without_validation_not_learning_judges_the_training_accuracy(make_config: MakeConfig) -> None:
     history = [{"epoch": epoch, "train_acc": 0.1} for epoch in (1, 2)]
-    warning = train.not_learning(history, make_config("data.val_size=0"))
+    warning = validation.not_learning(history, make_config("data.val_size=0"), classes=len(data.CLASSES))
     assert warning is not None and warning.startswith(
         "Not learning: training accuracy (no validation: data.val_size=0) is 0.1000 and 0.1000 after epochs 1 and 2"
     )
-    assert train.not_learning([{**record, "train_acc": 0.3} for record in history], make_config()) is None
+    learning = [{**record, "train_acc": 0.3} for record in history]
+    assert validation.not_learning(learning, make_config(), classes=len(data.CLASSES)) is None
 
 
 @pytest.fixture(scope="module")

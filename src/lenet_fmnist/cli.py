@@ -142,19 +142,21 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     from lenet_fmnist.config import TrainConfig, validate
 
     typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
-    if typed.resume:  # the wait setting the run recorded, while torch has not read one yet
-        openmp.resume_wait((rundir.read_metrics(run_dir) or {}).get("openmp_wait"))
+    hydra_cfg = HydraConfig.get()
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # May the run start or resume here; a sweep run again with resume=true starts the jobs it
+    # never reached from scratch. A resume gets its recorded wait setting while torch has not
+    # read one yet (its thread count, from the same facts, once training decides threads).
+    accepted = rundir.accept(run_dir, resume=typed.resume, start_if_unsaved=sweep)
+    openmp.resume_wait(accepted.facts.openmp_wait)
     from lenet_fmnist import train
     from lenet_fmnist.runtime import sweep_job_device
 
-    hydra_cfg = HydraConfig.get()
-    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
     typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
     # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
     on_epoch = search_trial.epoch_reporter(typed) if sweep else None
-    # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    return train.run(typed, run_dir, start_if_unsaved=sweep, on_epoch=on_epoch)["val_acc"]
+    return train.run(typed, run_dir, accepted=accepted, on_epoch=on_epoch)["val_acc"]
 
 
 def _eval(cfg: object, run_dir: Path) -> None:

@@ -10,9 +10,10 @@ OpenMP barrier, so the setting matters most to a run that has all the cores, and
 cores get busy after it started.
 
 libgomp reads the setting once, when torch loads it, so `cli.main` calls `configure_wait` before
-anything imports torch; a resumed run gets its recorded setting back the same way
-(`resume_wait`). A wait behaviour the user exported (either variable) is kept, untouched. The
-setting never changes a run's results, only its speed. This module must not import torch.
+anything imports torch; a resumed run gets its recorded setting back the same way (`resume_wait`,
+given the setting among the resume facts that rundir.accept read, torch-free). A wait behaviour
+the user exported (either variable) is kept, untouched. The setting never changes a run's
+results, only its speed. This module must not import torch.
 """
 
 from __future__ import annotations

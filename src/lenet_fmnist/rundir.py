@@ -1,11 +1,12 @@
-"""The run directory, owned here: the names of the files of a run's or a sweep's directory, whether
-a run may start or resume in it, the lock that keeps one process in it, the run's status (an
+"""The run directory, owned here: which files make one, whether a run may start or resume in it
+and what a resume keeps (its facts), the lock that keeps one process in it, the run's status (an
 ending's, endings.ENDINGS), metrics.json (its schema, its one writer and its one reader), whether a
 sweep's jobs all ended as asked, and the command that goes on after a stop, for each command.
 
 The Hydra callback, the command line, the trainer, the search and the report call these; none of
 them decides these things itself. This module must not import torch (the report, the callback and
 `--help` do not wait for it) nor Hydra: what it needs of a checkpoint comes as a loading function.
+While a run trains, lenet_fmnist.recorder writes its files by these rules (it imports torch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -194,6 +195,56 @@ def claim_sweep(directory: Path, resume: bool) -> None:
 
 
 @dataclass(frozen=True)
+class ResumeFacts:
+    """How a run ran that its resumed epochs keep: the thread count (threads split float sums
+    differently, so they change a run's bits; cores.fixed_threads) and the OpenMP wait setting
+    (only its speed; openmp.resume_wait). metrics.json records them as `Circumstances` after every
+    saved epoch, and `accept` reads them back from there: one file, read once, torch-free, so the
+    command line can set the wait setting before torch loads. None: not recorded (a run saved
+    before they were, or one killed between writing last.pt and its first metrics.json)."""
+
+    threads: int | None = None
+    openmp_wait: str | None = None
+
+    @classmethod
+    def recorded_in(cls, metrics: dict[str, Any]) -> ResumeFacts:
+        threads, wait = metrics.get("threads"), metrics.get("openmp_wait")
+        valid_threads = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
+        return cls(threads if valid_threads else None, wait if isinstance(wait, str) else None)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What `accept` allowed in a run directory: a new run (`resumes` False), or continuing the
+    one whose last.pt is there, with its `facts`; `completed` is the metrics.json of a run that
+    already completed (nothing to train once its config is checked)."""
+
+    resumes: bool = False
+    facts: ResumeFacts = ResumeFacts()
+    completed: dict[str, Any] | None = None
+
+
+def accept(run_dir: Path, *, resume: bool, start_if_unsaved: bool = False) -> Accepted:
+    """Whether a training run may start in `run_dir`, or resume there, and the resume's facts.
+    Refuses a new run where one is, and resume=true where nothing was saved. Resuming a run
+    stopped before its first epoch was saved (it left metrics.json but no last.pt) starts it again;
+    so does resuming, with `start_if_unsaved`, a sweep's job that never started. Torch-free: the
+    saved configuration is compared later, once last.pt is read (`start`)."""
+    if not resume:
+        if holds_run(run_dir):
+            raise UserError(_already_holds_run(run_dir))
+        return Accepted()
+    if not (run_dir / LAST_CHECKPOINT).exists():
+        if start_if_unsaved or (run_dir / METRICS_FILE).exists():
+            log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
+            return Accepted()
+        raise UserError(_nothing_to_resume(run_dir))
+    metrics = read_metrics(run_dir) or {}
+    completed = metrics if metrics.get("status") == Status.completed else None
+    return Accepted(resumes=True, facts=ResumeFacts.recorded_in(metrics), completed=completed)
+
+
+@dataclass(frozen=True)
 class Start:
     """Where a training run starts: `saved` is last.pt's state when it resumes (None: from the
     beginning); `done` is metrics.json of a run that already completed (nothing to do)."""
@@ -204,39 +255,27 @@ class Start:
 
 def start(
     run_dir: Path,
+    accepted: Accepted,
     config: dict[str, Any],
-    resume: bool,
-    start_if_unsaved: bool,
+    *,
     load: Callable[[Path], dict],
     with_later_keys: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Start:
-    """Where the run in `run_dir` with the plain `config` starts; refuses to overwrite a run, to
-    resume where nothing was saved, and to resume with another configuration (RESUMABLE_CHANGES
-    aside). `load` reads a checkpoint; `with_later_keys` (config.with_later_keys) completes a saved
-    config with the keys added since, at the defaults it ran with, so a run saved before them resumes.
-
-    Resuming a run stopped before its first epoch was saved (it left metrics.json but no last.pt)
-    starts it again; so does resuming, with `start_if_unsaved`, a sweep's job that never started."""
-    if not resume:
-        if holds_run(run_dir):
-            raise UserError(_already_holds_run(run_dir))
+    """Where the run that `accept` allowed in `run_dir`, with the plain `config`, starts: a resume
+    reads last.pt (`load`) and is refused with another configuration (RESUMABLE_CHANGES aside).
+    `with_later_keys` (config.with_later_keys) completes a saved config with the keys added since,
+    at the defaults it ran with, so a run saved before them resumes."""
+    if not accepted.resumes:
         return Start()
-    if not (run_dir / LAST_CHECKPOINT).exists():
-        if start_if_unsaved or (run_dir / METRICS_FILE).exists():
-            log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
-            return Start()
-        raise UserError(_nothing_to_resume(run_dir))
     saved = load(run_dir / LAST_CHECKPOINT)
     changed = config_changes(with_later_keys(saved["config"]), config, allowed=RESUMABLE_CHANGES)
     if changed:
         raise UserError(
             f"resume=true, but the configuration differs from the saved run's: {'; '.join(changed)}. Resume with the same overrides."
         )
-    metrics = read_metrics(run_dir) or {}
-    if metrics.get("status") == Status.completed:
+    if accepted.completed is not None:
         log.info("%s is already completed; nothing to resume.", run_dir)
-        return Start(saved, metrics)
-    return Start(saved)
+    return Start(saved, accepted.completed)
 
 
 def check_device_kind(saved_on_gpu: bool, device: str, last: Path) -> None:
@@ -270,10 +309,23 @@ class Progress(Protocol):
     validated_on: str  # what the run validated on, in words (lenet_fmnist.validation.describe)
 
 
-def metrics(status: Status, progress: Progress, test: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Circumstances:
+    """Where and how a run ran: metrics.json's fields beside its figures, in this order. A resume
+    reads `threads` and `openmp_wait` back by these names (ResumeFacts.recorded_in)."""
+
+    device: str  # e.g. cpu, cuda:0
+    threads: int
+    threads_reason: str  # why that many (cores.Threads)
+    openmp_wait: str  # the wait setting in force (openmp.wait_setting)
+    cpu: str  # /proc/cpuinfo's model name
+    parameters: int  # the model's
+
+
+def metrics(status: Status, progress: Progress, test: dict[str, float], ran: Circumstances) -> dict[str, Any]:
     """metrics.json: the status, the best-validation epoch's train/val figures (val ones null for a
     run without validation: data.val_size=0), its test figures (`test`, empty until tested), where
-    and how the run ran (`extra`), the warnings, what it validated on and the history."""
+    and how the run ran (`ran`), the warnings, what it validated on and the history."""
     best = next((record for record in progress.history if record["epoch"] == progress.best_epoch), {})
     train_seconds = sum(record["train_seconds"] for record in progress.history)
     images = sum(record["train_images"] for record in progress.history)
@@ -289,7 +341,7 @@ def metrics(status: Status, progress: Progress, test: dict[str, float], extra: d
         "epochs_completed": len(progress.history),
         "train_seconds": train_seconds,
         "images_per_second": images / train_seconds if train_seconds else None,
-        **extra,
+        **asdict(ran),
         "warnings": progress.warnings,
         "validation": progress.validated_on,
         "history": progress.history,

@@ -1,9 +1,11 @@
 """Training: fit LeNet-5, keep the best-validation weights, test them.
 
-Reads top to bottom: the building blocks (optimizer, scheduler, one epoch, the training state,
-which is what a checkpoint holds), the two phases of a run (fit, test the best weights), then
-`run`, which tells the whole story. The run directory's bookkeeping (may the run start or resume,
-its status, metrics.json) is lenet_fmnist.rundir's.
+Reads top to bottom: one epoch of training, the training state (what a checkpoint holds), the
+epoch loop (`fit`: train, validate, record, save), the test of the best weights, and `run`, which
+sets a run up and tells the whole story. Elsewhere: the optimizer and its schedule
+(lenet_fmnist.optim), the run directory's rules (lenet_fmnist.rundir: may the run start or resume,
+what a resume keeps) and its bookkeeping while training (lenet_fmnist.recorder: checkpoints,
+metrics.json, TensorBoard), and validation's rules (lenet_fmnist.validation).
 
 The ingredients of stronger recipes come in here, each off by default and then neither drawing a
 random number nor doing any work: label smoothing of the training loss (lenet_fmnist.loss), a
@@ -29,27 +31,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lenet_fmnist import averaging, checkpoint, cores, data, rundir, validation
+from lenet_fmnist import averaging, checkpoint, cores, data, optim, rundir, validation
 from lenet_fmnist.augment import Augmenter, Erasing, augment, normalise
 from lenet_fmnist.averaging import WeightAverage
-from lenet_fmnist.config import (
-    AdamConfig,
-    OptimizerConfig,
-    RMSpropConfig,
-    Schedule,
-    SGDConfig,
-    TrainConfig,
-    to_plain,
-    with_later_keys,
-)
+from lenet_fmnist.config import TrainConfig, to_plain, with_later_keys
 from lenet_fmnist.errors import Diverged, Interrupted
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.loss import training_loss
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.openmp import this_cpu, wait_setting
-from lenet_fmnist.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, Status
+from lenet_fmnist.recorder import Recorder
+from lenet_fmnist.rundir import LAST_CHECKPOINT
 from lenet_fmnist.runtime import select_device
-from lenet_fmnist.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -58,70 +51,24 @@ log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-def build_optimizer(cfg: OptimizerConfig, parameters: Any) -> torch.optim.Optimizer:
-    """The configured optimizer in its fastest exact form: fused kernels where torch has them
-    (SGD, Adam; one kernel for all parameters instead of several per tensor), else foreach."""
-    if isinstance(cfg, SGDConfig):
-        return torch.optim.SGD(
-            parameters,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
-            fused=True,
-        )
-    if isinstance(cfg, AdamConfig):
-        return torch.optim.Adam(
-            parameters, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True
-        )
-    if isinstance(cfg, RMSpropConfig):
-        return torch.optim.RMSprop(
-            parameters,
-            lr=cfg.lr,
-            alpha=cfg.alpha,
-            momentum=cfg.momentum,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            foreach=True,
-        )
-    raise TypeError(f"no optimizer for {type(cfg).__name__}")
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimizerConfig, steps_per_epoch: int, epochs: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step learning-rate factor: linear warm-up from 1/10 over `warmup_epochs`, then constant
-    or a cosine decay to 0 at the last step."""
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    total = epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        if cfg.schedule is Schedule.cosine:
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def train_epoch(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
     augmenter: Augmenter,
     labels: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    stop: threading.Event,
-    description: str,
     *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    batch_size: int,
     label_smoothing: float,
     average: WeightAverage | None,
-) -> tuple[float, float] | None:
-    """One pass over the training images in a fresh random order; returns mean loss and accuracy,
-    or None when `stop` was set (the epoch is abandoned after the step in flight). The loss is
-    smoothed by `label_smoothing`; `average`, if any, takes in the weights after every step.
+    stop: threading.Event,
+    description: str,
+) -> dict[str, float] | None:
+    """One pass over the training images (`augmenter`'s, with `labels`) in a fresh random order
+    drawn from `generator`; returns the mean training loss and accuracy, or None when `stop` was
+    set (the epoch is abandoned after the step in flight). The loss is smoothed by
+    `label_smoothing`; `average`, if any, takes in the weights after every step.
 
     The whole epoch's augmented images are drawn at its start, in one gather (uint8, 0.8 MB per
     1,000 images), so a step only slices its batch. Loss and accuracy are summed on the device and
@@ -148,7 +95,7 @@ def train_epoch(
         correct += (logits.argmax(dim=1) == targets).sum()
         if stop.is_set():
             return None
-    return loss_sum.item() / count, correct.item() / count
+    return {"train_loss": loss_sum.item() / count, "train_acc": correct.item() / count}
 
 
 @contextlib.contextmanager
@@ -177,13 +124,15 @@ class TrainingState:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
         self.device, self.config = device, to_plain(cfg)
-        self.threads = threads  # a resumed run keeps it (cores.fixed_threads): threads change the bits
+        self.threads = threads  # what trained these weights (a resume reads rundir.ResumeFacts)
         self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
         self.model.to(device, memory_format=CHANNELS_LAST)
         self.average = averaging.build(self.model, cfg.ema.decay)  # None without ema.decay
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
-        steps_per_epoch = math.ceil(train_images / cfg.batch_size)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optimizer, steps_per_epoch, cfg.epochs)
+        self.optimizer = optim.build_optimizer(cfg.optimizer, self.model.parameters())
+        self.steps_per_epoch = optim.steps_per_epoch(train_images, cfg.batch_size)
+        self.scheduler = optim.build_scheduler(
+            self.optimizer, cfg.optimizer, steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs
+        )
         self.epoch = 0  # epochs completed and saved
         self.history: list[dict[str, Any]] = []  # one record per epoch, as in metrics.json
         self.best_epoch = 0
@@ -249,178 +198,132 @@ class TrainingState:
         return state["rng"]["cuda"] is not None
 
 
-# ---- the phases of a run -----------------------------------------------------------------------
-
-
-def _epoch_record(
-    cfg: TrainConfig,
-    state: TrainingState,
-    val: data.Split | None,
-    epoch: int,
-    trained: tuple[float, float, int],
-    started: float,
-) -> dict[str, Any]:
-    """An epoch's line of the history. `trained`: mean training loss, accuracy and image count.
-    Validation (of the weight average, when the run keeps one) adds val_loss and val_acc; a run
-    without validation (`val` None) has neither key, never a stand-in value."""
-    train_loss, train_acc, train_images = trained
-    train_seconds = time.perf_counter() - started
-    validated = {}
-    if val is not None:
-        val_loss, val_acc, _ = evaluate(
-            state.evaluated_model, val.images, val.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
-        )
-        validated = {"val_loss": val_loss, "val_acc": val_acc}
-    return {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        **validated,
-        "seconds": time.perf_counter() - started,
-        "train_seconds": train_seconds,
-        "train_images": train_images,
-        "images_per_second": train_images / train_seconds,
-        "lr": state.optimizer.param_groups[0]["lr"],
-    }
-
-
-def _check_finite(record: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
-    losses = [record[key] for key in ("train_loss", "val_loss") if key in record]
-    if not all(math.isfinite(loss) for loss in losses):
-        raise Diverged(
-            f"Run {run_dir} diverged in epoch {record['epoch']}: the loss became {record['train_loss']} (NaN or "
-            f"infinite). Lower optimizer.lr (now {cfg.optimizer.lr}) or choose another optimizer."
-        )
-
-
-def _log_epoch(cfg: TrainConfig, record: dict[str, Any]) -> None:
-    validated = (
-        f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}" if "val_acc" in record else "no validation"
-    )
-    log.info(
-        "epoch %d/%d  train loss %.4f acc %.4f | %s | %.1f s, %.0f img/s",
-        record["epoch"], cfg.epochs, record["train_loss"], record["train_acc"], validated, record["seconds"],
-        record["images_per_second"],
-    )  # fmt: skip
-
-
-CHANCE = 1 / len(data.CLASSES)  # the accuracy of guessing
-CHANCE_MARGIN = 0.02  # accuracy this close to chance means nothing was learnt
-
-
-def not_learning(history: list[dict[str, Any]], cfg: TrainConfig) -> str | None:
-    """The warning for a run whose validation accuracy is still at chance after two epochs. A run
-    without validation is judged by its training accuracy, and the warning says so."""
-    if len(history) < 2:
-        return None
-    key = "val_acc" if "val_acc" in history[0] else "train_acc"
-    first = [record[key] for record in history[:2]]
-    if any(abs(acc - CHANCE) > CHANCE_MARGIN for acc in first):
-        return None
-    measured = "validation accuracy" if key == "val_acc" else "training accuracy (no validation: data.val_size=0)"
-    return (
-        f"Not learning: {measured} is {first[0]:.4f} and {first[1]:.4f} after epochs 1 and 2, at chance "
-        f"({CHANCE:.2f}). A {cfg.activation.name.value} network at {cfg.optimizer.name} lr {cfg.optimizer.lr:g} may "
-        "sit there for many epochs (sigmoid and tanh pass back small gradients at a low SGD rate): raise "
-        "optimizer.lr (conf/variant/sigmoid.yaml trains sigmoid at 0.1). The run goes on."
-    )
-
-
-def _save_epoch(state: TrainingState, is_best: bool, run_dir: Path, extra: dict[str, Any]) -> None:
-    """Checkpoints, then metrics.json: a kill at any moment leaves the last completed epoch resumable."""
-    saved = state.state_dict()
-    if is_best:
-        checkpoint.save(run_dir / BEST_CHECKPOINT, saved)
-    checkpoint.save(run_dir / LAST_CHECKPOINT, saved)
-    rundir.write_metrics(run_dir, rundir.metrics(Status.running, state, {}, extra))
-
-
-def _complete_epoch(
-    cfg: TrainConfig, state: TrainingState, record: dict[str, Any], run_dir: Path, board: TensorBoardLog,
-    extra: dict[str, Any],
-) -> None:  # fmt: skip
-    """Record a trained and validated epoch: history (a diverged epoch too), TensorBoard, log, best
-    epoch, the not-learning warning after epoch 2, then the checkpoints and metrics.json."""
-    state.history.append(record)
-    _check_finite(record, cfg, run_dir)
-    board.epoch(record["epoch"], record, record["lr"])
-    _log_epoch(cfg, record)
-    is_best = state.complete_epoch(record)
-    if record["epoch"] == 2 and (warning := not_learning(state.history, cfg)):
-        log.warning("%s", warning)
-        state.warnings.append(warning)
-    _save_epoch(state, is_best, run_dir, extra)
-
-
-def _interrupted_in(epoch: int, run_dir: Path) -> Interrupted:
-    if epoch == 1:
-        return Interrupted("Interrupted in epoch 1, before any epoch was saved; resuming starts the run again.")
-    return Interrupted(f"Interrupted in epoch {epoch}; {run_dir / LAST_CHECKPOINT} holds epoch {epoch - 1}.")
-
-
-def _augmenter(cfg: TrainConfig, state: TrainingState, images: torch.Tensor, board: TensorBoardLog) -> Augmenter:
-    """The run's augmentation of the training `images`, built once per run (erasing draws after the
-    flip and shift, from the same generator). A new run first shows TensorBoard what the model
-    sees, drawn with a generator of its own so that training is unaffected."""
-    flip, max_shift, erasing = cfg.augmentation.flip, cfg.augmentation.max_shift, Erasing.configured(cfg.augmentation)
-    if state.epoch == 0:
-        preview = torch.Generator(device=state.device).manual_seed(cfg.seed)
-        board.samples(augment(images[:64], flip, max_shift, preview, erasing))
-    return Augmenter(images, flip, max_shift, erasing)
+# ---- the epoch loop ----------------------------------------------------------------------------
 
 
 def fit(
     cfg: TrainConfig,
     state: TrainingState,
     splits: data.FashionMNISTData,
-    run_dir: Path,
-    board: TensorBoardLog,
-    extra: dict[str, Any],
+    recorder: Recorder,
+    *,
     on_epoch: EpochCallback | None = None,
 ) -> None:
-    """Train the epochs after `state.epoch`, validating, logging and saving each one, then calling
-    `on_epoch`. SIGINT and SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite
-    loss stops it too (Diverged), with the epoch that diverged in the history."""
+    """Train the epochs after `state.epoch`: train, validate, record, save, then call `on_epoch`.
+    SIGINT and SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite loss
+    stops it too (Diverged), with the epoch that diverged in the history."""
     train = splits.train
-    augmenter = _augmenter(cfg, state, train.images, board)
+    augmenter = _augmenter(cfg, state, train.images, recorder)
     # scripts/bench.py times start-up up to this line.
-    log.info(
-        "Training starts: %d steps of %d images per epoch",
-        math.ceil(len(train.labels) / cfg.batch_size),
-        cfg.batch_size,
-    )
+    log.info("Training starts: %d steps of %d images per epoch", state.steps_per_epoch, cfg.batch_size)
     with stop_on_signals() as stop:
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            started = time.perf_counter()
-            result = train_epoch(
-                state.model, state.optimizer, state.scheduler, augmenter, train.labels, cfg.batch_size,
-                state.generator, stop, f"epoch {epoch}/{cfg.epochs}", label_smoothing=cfg.label_smoothing,
-                average=state.average,
+            started = time.perf_counter()  # train:
+            trained = train_epoch(
+                state.model, augmenter, train.labels, optimizer=state.optimizer, scheduler=state.scheduler,
+                generator=state.generator, batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
+                average=state.average, stop=stop, description=f"epoch {epoch}/{cfg.epochs}",
             )  # fmt: skip
-            if result is None:
-                raise _interrupted_in(epoch, run_dir)
-            record = _epoch_record(cfg, state, splits.val, epoch, (*result, len(train.labels)), started)
-            _complete_epoch(cfg, state, record, run_dir, board, extra)
+            if trained is None:
+                raise _interrupted_in(epoch, recorder.last)
+            train_seconds = time.perf_counter() - started  # validate:
+            validated = _validate(
+                state.evaluated_model, splits.val, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
+            )
+            record = {  # record:
+                "epoch": epoch, **trained, **validated, **_timing(started, train_seconds, len(train.labels)),
+                "lr": state.optimizer.param_groups[0]["lr"],
+            }  # fmt: skip
+            state.history.append(record)  # a diverged epoch too: metrics.json shows it
+            _check_finite(record, lr=cfg.optimizer.lr, run_dir=recorder.run_dir)
+            _log_epoch(record, cfg.epochs)
+            is_best = state.complete_epoch(record)
+            if epoch == 2 and (warning := validation.not_learning(state.history, cfg, classes=len(data.CLASSES))):
+                log.warning("%s", warning)
+                state.warnings.append(warning)
+            recorder.epoch(record, state, is_best=is_best)  # save
             if stop.is_set():  # the signal came during validation or saving
-                raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {run_dir / LAST_CHECKPOINT}.")
+                raise Interrupted(f"Interrupted after epoch {epoch}, which is saved in {recorder.last}.")
             if on_epoch is not None:
                 on_epoch(record)
 
 
-def final_test(
-    cfg: TrainConfig, state: TrainingState, test: data.Split, run_dir: Path, board: TensorBoardLog
-) -> dict[str, float]:
+def _augmenter(cfg: TrainConfig, state: TrainingState, images: torch.Tensor, recorder: Recorder) -> Augmenter:
+    """The run's augmentation of the training `images`, built once per run (erasing draws after the
+    flip and shift, from the same generator). A new run first shows TensorBoard what the model
+    sees, drawn with a generator of its own so that training is unaffected."""
+    flip, max_shift, erasing = cfg.augmentation.flip, cfg.augmentation.max_shift, Erasing.configured(cfg.augmentation)
+    if state.epoch == 0:
+        preview = torch.Generator(device=state.device).manual_seed(cfg.seed)
+        recorder.samples(augment(images[:64], flip, max_shift, preview, erasing))
+    return Augmenter(images, flip, max_shift, erasing)
+
+
+def _interrupted_in(epoch: int, last: Path) -> Interrupted:
+    if epoch == 1:
+        return Interrupted("Interrupted in epoch 1, before any epoch was saved; resuming starts the run again.")
+    return Interrupted(f"Interrupted in epoch {epoch}; {last} holds epoch {epoch - 1}.")
+
+
+def _validate(model: nn.Module, val: data.Split | None, *, batch_size: int, test_flip: bool) -> dict[str, float]:
+    """Validation loss and accuracy of `model` (the weight average, when the run keeps one). A run
+    without validation (`val` None) has neither key, never a stand-in value."""
+    if val is None:
+        return {}
+    val_loss, val_acc, _ = evaluate(model, val.images, val.labels, batch_size=batch_size, test_flip=test_flip)
+    return {"val_loss": val_loss, "val_acc": val_acc}
+
+
+def _timing(started: float, train_seconds: float, images: int) -> dict[str, float]:
+    """An epoch's time since `started` (validation included), and its training part's time and speed."""
+    return {
+        "seconds": time.perf_counter() - started,
+        "train_seconds": train_seconds,
+        "train_images": images,
+        "images_per_second": images / train_seconds,
+    }
+
+
+# The losses an epoch's record may hold, as the message of a divergence names them.
+LOSSES = {"train_loss": "training loss", "val_loss": "validation loss"}
+
+
+def _check_finite(record: dict[str, Any], *, lr: float, run_dir: Path) -> None:
+    """Raise Diverged, naming the first loss of the epoch's `record` that is NaN or infinite."""
+    for key, name in LOSSES.items():
+        if key in record and not math.isfinite(record[key]):
+            raise Diverged(
+                f"Run {run_dir} diverged in epoch {record['epoch']}: the {name} became {record[key]} (NaN or "
+                f"infinite). Lower optimizer.lr (now {lr}) or choose another optimizer."
+            )
+
+
+def _log_epoch(record: dict[str, Any], epochs: int) -> None:
+    validated = (
+        f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.4f}" if "val_acc" in record else "no validation"
+    )
+    log.info(
+        "epoch %d/%d  train loss %.4f acc %.4f | %s | %.1f s, %.0f img/s",
+        record["epoch"], epochs, record["train_loss"], record["train_acc"], validated, record["seconds"],
+        record["images_per_second"],
+    )  # fmt: skip
+
+
+# ---- the test and the whole run ----------------------------------------------------------------
+
+
+def final_test(cfg: TrainConfig, state: TrainingState, test: data.Split, recorder: Recorder) -> dict[str, float]:
     """Test accuracy and loss of best.pt's evaluated weights: the best-validation epoch's (without
     validation, the last epoch's), the weight average's when the run keeps one."""
     try:  # the signal handlers are restored by now: Ctrl-C and SIGTERM arrive as KeyboardInterrupt
-        best = checkpoint.load(run_dir / BEST_CHECKPOINT, map_location=state.device)
+        best = recorder.best_checkpoint(state.device)
         state.model.load_state_dict(checkpoint.evaluated_weights(best))  # training is over: the model is free
         test_loss, test_acc, predicted = evaluate(
-            state.model, test.images, test.labels, cfg.eval_batch_size, cfg.augmentation.test_flip
+            state.model, test.images, test.labels, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
         )
-        board.test(cfg.epochs, test_acc, test_loss, confusion_matrix(test.labels, predicted), data.CLASSES)
+        recorder.test(cfg.epochs, accuracy=test_acc, loss=test_loss, confusion=confusion_matrix(test.labels, predicted))
     except KeyboardInterrupt:
-        raise Interrupted(f"Interrupted while testing; {run_dir / LAST_CHECKPOINT} holds every epoch.") from None
+        raise Interrupted(f"Interrupted while testing; {recorder.last} holds every epoch.") from None
     if state.best_val_acc is None:
         tested = f"Epoch {state.best_epoch} (last epoch, no validation)"
     else:
@@ -431,46 +334,61 @@ def final_test(
 
 @cores.registered_while_running  # other runs see this one (cli.main registers a command sooner)
 def run(
-    cfg: TrainConfig, run_dir: Path, *, start_if_unsaved: bool = False, on_epoch: EpochCallback | None = None
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    accepted: rundir.Accepted | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the run in `run_dir` and return what metrics.json holds; `on_epoch` is
-    called after every saved epoch (see EpochCallback)."""
-    begin = rundir.start(
-        run_dir, to_plain(cfg), cfg.resume, start_if_unsaved, load=checkpoint.load, with_later_keys=with_later_keys
-    )
+    """Train (or resume) the run in `run_dir` and return what metrics.json holds. `accepted` is
+    rundir.accept's answer for `run_dir` when the caller asked already (the command line does, to
+    give a resumed run its OpenMP wait setting before torch loads); `on_epoch` is called after
+    every saved epoch (see EpochCallback)."""
+    if accepted is None:
+        accepted = rundir.accept(run_dir, resume=cfg.resume)
+    begin = rundir.start(run_dir, accepted, to_plain(cfg), load=checkpoint.load, with_later_keys=with_later_keys)
     if begin.done is not None:
         return begin.done
-    saved = begin.saved
-    device = select_device(cfg.device)
-    if saved is not None:
-        rundir.check_device_kind(TrainingState.saved_on_gpu(saved), str(device), run_dir / LAST_CHECKPOINT)
+    device = _device(cfg.device, begin.saved, run_dir)
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     # Decided as late as possible, so that runs started a few seconds apart see each other.
-    threads = cores.training_threads(cfg.threads, saved.get("threads") if saved is not None else None)
+    threads = cores.training_threads(cfg.threads, accepted.facts.threads)
     torch.set_num_threads(threads.count)
     state = TrainingState(cfg, device, len(splits.train.labels), threads.count)
-    if saved is not None:
-        state.load_state_dict(saved)
+    if begin.saved is not None:
+        state.load_state_dict(begin.saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
-    parameters = sum(p.numel() for p in state.model.parameters())
-    extra = {
-        "device": str(device), "threads": threads.count, "threads_reason": threads.reason,
-        "openmp_wait": wait_setting(), "cpu": this_cpu().model, "parameters": parameters,
-    }  # fmt: skip
+    recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=_circumstances(state, threads))
+    _log_recipe(cfg, recorder.ran)
+    with recorder.ending_recorded(state):
+        fit(cfg, state, splits, recorder, on_epoch=on_epoch)
+        test = final_test(cfg, state, splits.test, recorder)
+    return recorder.finish(state, test)
+
+
+def _device(name: str, saved: dict[str, Any] | None, run_dir: Path) -> torch.device:
+    """The run's device, made ready (runtime.select_device); a resumed run continues on the kind
+    of device it began on (`saved`: its last.pt)."""
+    device = select_device(name)
+    if saved is not None:
+        rundir.check_device_kind(TrainingState.saved_on_gpu(saved), str(device), run_dir / LAST_CHECKPOINT)
+    return device
+
+
+def _circumstances(state: TrainingState, threads: cores.Threads) -> rundir.Circumstances:
+    return rundir.Circumstances(
+        device=str(state.device),
+        threads=threads.count,
+        threads_reason=threads.reason,
+        openmp_wait=wait_setting(),
+        cpu=this_cpu().model,
+        parameters=sum(p.numel() for p in state.model.parameters()),
+    )
+
+
+def _log_recipe(cfg: TrainConfig, ran: rundir.Circumstances) -> None:
     log.info(
         "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
         cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
-        extra["parameters"], device, threads.count,
+        ran.parameters, ran.device, ran.threads,
     )  # fmt: skip
-    board = TensorBoardLog(run_dir, state.config, start_epoch=state.epoch + 1)
-    try:
-        fit(cfg, state, splits, run_dir, board, extra, on_epoch)
-        test = final_test(cfg, state, splits.test, run_dir, board)
-    except BaseException as error:  # however the run ended, metrics.json says so
-        ended = rundir.metrics(rundir.status_after(error), state, {}, extra)
-        rundir.finish(run_dir, ended, board.close, failing=True)
-        fault = rundir.machine_fault(error, run_dir, load=checkpoint.load)
-        if fault is None:
-            raise
-        raise fault from None
-    return rundir.finish(run_dir, rundir.metrics(Status.completed, state, test, extra), board.close)

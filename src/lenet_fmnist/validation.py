@@ -1,17 +1,21 @@
 """Whether a run validates, said once. `data.val_size=0` is a final fit: every training image
 trains, none is held out, so there is no validation accuracy or loss (metrics.json writes null,
-never a stand-in number), the best epoch is the last one, and its weights are tested.
+never a stand-in number), the best epoch is the last one, and its weights are tested. And what
+validation tells of a run: whether it is learning at all (`not_learning`).
 
 Training (metrics.json, TensorBoard), the report and the search read it here. This module must
-not import torch: the report imports it.
+not import torch (the report imports it) nor Hydra.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lenet_fmnist.errors import UserError
+
+if TYPE_CHECKING:  # the type only: lenet_fmnist.config imports Hydra
+    from lenet_fmnist.config import TrainConfig
 
 # metrics.json's keys and the history's per-epoch keys that only a run with validation has.
 VALIDATION_KEYS = ("val_acc", "val_loss")
@@ -48,3 +52,26 @@ def refuse_search_without_validation(val_sizes: Iterable[int]) -> None:
             "holds out 10,000 images), then train the chosen recipe on all training images as a plain run with "
             "data.val_size=0."
         )
+
+
+CHANCE_MARGIN = 0.02  # accuracy this close to chance (1 / classes) means nothing was learnt
+
+
+def not_learning(history: Sequence[Mapping[str, Any]], cfg: TrainConfig, *, classes: int) -> str | None:
+    """The warning for a run of `cfg` whose validation accuracy is still at chance after two
+    epochs of its `history`. A run without validation is judged by its training accuracy, and the
+    warning says so."""
+    if len(history) < 2:
+        return None
+    key = "val_acc" if "val_acc" in history[0] else "train_acc"
+    first = [record[key] for record in history[:2]]
+    chance = 1 / classes
+    if any(abs(acc - chance) > CHANCE_MARGIN for acc in first):
+        return None
+    measured = "validation accuracy" if key == "val_acc" else "training accuracy (no validation: data.val_size=0)"
+    return (
+        f"Not learning: {measured} is {first[0]:.4f} and {first[1]:.4f} after epochs 1 and 2, at chance "
+        f"({chance:.2f}). A {cfg.activation.name.value} network at {cfg.optimizer.name} lr {cfg.optimizer.lr:g} may "
+        "sit there for many epochs (sigmoid and tanh pass back small gradients at a low SGD rate): raise "
+        "optimizer.lr (conf/variant/sigmoid.yaml trains sigmoid at 0.1). The run goes on."
+    )
