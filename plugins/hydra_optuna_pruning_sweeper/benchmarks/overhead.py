@@ -7,7 +7,8 @@ Each sweeper runs in its own venv, made here on the first run and reused after:
 
 - upstream: hydra-optuna-sweeper==1.2.0, hydra-core==1.3.8, optuna<3, sqlalchemy<2 (1.2.0 alone
   would pull hydra-core 1.4.0rc3; optuna 2.10's RDB storage fails on SQLAlchemy 2);
-- ours: this folder's package, hydra-core==1.3.8 (and the optuna it requires), nothing else.
+- ours: this folder's package with its `figures` extra (matplotlib), hydra-core==1.3.8 (and the
+  optuna it requires), nothing else; installed again from the working tree at every run.
 
 Ours runs twice: with `hydra.sweeper.summary=false`, and with the summary and figures (a fixed
 cost at the end of a search). Both keep the default storage of each sweeper (upstream: in memory;
@@ -35,7 +36,7 @@ from pathlib import Path
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 TRIALS = (20, 200)
 UPSTREAM_PACKAGES = ["hydra-optuna-sweeper==1.2.0", "hydra-core==1.3.8", "optuna<3", "sqlalchemy<2"]
-OURS_PACKAGES = [str(PLUGIN_DIR), "hydra-core==1.3.8"]
+OURS_PACKAGES = [f"{PLUGIN_DIR}[figures]", "hydra-core==1.3.8"]  # figures: matplotlib, for the summary's
 
 APP = """\
 import hydra
@@ -80,8 +81,8 @@ def venv_python(directory: Path, packages: list[str], refresh: str | None = None
     if not python.exists():
         print(f"making {directory}: pip install {' '.join(packages)}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
-    elif refresh is not None:
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)  # a no-op once there
+    if refresh is not None:
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", refresh], check=True
         )

@@ -40,7 +40,7 @@ SPACE_STRUCTURED = "structured"  # SPACE_ATTR's keys whose categories are lists 
 
 # A trial's user attributes.
 OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its sampled values
-RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory
+RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory, where it is not the trial's number
 ERROR_ATTR = "error"  # why it failed, as its task's exception said
 RETRY_OF_ATTR = "retry_of"  # the number of the trial a dead search left running, asked again
 STOPPED_ATTR = "machine_fault"  # its task raised StopSearch (a full disk): asked again on resume

@@ -83,11 +83,17 @@ def _error(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
     return error
 
 
+def _numbered_dir(trial: FrozenTrial, sweep_dir: Path) -> str:
+    """The run directory of a trial the sweeper kept none for: Hydra's default, its number (the
+    sweeper launches each trial as the job of that number), where that directory exists."""
+    return str(trial.number) if (sweep_dir / str(trial.number)).is_dir() else ""
+
+
 def _row(trial: FrozenTrial, sweep_dir: Path, retried_as: dict[int, int]) -> TrialRow:
     values = trial.values
     if trial.state is TrialState.PRUNED and trial.intermediate_values:
         values = [trial.intermediate_values[max(trial.intermediate_values)]]
-    run_dir = str(trial.user_attrs.get(RUN_DIR_ATTR, ""))
+    run_dir = str(trial.user_attrs.get(RUN_DIR_ATTR, _numbered_dir(trial, sweep_dir)))
     overrides = [str(o) for o in trial.user_attrs.get(OVERRIDES_ATTR, [])]
     sampled = {key_of(key) for key in trial.params}
     return TrialRow(

@@ -265,8 +265,9 @@ def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception
     if not isinstance(job, JobReturn):
         result = Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
     else:
-        if job.hydra_cfg is not None:
-            trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
+        run_dir = None if job.hydra_cfg is None else Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name
+        if run_dir is not None and run_dir != str(trial.number):  # Hydra's default subdir: the summary knows it
+            trial.set_user_attr(RUN_DIR_ATTR, run_dir)  # one write less per trial where it is not needed
         try:
             result = outcome(job, settings.directions)
         except SweeperError as error:

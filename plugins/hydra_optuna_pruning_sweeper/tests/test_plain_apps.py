@@ -6,6 +6,7 @@ the sweeper's public API (`current_trial()`).
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import socket
@@ -228,6 +229,8 @@ def test_categories_may_be_lists_and_the_task_gets_the_list(tmp_path: Path) -> N
     assert {t.value for t in study.trials} == {64.0, 256.0}
     results = OmegaConf.load(app.sweep_dir / "optimization_results.yaml")
     assert results.best_params.layers == [64] and results.best_value == 64
+    table = list(csv.DictReader((app.sweep_dir / "search.csv").open()))
+    assert sorted(row["run_dir"] for row in table) == [str(n) for n in range(6)]  # Hydra's default names
 
 
 @pytest.mark.parametrize("kind", ["numpy", "tuple", "listconfig"])
