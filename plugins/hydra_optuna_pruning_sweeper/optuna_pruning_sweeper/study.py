@@ -23,10 +23,11 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileSymlinkLock
 
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.files import write_json
+from optuna_pruning_sweeper.journal import SecondSyncedJournal
 from optuna_pruning_sweeper.lease import Lease, refuse_if_held
 from optuna_pruning_sweeper.names import (
     COMMAND_ATTR,
@@ -136,7 +137,7 @@ class Location:
         with self.problems(sweep_dir):
             if self.storage is not None and is_url(self.storage):
                 return optuna.storages.RDBStorage(self.storage, engine_kwargs={"pool_pre_ping": True})
-            return JournalStorage(JournalFileBackend(str(self.journal(sweep_dir))))
+            return JournalStorage(SecondSyncedJournal(str(self.journal(sweep_dir))))
 
     def journal(self, sweep_dir: Path) -> Path | None:
         """The journal file, where the study is kept in one."""
