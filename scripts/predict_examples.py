@@ -1,4 +1,4 @@
-"""Example inputs for `predict`, as in README's "Predict" section (docs/figures/predictions.png).
+"""Example inputs for `predict`, as in docs/predict-export.md (docs/figures/predictions.png).
 
 Writes into DIR: eight real Fashion-MNIST test images (PNG, one per class shown), and images that
 look like a user's own: the test items negated (dark on light), enlarged, placed off-centre on a

@@ -6,7 +6,7 @@
 #   scripts/slurm-local.sh status   which daemons run, the node, the queue
 #   scripts/slurm-local.sh stop     cancel every job, wait for an empty queue, stop the daemons
 #   scripts/slurm-local.sh optuna-url   the database URL of the `optuna` database, for a search's
-#                                   study (hydra.sweeper.storage=...; README.md, "Search")
+#                                   study (hydra.sweeper.storage=...; docs/search.md)
 #
 # Runs as root, without systemd: munged, mariadbd (bound to 127.0.0.1: SLURM's accounting database,
 # and an `optuna` database with its own user for hyperparameter searches whose trials run as jobs),
@@ -18,7 +18,7 @@
 # everything running only reports it; a half-running cluster is stopped and started afresh.
 #
 # The settings make a one-machine cluster quick to test against (see
-# README.md, "Rehearsing a SLURM cluster on one machine").
+# docs/sweeps.md, "Rehearsing a SLURM cluster on one machine").
 set -euo pipefail
 
 STATE=${LENET_FMNIST_SLURM_DIR:-/tmp/lenet-fmnist-slurm}

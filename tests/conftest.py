@@ -41,7 +41,7 @@ from lenet_fmnist.rundir import LOCK_FILE, RESUME_WITH, RUN_AGAIN_WITH
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 LABEL_FILES = ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte")
-# Keys of metrics.json that users and the report rely on (README, "Outputs").
+# Keys of metrics.json that users and the report rely on (docs/configuration.md, "metrics.json").
 METRICS_KEYS = {
     "status", "train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "best_epoch",
     "epochs_completed", "train_seconds", "images_per_second", "history",

@@ -2,7 +2,7 @@
 sbatch, requeued by `scontrol requeue`, signalled before their time limit and pre-empted.
 
 Marked `slurm`, and skipped with the reason when no cluster answers `sinfo`: start one on this
-machine with `scripts/slurm-local.sh start` (README.md, "Rehearsing a SLURM cluster on one
+machine with `scripts/slurm-local.sh start` (docs/sweeps.md, "Rehearsing a SLURM cluster on one
 machine"). The jobs run `python -m lenet_fmnist` from this interpreter on synthetic data, with
 the environment of the sweep that submitted them (sbatch passes it on). Each test waits on what
 the scheduler and the jobs record (sacct, metrics.json, submitit's logs), never for a fixed time,

@@ -19,7 +19,7 @@ def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
     assert json.loads(text)["status"] == Status.interrupted
 
 
-# Written out, not read from rundir.RESULT_FILES: a file dropped from there must fail here (README, Outputs).
+# Written out, not read from rundir.RESULT_FILES: a file dropped from there must fail here (docs/configuration.md, Outputs).
 @pytest.mark.parametrize("name", ["metrics.json", "checkpoints/last.pt", "eval.json", "predictions.csv"])
 def test_any_result_file_makes_a_directory_hold_a_run(tmp_path: Path, name: str) -> None:
     assert not holds_run(tmp_path) and not is_run_directory(tmp_path)

@@ -40,7 +40,7 @@ Commands:
 Config groups: activation=relu|tanh|sigmoid|elu|gelu|silu  pool=max|avg  optimizer=sgd|adam|rmsprop
                dropout=none|standard  augmentation=none|standard
 Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
-Outputs go to outputs/ (see README.md); compare runs with `tensorboard --logdir outputs`.
+Outputs go to outputs/ (see docs/configuration.md); compare runs with `tensorboard --logdir outputs`.
 """
 
 

@@ -43,7 +43,7 @@ class CpuKind(StrEnum):
 
 
 # The wait setting exported per CPU kind ({}: none, libgomp's default), and the figures behind it
-# (2 cores, LeNet-5 relu/max, SGD, flip + shift, batch 64, 2 threads; README, "Runs side by side").
+# (2 cores, LeNet-5 relu/max, SGD, flip + shift, batch 64, 2 threads; docs/performance.md, "Runs side by side").
 WAIT_BY_KIND: dict[CpuKind, dict[str, str]] = {
     # AMD EPYC (AVX2): alone, GOMP_SPINCOUNT=1000 trained an epoch in 2.5 s against 2.6 s with the
     # default; with the default, two runs side by side took 45x longer per epoch than one, and a

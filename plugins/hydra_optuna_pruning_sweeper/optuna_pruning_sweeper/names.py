@@ -22,6 +22,10 @@ HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written be
 # run directory's name and the task's config are those of the same run outside a search.
 TRIAL_ENV = "OPTUNA_PRUNING_SWEEPER_TRIAL"
 
+# How a user continues a search: the app's config may have a `resume` key (set it) or not (add
+# it); `++` does either, so every message names this form.
+RESUME_OVERRIDE = "++resume=true"
+
 # search.json (SEARCH_FILE): where the study of a sweep directory is stored.
 STORAGE_KEY, STUDY_NAME_KEY = "storage", "study_name"
 
@@ -29,12 +33,14 @@ STORAGE_KEY, STUDY_NAME_KEY = "storage", "study_name"
 SPACE_ATTR = "space"  # the search space as JSON: a resumed search must search the same one
 PRUNER_ATTR = "pruner"  # the pruner its trials consult, as PRUNER_* keys
 COMMAND_ATTR = "command"  # the command that runs one trial alone, given the trial's overrides
+LEASE_ATTR = "sweeper"  # the search running the study now (lease.Holder): one search per study at a time
 PRUNER_NAME, PRUNER_STARTUP, PRUNER_WARMUP = "name", "startup_trials", "warmup_epochs"
 SPACE_PARAMS, SPACE_FIXED, SPACE_CUSTOM = "params", "fixed", "custom_search_space"  # SPACE_ATTR's keys
+SPACE_STRUCTURED = "structured"  # SPACE_ATTR's keys whose categories are lists or dicts, kept as text
 
 # A trial's user attributes.
 OVERRIDES_ATTR = "overrides"  # what the trial ran: the fixed overrides and its sampled values
-RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory
+RUN_DIR_ATTR = "run_dir"  # its run directory's name, in the sweep directory, where it is not the trial's number
 ERROR_ATTR = "error"  # why it failed, as its task's exception said
 RETRY_OF_ATTR = "retry_of"  # the number of the trial a dead search left running, asked again
 STOPPED_ATTR = "machine_fault"  # its task raised StopSearch (a full disk): asked again on resume

@@ -32,7 +32,7 @@ from optuna.distributions import (
 )
 
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS, key_of
+from optuna_pruning_sweeper.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS, SPACE_STRUCTURED, key_of
 
 GRAMMAR = (
     "a comma list or choice(...) for categories, range(start, stop, step) for a stepped range, "
@@ -49,21 +49,34 @@ class Space:
     # directories' names (hydra.job.config.override_dirname.exclude_keys: where or how fast a
     # run goes, never what it computes).
     neutral: frozenset[str] = frozenset({"resume"})
+    # Keys whose categories are lists or dicts: Optuna's are numbers, strings, booleans or null, so
+    # the study keeps such a category as its text in Hydra's grammar, which the trial is given as is.
+    structured: frozenset[str] = frozenset()
 
     def describe(self) -> dict[str, Any]:
         """The space as JSON, kept in the study: a resumed search must search the same one. The
         neutral keys and Hydra's own are left out."""
         kept = [o for o in self.fixed if not o.startswith("hydra.") and key_of(o) not in self.neutral]
-        return {
+        described = {
             SPACE_PARAMS: {key: json.loads(distribution_to_json(d)) for key, d in sorted(self.distributions.items())},
             SPACE_FIXED: sorted(kept),
             SPACE_CUSTOM: self.custom,
         }
+        if self.structured:  # only then: a study made before the key existed compares equal
+            described[SPACE_STRUCTURED] = sorted(self.structured)
+        return described
+
+
+def _is_structured(values: Sequence[Any]) -> bool:
+    return any(isinstance(value, list | dict) for value in values)
 
 
 def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
-    """Categories in the order written (a shuffle is no order a sampler can use), types kept."""
+    """Categories in the order written (a shuffle is no order a sampler can use), types kept; where
+    one is a list or a dict, every category as its text in Hydra's grammar (Space.structured)."""
     choices = [value.text if isinstance(value, QuotedString) else value for value in values]
+    if _is_structured(choices):
+        choices = [Override._get_value_element_as_str(value) for value in choices]
     for value in choices:
         if value is not None and not isinstance(value, bool | int | float | str):
             raise SweeperError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
@@ -73,6 +86,11 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
 
 def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
     """Hydra's range: `stop` excluded; a float step, start or stop makes a float range."""
+    if sweep.step == 0:
+        raise SweeperError(
+            f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}): a step of 0 never reaches the end. Give a step "
+            f"that is not 0, e.g. range({sweep.start}, {sweep.stop}, 1), or interval(a, b) for a continuous range."
+        )
     values = list(replace(sweep, shuffle=False).range())
     if sweep.shuffle:
         return _choice(key, values)
@@ -147,12 +165,16 @@ def parse_space(
     keys from float ones where its schema declares them."""
     distributions: dict[str, BaseDistribution] = dict(legacy or {})
     fixed: dict[str, str] = {}
+    structured: set[str] = set()
     for override in overrides:
         key = override.get_key_element()
         distributions.pop(key, None)
         fixed.pop(key, None)
+        structured.discard(key)
         if override.is_sweep_override():
             distributions[key] = _distribution(override, config)
+            if isinstance(override.value(), ChoiceSweep) and _is_structured(override.value().list):
+                structured.add(key)
         elif override.is_delete():
             fixed[key] = str(override.input_line)
         else:
@@ -162,7 +184,7 @@ def parse_space(
             "The search space is empty: give at least one parameter to search, e.g. x=interval(-5, 5) or "
             "activation=relu,tanh, on the command line or in hydra.sweeper.params (or a custom_search_space)."
         )
-    return Space(distributions, list(fixed.values()), custom)
+    return Space(distributions, list(fixed.values()), custom, structured=frozenset(structured))
 
 
 def parse_overrides(lines: Sequence[str], parser: OverridesParser) -> list[Override]:
@@ -179,6 +201,8 @@ def _legacy_distribution(key: str, spec: dict[str, Any]) -> BaseDistribution:
     kind = spec.get("type")
     try:
         if kind == "categorical":
+            if _is_structured(spec["choices"]):
+                raise TypeError("a category is a list or a dict; write the space as hydra.sweeper.params for those")
             return _choice(key, spec["choices"])
         if kind == "int":
             return IntDistribution(spec["low"], spec["high"], step=spec.get("step") or 1, log=spec.get("log", False))
@@ -228,6 +252,14 @@ def trial_overrides(space: Space, params: dict[str, Any], extra: dict[str, Any] 
     space derived from them."""
     return [
         *space.fixed,
-        *(override_text(key, value) for key, value in params.items()),
+        *(f"{key}={value}" if key in space.structured else override_text(key, value) for key, value in params.items()),
         *(override_text(key, value) for key, value in (extra or {}).items()),
     ]
+
+
+def decoded(params: dict[str, Any], structured: Sequence[str]) -> dict[str, Any]:
+    """A trial's params as its task received them: the structured keys' texts read back."""
+    return {
+        key: _PARSER.parse_override(f"{key}={value}").value() if key in structured else value
+        for key, value in params.items()
+    }

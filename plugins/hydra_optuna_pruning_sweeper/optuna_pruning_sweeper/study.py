@@ -23,10 +23,12 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileSymlinkLock
 
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.files import write_json
+from optuna_pruning_sweeper.journal import SecondSyncedJournal
+from optuna_pruning_sweeper.lease import Lease, refuse_if_held
 from optuna_pruning_sweeper.names import (
     COMMAND_ATTR,
     JOURNAL_FILE,
@@ -34,6 +36,7 @@ from optuna_pruning_sweeper.names import (
     PRUNER_NAME,
     PRUNER_STARTUP,
     PRUNER_WARMUP,
+    RESUME_OVERRIDE,
     SEARCH_FILE,
     SPACE_ATTR,
     SPACE_CUSTOM,
@@ -44,6 +47,7 @@ from optuna_pruning_sweeper.names import (
     PrunerName,
 )
 from optuna_pruning_sweeper.space import Space
+from optuna_pruning_sweeper.urls import is_url, masked
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +101,22 @@ def directions_of(direction: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Location:
-    """Where a search's study is: search.json in the sweep directory."""
+    """Where a search's study is. search.json in the sweep directory keeps it, its password
+    masked; the sweeper and its trials' processes know the whole URL from hydra.sweeper.storage."""
 
-    storage: str | None  # None: the journal file in the sweep directory
+    storage: str | None  # None: the journal file in the sweep directory; else absolute (urls.absolute)
     study_name: str
 
     def describe(self, sweep_dir: Path) -> str:
-        return str(self.storage or sweep_dir / JOURNAL_FILE)
+        return masked(str(self.storage or sweep_dir / JOURNAL_FILE))
+
+    def saved(self) -> dict[str, Any]:
+        """search.json's content: what a reader is shown, no password."""
+        return {STORAGE_KEY: None if self.storage is None else masked(self.storage), STUDY_NAME_KEY: self.study_name}
+
+    def same_place(self, saved: Location) -> bool:
+        """Whether search.json's location (`saved`, its password masked) is this one."""
+        return saved.saved() == self.saved()
 
     @contextlib.contextmanager
     def problems(self, sweep_dir: Path) -> Iterator[None]:
@@ -122,9 +135,15 @@ class Location:
 
     def open(self, sweep_dir: Path) -> BaseStorage:
         with self.problems(sweep_dir):
-            if self.storage is not None and "://" in self.storage:
+            if self.storage is not None and is_url(self.storage):
                 return optuna.storages.RDBStorage(self.storage, engine_kwargs={"pool_pre_ping": True})
-            return JournalStorage(JournalFileBackend(self.describe(sweep_dir)))
+            return JournalStorage(SecondSyncedJournal(str(self.journal(sweep_dir))))
+
+    def journal(self, sweep_dir: Path) -> Path | None:
+        """The journal file, where the study is kept in one."""
+        if self.storage is not None and is_url(self.storage):
+            return None
+        return Path(self.storage) if self.storage is not None else sweep_dir / JOURNAL_FILE
 
     def load(self, sweep_dir: Path) -> optuna.Study:
         storage = self.open(sweep_dir)
@@ -146,25 +165,40 @@ def read_location(sweep_dir: Path) -> Location | None:
         raise SweeperError(f"{path} cannot be read ({error}); it says where the search's study is stored.") from None
 
 
-def repair_journal(path: Path) -> None:
-    """Before a search (re)starts, when no process writes: accept a last line that a kill cut, as
-    Optuna does when it reads, and drop it, since Optuna would append the next record to it and
-    make one damaged line of both; refuse a journal with any other damaged line."""
+def check_journal(path: Path) -> None:
+    """Refuse a journal with a damaged line before its last one (reading only: a last line cut short
+    is a writer's record in the making, or a dead writer's, which repair_journal drops)."""
     if not path.is_file():
         return
-    content = path.read_bytes()
-    lines = content.split(b"\n")
+    lines = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines[:-1], start=1):
         try:
             if not isinstance(json.loads(line), dict):
                 raise ValueError("not a JSON record")
         except ValueError as error:
             raise ValueError(f"line {number} of the journal is damaged ({error})") from None
-    if lines[-1]:  # the cut last line: no newline after it, so no complete record
-        with path.open("r+b") as journal:
-            journal.truncate(len(content) - len(lines[-1]))
-        log.warning("The journal %s ended in a line cut short (%d bytes): dropped, as Optuna ignores it.",
-                    path, len(lines[-1]))  # fmt: skip
+
+
+def repair_journal(path: Path) -> None:
+    """Before a search (re)starts, with no other search on its study (lease.refuse_if_held): drop
+    a last line that a killed writer left cut short. Optuna ignores it when it reads, but would
+    append the next record to it, making one damaged line of both. Done holding the lock every
+    writer of the journal holds while it writes a line (a trial's process may outlive a killed
+    search): a line seen cut under that lock is a dead writer's, never one being written."""
+    if not path.is_file():
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        content = path.read_bytes()
+        cut = content.rsplit(b"\n", 1)[-1]  # no newline after it: no complete record
+        if cut:
+            with path.open("r+b") as journal:
+                journal.truncate(len(content) - len(cut))
+            log.warning("The journal %s ended in a line cut short (%d bytes): dropped, as Optuna ignores it.",
+                        path, len(cut))  # fmt: skip
+    finally:
+        lock.release()
 
 
 # ---- sampler and pruner ----------------------------------------------------------------------
@@ -197,10 +231,11 @@ def trials_wanted(settings: Settings, study: optuna.Study, space: Space) -> int:
 
 def make_sampler(node: dict[str, Any], space: Space, asked_before: int) -> optuna.samplers.BaseSampler:
     """The sampler of hydra/sweeper/sampler. A resumed search offsets its seed by the trials
-    already asked, so it does not draw the first run's values again."""
+    already asked, so it does not draw the first run's values again; but not the grid sampler's,
+    whose grid ids number a shuffle of the grid made from its seed, which must stay the first's."""
     target = node.get("_target_", "?")
     arguments = dict(node)
-    if arguments.get("seed") is not None:
+    if arguments.get("seed") is not None and not node.get("_partial_"):
         arguments["seed"] = arguments["seed"] + asked_before
     try:
         made = instantiate(arguments)
@@ -264,57 +299,81 @@ def _space_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return changes
 
 
-def _create_or_load(location: Location, sweep_dir: Path, settings: Settings) -> optuna.Study:
-    if location.storage is None:
-        with location.problems(sweep_dir):
-            repair_journal(sweep_dir / JOURNAL_FILE)
-    elif "://" not in location.storage:
-        with location.problems(sweep_dir):
-            repair_journal(Path(location.storage).expanduser())
+def _find(location: Location, sweep_dir: Path) -> tuple[BaseStorage, optuna.Study | None]:
+    """The storage, and the study in it if there is one (looked up, not created: a refused
+    command writes nothing)."""
     storage = location.open(sweep_dir)
-    with location.problems(sweep_dir):  # looked up before created: a refused command writes nothing
+    with location.problems(sweep_dir):
         if any(known.study_name == location.study_name for known in storage.get_all_studies()):
-            study = optuna.load_study(study_name=location.study_name, storage=storage)
-            if [d.name.lower() for d in study.directions] != list(settings.directions):
-                raise SweeperError(
-                    f"The study {location.study_name!r} in {location.describe(sweep_dir)} was created to "
-                    f"{', '.join(d.name.lower() for d in study.directions)}; hydra.sweeper.direction asks to "
-                    f"{', '.join(settings.directions)}. Continue it with the same direction, or choose another study_name."
-                )
-            return study
-        return optuna.create_study(storage=storage, study_name=location.study_name, directions=settings.directions)
+            return storage, optuna.load_study(study_name=location.study_name, storage=storage)
+    return storage, None
 
 
-def open_study(settings: Settings, sweep_dir: Path, space: Space, resume: bool, command: str) -> optuna.Study:
-    """Create the sweep directory's study, or continue it with resume=true; refuse a changed space."""
+def _refuse(study: optuna.Study, where: str, settings: Settings, space: Space, resume: bool) -> None:
+    """Stop, having written nothing, before continuing a study this sweeper did not create, one
+    another search is running, one of other directions, one not asked to resume, or another space."""
+    saved = study.user_attrs.get(SPACE_ATTR)
+    if saved is None:
+        raise SweeperError(
+            f"The study {study.study_name!r} in {where} was not made by this sweeper (it lacks the search space the "
+            "sweeper keeps in its studies); it is left untouched. Give this search another hydra.sweeper.study_name "
+            "or hydra.sweeper.storage."
+        )
+    refuse_if_held(study, where)
+    directions = [d.name.lower() for d in study.directions]
+    if directions != list(settings.directions):
+        raise SweeperError(
+            f"The study {study.study_name!r} in {where} was created to {', '.join(directions)}; "
+            f"hydra.sweeper.direction asks to {', '.join(settings.directions)}. Continue it with the same "
+            "direction, or choose another hydra.sweeper.study_name."
+        )
+    if not resume:
+        raise SweeperError(
+            f"The study {study.study_name!r} in {where} already holds {len(study.trials)} trial(s); it is left "
+            f"untouched. Run the same command with {RESUME_OVERRIDE} to continue it, or choose another "
+            "hydra.sweeper.study_name."
+        )
+    if saved != space.describe():
+        raise SweeperError(
+            f"{RESUME_OVERRIDE}, but the search space differs from the one the study in {where} searched: "
+            f"{'; '.join(_space_changes(saved, space.describe()))}. Resume with the same space, or start a new "
+            "search in another hydra.sweep.dir."
+        )
+
+
+def open_study(
+    settings: Settings, sweep_dir: Path, space: Space, resume: bool, command: str
+) -> tuple[optuna.Study, Lease]:
+    """Create the sweep directory's study, or continue it when resumed, and take its lease (one
+    search per study); refuse, writing nothing, what _refuse refuses. The caller releases the lease."""
     location = read_location(sweep_dir)
     wanted = Location(settings.storage, settings.study_name or sweep_dir.name)
-    if location is not None and location != wanted:
+    if location is not None and not wanted.same_place(location):
         raise SweeperError(
             f"{sweep_dir} holds a search stored in {location.describe(sweep_dir)} as study {location.study_name!r}; "
             f"this command asks for {wanted.describe(sweep_dir)} as {wanted.study_name!r}. Run it with the same "
             "hydra.sweeper.storage and study_name."
         )
     sampler = make_sampler(settings.sampler, space, 0)  # a sampler that cannot be made stops before any write
-    study = _create_or_load(wanted, sweep_dir, settings)
-    saved, described = study.user_attrs.get(SPACE_ATTR), space.describe()
-    if saved is not None and not resume:
-        raise SweeperError(
-            f"The study {wanted.study_name!r} in {wanted.describe(sweep_dir)} already holds {len(study.trials)} "
-            "trial(s); it is left untouched. Pass resume=true to continue it, or choose another hydra.sweeper.study_name."
-        )
-    if saved is not None and saved != described:
-        raise SweeperError(
-            f"resume=true, but the search space differs from the one the study in {sweep_dir} searched: "
-            f"{'; '.join(_space_changes(saved, described))}. Resume with the same space, or start a new "
-            "search in another hydra.sweep.dir."
-        )
+    journal = wanted.journal(sweep_dir)
+    if journal is not None:
+        with wanted.problems(sweep_dir):
+            check_journal(journal)
+    storage, study = _find(wanted, sweep_dir)
+    where = wanted.describe(sweep_dir)
+    if study is not None:
+        _refuse(study, where, settings, space, resume)
     with wanted.problems(sweep_dir):
-        if saved is None:
-            study.set_user_attr(SPACE_ATTR, described)
+        if journal is not None:
+            repair_journal(journal)
+        if study is None:
+            study = optuna.create_study(storage=storage, study_name=wanted.study_name, directions=settings.directions)
+            study.set_user_attr(SPACE_ATTR, space.describe())  # first: what marks a study as this sweeper's
+        lease = Lease(study, lambda: wanted.open(sweep_dir))
+        lease.acquire(where)
         study.set_user_attr(PRUNER_ATTR, pruner_spec(settings))
         study.set_user_attr(COMMAND_ATTR, command)
     if location is None:
-        write_json(sweep_dir / SEARCH_FILE, {STORAGE_KEY: wanted.storage, STUDY_NAME_KEY: wanted.study_name})
+        write_json(sweep_dir / SEARCH_FILE, wanted.saved())
     study.sampler = make_sampler(settings.sampler, space, len(study.trials)) if study.trials else sampler
-    return study
+    return study, lease

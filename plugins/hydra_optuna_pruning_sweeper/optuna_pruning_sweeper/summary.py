@@ -36,10 +36,13 @@ from optuna_pruning_sweeper.names import (
     RETRY_OF_ATTR,
     RUN_DIR_ATTR,
     SEARCH_FILE,
+    SPACE_ATTR,
+    SPACE_STRUCTURED,
     SUMMARY_FILE,
     TABLE_FILE,
     key_of,
 )
+from optuna_pruning_sweeper.space import decoded
 from optuna_pruning_sweeper.study import read_location
 
 HISTORY_PNG, IMPORTANCE_PNG, PARETO_PNG = "search_history.png", "search_importance.png", "search_pareto.png"
@@ -80,11 +83,17 @@ def _error(trial: FrozenTrial, retried_as: dict[int, int]) -> str:
     return error
 
 
+def _numbered_dir(trial: FrozenTrial, sweep_dir: Path) -> str:
+    """The run directory of a trial the sweeper kept none for: Hydra's default, its number (the
+    sweeper launches each trial as the job of that number), where that directory exists."""
+    return str(trial.number) if (sweep_dir / str(trial.number)).is_dir() else ""
+
+
 def _row(trial: FrozenTrial, sweep_dir: Path, retried_as: dict[int, int]) -> TrialRow:
     values = trial.values
     if trial.state is TrialState.PRUNED and trial.intermediate_values:
         values = [trial.intermediate_values[max(trial.intermediate_values)]]
-    run_dir = str(trial.user_attrs.get(RUN_DIR_ATTR, ""))
+    run_dir = str(trial.user_attrs.get(RUN_DIR_ATTR, _numbered_dir(trial, sweep_dir)))
     overrides = [str(o) for o in trial.user_attrs.get(OVERRIDES_ATTR, [])]
     sampled = {key_of(key) for key in trial.params}
     return TrialRow(
@@ -262,29 +271,37 @@ def results_yaml(study: optuna.Study) -> str | None:
     """optimization_results.yaml as upstream's sweeper writes it; None before any trial completed."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
+    structured = study.user_attrs.get(SPACE_ATTR, {}).get(SPACE_STRUCTURED, [])
     if len(study.directions) == 1:
         best = study.best_trial
-        results: dict[str, Any] = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+        params = decoded(best.params, structured)
+        results: dict[str, Any] = {"name": "optuna", "best_params": params, "best_value": best.value}
     else:
-        solutions = [{"params": t.params, "values": t.values} for t in study.best_trials]
+        solutions = [{"params": decoded(t.params, structured), "values": t.values} for t in study.best_trials]
         results = {"name": "optuna", "solutions": solutions}
     return OmegaConf.to_yaml(OmegaConf.create(results))
 
 
-def write(sweep_dir: Path) -> Path:
-    """search.md, search.csv, optimization_results.yaml and the figures in `sweep_dir`; returns
-    search.md's path."""
-    location = read_location(sweep_dir)
-    if location is None:
-        raise SweeperError(f"{sweep_dir} holds no {SEARCH_FILE}: it is not a search directory.")
-    study = location.load(sweep_dir)
+def write_results(sweep_dir: Path, study: optuna.Study) -> None:
+    """optimization_results.yaml alone (hydra.sweeper.summary=false), once a trial completed."""
+    if (results := results_yaml(study)) is not None:
+        write_text(sweep_dir / RESULTS_FILE, results)
+
+
+def write(sweep_dir: Path, study: optuna.Study | None = None) -> Path:
+    """search.md, search.csv, optimization_results.yaml and the figures in `sweep_dir`, of `study`
+    or else of the one its search.json names; returns search.md's path."""
+    if study is None:
+        location = read_location(sweep_dir)
+        if location is None:
+            raise SweeperError(f"{sweep_dir} holds no {SEARCH_FILE}: it is not a search directory.")
+        study = location.load(sweep_dir)
     table = rows(study, sweep_dir)
     figures, notes = _figures(study, sweep_dir)
     path = sweep_dir / SUMMARY_FILE
     write_text(path, markdown(study, table, figures, notes))
     write_text(sweep_dir / TABLE_FILE, csv_text(study, table))
-    if (results := results_yaml(study)) is not None:
-        write_text(sweep_dir / RESULTS_FILE, results)
+    write_results(sweep_dir, study)
     return path
 
 

@@ -25,6 +25,7 @@ from optuna_pruning_sweeper.errors import StopSearch, SweeperError
 from optuna_pruning_sweeper.names import (
     ERROR_ATTR,
     OVERRIDES_ATTR,
+    RESUME_OVERRIDE,
     RETRY_OF_ATTR,
     RUN_DIR_ATTR,
     STOPPED_ATTR,
@@ -48,7 +49,10 @@ class Sweep:
     space: Space
     launch: Launch
     config: DictConfig  # the sweep's, handed to the custom search space
-    unnamed: tuple[str, ...]  # keys kept out of the run directories' names (hydra's exclude_keys)
+    # Keys the app keeps out of its run directories' names (Hydra's exclude_keys), where those names
+    # hold the job's number; None where they do not: there every override must stay in them, or two
+    # trials could share a directory.
+    unnamed: tuple[str, ...] | None
     custom: CustomSpace | None = None
 
 
@@ -118,10 +122,35 @@ def _custom_values(sweep: Sweep, trial: optuna.Trial) -> dict[str, Any]:
     return dict(extra or {})
 
 
+def _keep_fixed(trial: optuna.Trial, space: Space) -> None:
+    """The fixed overrides' values in the trial's user attributes, by key, as upstream's sweeper keeps
+    them (a custom search space may read them there)."""
+    for override in space.fixed:
+        key, equals, value = override.partition("=")
+        if equals and not key.startswith("~"):
+            trial.set_user_attr(key, value)
+
+
+def _carry_grid_id(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Optuna's grid sampler knows which grid point a trial runs by its system attributes; a trial
+    asked again in place of one a dead search left running must carry those of the trial it
+    replaces, or the sampler, looking for them when one point is left, stops the search with a
+    KeyError. (Optuna keeps them through its storage API only.)"""
+    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
+    if retry_of is None or not isinstance(study.sampler, optuna.samplers.GridSampler):
+        return
+    replaced = study.get_trials(deepcopy=False)[retry_of].system_attrs
+    for key in ("grid_id", "search_space"):
+        if key in replaced:
+            trial.storage.set_trial_system_attr(trial._trial_id, key, replaced[key])
+
+
 def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
     """A new trial and its overrides: the space's values, then the custom search space's."""
     trial = study.ask(sweep.space.distributions)
+    _carry_grid_id(study, trial)
     try:
+        _keep_fixed(trial, sweep.space)
         extra = _custom_values(sweep, trial)
         fixed = {key_of(o) for o in sweep.space.fixed}
         clash = sorted(fixed & {key_of(key) for key in [*trial.params, *extra]})
@@ -139,30 +168,31 @@ def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
 
 
 def _job_overrides(sweep: Sweep, trial: optuna.Trial, overrides: list[str]) -> list[str]:
-    """The job's overrides: the trial's, its number for the task (current_trial), and names for
-    its run directory without the fixed values and the floats (full precision is the study's)."""
+    """The job's overrides: the trial's, and its number for the task (current_trial). Where the run
+    directories' names hold the job's number (the trial's), they leave out the fixed values and
+    the floats (full precision is the study's): the number keeps them apart."""
+    job = [*overrides, f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
+    if sweep.unnamed is None:
+        return job
     floats = [key_of(key) for key, value in trial.params.items() if isinstance(value, float)]
     unnamed = ",".join([*sweep.unnamed, *(key_of(o) for o in sweep.space.fixed), *floats])
-    return [
-        *overrides,
-        f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
-        f"hydra.job.config.override_dirname.exclude_keys=[{unnamed}]",
-    ]
+    return [*job, f"hydra.job.config.override_dirname.exclude_keys=[{unnamed}]"]
 
 
 # ---- telling ---------------------------------------------------------------------------------
 
 
 def _objective(value: Any, directions: Sequence[str]) -> list[float]:
-    """The task's return value as one number per objective; a SweeperError when it is not one."""
+    """The task's return value as one number per objective (several: any sequence of numbers, a
+    list, a tuple, a numpy array, a ListConfig); a SweeperError when it is not that."""
     many = len(directions) > 1
-    values = list(value) if many and isinstance(value, list | tuple) else [value]
     try:
+        values = list(value) if many and not isinstance(value, str | bytes | Mapping) else [value]
         if len(values) == len(directions) and not any(isinstance(v, str | bytes | bool) or v is None for v in values):
             return [float(v) for v in values]
     except (TypeError, ValueError):
         pass
-    wanted = f"a list of {len(directions)} numbers" if many else "a number"
+    wanted = f"a sequence of {len(directions)} numbers (a list, a tuple, an array)" if many else "a number"
     shown = f"[{', '.join(directions)}]" if many else directions[0]
     raise SweeperError(
         f"The task returned {value!r} ({type(value).__name__}); for hydra.sweeper.direction={shown} the "
@@ -196,8 +226,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
             raise
 
 
-def _report(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
-    done = f"({ended(study)} of {len(study.trials)} ended)"
+def _report(trial: optuna.Trial, result: Outcome, done: str) -> None:
     if result.state is TrialState.COMPLETE:
         shown = ", ".join(f"{v:.6g}" for v in result.values or [])
         log.info("Trial %d: %s %s", trial.number, shown, done)
@@ -236,8 +265,9 @@ def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception
     if not isinstance(job, JobReturn):
         result = Outcome(TrialState.FAIL, message=f"the launcher failed: {job}")
     else:
-        if job.hydra_cfg is not None:
-            trial.set_user_attr(RUN_DIR_ATTR, Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name)
+        run_dir = None if job.hydra_cfg is None else Path(str(job.hydra_cfg.hydra.runtime.output_dir)).name
+        if run_dir is not None and run_dir != str(trial.number):  # Hydra's default subdir: the summary knows it
+            trial.set_user_attr(RUN_DIR_ATTR, run_dir)  # one write less per trial where it is not needed
         try:
             result = outcome(job, settings.directions)
         except SweeperError as error:
@@ -249,7 +279,6 @@ def _record(study: optuna.Study, trial: optuna.Trial, job: JobReturn | Exception
     if result.stopped:
         trial.set_user_attr(STOPPED_ATTR, True)
     _tell(study, trial, result)
-    _report(study, trial, result)
     return result
 
 
@@ -258,13 +287,18 @@ def run_batch(study: optuna.Study, sweep: Sweep, settings: Settings, size: int) 
     outcomes. A task that returned no objective stops the search once the batch is told."""
     failures: list[tuple[int, Outcome]] = []
     bad_return = None
-    for run in _consecutive([ask(study, sweep) for _ in range(size)]):
+    done = ended(study)  # counted once a batch: counting every trial's would read them all each time
+    asked = [ask(study, sweep) for _ in range(size)]
+    total = asked[-1][0].number + 1
+    for run in _consecutive(asked):
         for (trial, _), job in zip(run, _launch(sweep, run), strict=True):
             try:
                 result = _record(study, trial, job, settings)
             except SweeperError as error:
                 bad_return = bad_return or error
                 continue
+            done += 1
+            _report(trial, result, f"({done} of {total} ended)")
             if result.state is TrialState.FAIL:
                 failures.append((trial.number, result))
     if bad_return is not None:
@@ -285,13 +319,13 @@ def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int)
         if any(result.stopped for _, result in failures):
             raise SweeperError(
                 f"A trial stopped the search: {said}. Once the machine lets the trials run again, the same command "
-                "with resume=true asks the stopped trials again; every other trial is kept."
+                f"with {RESUME_OVERRIDE} asks the stopped trials again; every other trial is kept."
             )
         if len(failures) / size > settings.max_failure_rate:
             raise SweeperError(
                 f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
                 f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
                 f"{said}. The study keeps every trial: fix the cause and run the same command with "
-                "resume=true (or allow failures with a larger max_failure_rate)."
+                f"{RESUME_OVERRIDE} (or allow failures with a larger max_failure_rate)."
             )
     return failed

@@ -2,9 +2,11 @@
 
 `current_trial()` gives a task its optuna.Trial, to report intermediate values and ask whether to
 stop; a task that raises optuna.TrialPruned is marked pruned by the sweeper. The job finds its
-study through search.json in the sweep directory, and its trial through the number the sweeper
-put in `hydra.job.env_set` (names.TRIAL_ENV). Optuna is imported only inside a search: an app
-may import this module in every run.
+study as the sweeper did, from its own Hydra config (hydra.sweeper.storage and study_name, the
+sweep directory, relative ones taken from where the search started, hydra.runtime.cwd: a job may
+have changed directory), and its trial through the number the sweeper put in `hydra.job.env_set`
+(names.TRIAL_ENV). Optuna is imported only inside a search: an app may import this module in
+every run.
 """
 
 from __future__ import annotations
@@ -13,23 +15,22 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import PRUNER_ATTR, SEARCH_FILE, TRIAL_ENV
+from optuna_pruning_sweeper.names import PRUNER_ATTR, TRIAL_ENV
+from optuna_pruning_sweeper.urls import absolute
 
 if TYPE_CHECKING:
     import optuna
 
+    from optuna_pruning_sweeper.study import Location
+
 
 @functools.cache
-def open_trial(sweep_dir: Path, number: int) -> optuna.Trial:
-    """Trial `number` of the search in `sweep_dir` (opened once per process)."""
+def open_trial(location: Location, sweep_dir: Path, number: int) -> optuna.Trial:
+    """Trial `number` of the study at `location` (opened once per process)."""
     import optuna
 
-    from optuna_pruning_sweeper.study import make_pruner, read_location
+    from optuna_pruning_sweeper.study import make_pruner
 
-    location = read_location(sweep_dir)
-    if location is None:
-        raise SweeperError(f"{sweep_dir} holds no {SEARCH_FILE}: trial {number} cannot find its search.")
     storage = location.open(sweep_dir)
     with location.problems(sweep_dir):
         study = optuna.load_study(study_name=location.study_name, storage=storage)
@@ -52,9 +53,13 @@ def current_trial(steps: int | None = None) -> optuna.Trial | None:
     number = hydra_cfg.job.env_set.get(TRIAL_ENV)
     if number is None:
         return None
-    trial = open_trial(Path(str(hydra_cfg.sweep.dir)), int(number))
-    if steps is not None:
-        from optuna_pruning_sweeper.study import make_pruner
+    from optuna_pruning_sweeper.study import Location, make_pruner
 
+    started_in = Path(hydra_cfg.runtime.cwd)
+    sweep_dir = started_in / str(hydra_cfg.sweep.dir)
+    storage, study_name = hydra_cfg.sweeper.get("storage"), hydra_cfg.sweeper.get("study_name")
+    location = Location(absolute(storage, started_in), study_name or sweep_dir.name)
+    trial = open_trial(location, sweep_dir, int(number))
+    if steps is not None:
         trial.study.pruner = make_pruner(trial.study.user_attrs[PRUNER_ATTR], steps)
     return trial

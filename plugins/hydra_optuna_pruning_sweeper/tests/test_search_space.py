@@ -21,7 +21,7 @@ from hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper import OptunaSw
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
 from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
-from optuna_pruning_sweeper.study import Settings, make_sampler, open_study, read_location
+from optuna_pruning_sweeper.study import Location, Settings, make_sampler, open_study, read_location
 from optuna_pruning_sweeper.trial import open_trial
 
 NEEDS = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy", "torch")}
@@ -38,6 +38,14 @@ def settings(**changes: Any) -> Settings:
         "study_name": None, "sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 0},
     }  # fmt: skip
     return Settings(**{**values, **changes})
+
+
+def open_ended(tmp_path: Path, space: Space, resume: bool = False) -> optuna.Study:
+    """open_study as by a search that has since ended: its lease released (these tests play
+    several searches in one process)."""
+    study, lease = open_study(settings(), tmp_path, space, resume, "python app.py")
+    lease.release()
+    return study
 
 
 def test_the_grammar_keeps_types_as_upstream_documents_it() -> None:
@@ -76,12 +84,12 @@ def test_shuffle_makes_the_same_space_every_time() -> None:
 def test_a_trial_opens_a_journal_that_another_trial_is_appending_to(tmp_path: Path) -> None:
     """Trials of one batch append to the journal at once: a half-written last line is another
     trial's record in the making, not damage."""
-    study = open_study(settings(), tmp_path, space_of("x=interval(0, 1)"), False, "python app.py")
+    study = open_ended(tmp_path, space_of("x=interval(0, 1)"))
     trial = study.ask({"x": FloatDistribution(0, 1)})
     with (tmp_path / JOURNAL_FILE).open("ab") as journal:
         journal.write(b'{"op_code": 4, "worker_id": "another-tri')  # cut mid-record
 
-    opened = open_trial(tmp_path, trial.number)
+    opened = open_trial(Location(None, tmp_path.name), tmp_path, trial.number)
 
     assert opened.params == trial.params
     opened.report(0.5, 1)
@@ -90,13 +98,13 @@ def test_a_trial_opens_a_journal_that_another_trial_is_appending_to(tmp_path: Pa
 
 def test_a_journal_whose_last_line_a_kill_cut_is_resumed_and_stays_readable(tmp_path: Path) -> None:
     space = space_of("x=interval(0, 1)")
-    study = open_study(settings(), tmp_path, space, False, "python app.py")
+    study = open_ended(tmp_path, space)
     study.tell(study.ask(space.distributions), 1.0)
     journal = tmp_path / JOURNAL_FILE
     intact = journal.read_bytes()
     journal.write_bytes(intact + b'{"op_code": 5, "tri')  # the search was killed while writing
 
-    resumed = open_study(settings(), tmp_path, space, True, "python app.py")
+    resumed = open_ended(tmp_path, space, resume=True)
     resumed.tell(resumed.ask(space.distributions), 2.0)  # appended after the cut line was dropped
 
     assert journal.read_bytes().startswith(intact)
@@ -105,7 +113,7 @@ def test_a_journal_whose_last_line_a_kill_cut_is_resumed_and_stays_readable(tmp_
 
 def test_a_journal_damaged_before_its_last_line_is_refused(tmp_path: Path) -> None:
     space = space_of("x=interval(0, 1)")
-    study = open_study(settings(), tmp_path, space, False, "python app.py")
+    study = open_ended(tmp_path, space)
     study.tell(study.ask(space.distributions), 1.0)
     journal = tmp_path / JOURNAL_FILE
     journal.write_bytes(b"not a record\n" + journal.read_bytes())
@@ -115,7 +123,7 @@ def test_a_journal_damaged_before_its_last_line_is_refused(tmp_path: Path) -> No
 
 def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_its_journal(tmp_path: Path) -> None:
     space = space_of("x=interval(0, 1)")
-    open_study(settings(), tmp_path, space, False, "python app.py")
+    open_ended(tmp_path, space)
     with pytest.raises(SweeperError) as refused:
         open_study(settings(), tmp_path, space, False, "python app.py")
     assert f"in {tmp_path / JOURNAL_FILE} already holds" in str(refused.value) and "None" not in str(refused.value)

@@ -126,6 +126,9 @@ class OptunaSweeperConf:
     pruner: PrunerName = PrunerName.median  # stops trials whose reported values fall behind
     pruner_startup_trials: int = 5  # complete trials before the median pruner prunes any
     pruner_warmup_epochs: int = 2  # steps (epochs) every trial reports before it may be pruned
+    # search.md, search.csv and the figures, written when the search ends (a fixed cost, matplotlib's
+    # import the most of it); optimization_results.yaml, upstream's file, is written either way.
+    summary: bool = True
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf)

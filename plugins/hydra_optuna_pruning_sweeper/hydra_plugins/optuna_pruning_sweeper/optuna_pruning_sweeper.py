@@ -17,8 +17,9 @@ import sys
 import types
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hydra._internal.utils import _locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
@@ -26,7 +27,14 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
+from optuna_pruning_sweeper.names import PrunerName
+from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_config
+
+if TYPE_CHECKING:  # Optuna is imported only when a search runs
+    import optuna
+
+    from optuna_pruning_sweeper.study import Settings
+    from optuna_pruning_sweeper.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +104,7 @@ class OptunaSweeper(Sweeper):
             pruner=PrunerName(self.keys["pruner"]),
             pruner_startup_trials=self.keys["pruner_startup_trials"],
             pruner_warmup_epochs=self.keys["pruner_warmup_epochs"],
-            storage=self.keys["storage"],
+            storage=absolute(self.keys["storage"], Path.cwd()),  # trials may run elsewhere (hydra.job.chdir)
             study_name=self.keys["study_name"],
             sampler=OmegaConf.to_container(sampler, resolve=True),
         )
@@ -107,6 +115,13 @@ class OptunaSweeper(Sweeper):
         """The keys the app keeps out of its run directories' names (Hydra's exclude_keys)."""
         assert self.config is not None
         return tuple(self.config.hydra.job.config.override_dirname.exclude_keys)
+
+    def _shortened(self) -> tuple[str, ...] | None:
+        """Hydra's exclude_keys where the run directories' names hold both the job's number and
+        its overrides (sweep.Sweep.unnamed); None elsewhere."""
+        assert self.config is not None
+        subdir = str(OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir"))
+        return self._unnamed() if "job.num" in subdir and "override_dirname" in subdir else None
 
     def _space(self, arguments: list[str]) -> Any:
         from optuna_pruning_sweeper.space import legacy_distributions, parse_overrides, parse_space
@@ -129,8 +144,8 @@ class OptunaSweeper(Sweeper):
         return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
 
     def _search(self, arguments: list[str]) -> None:
-        from optuna_pruning_sweeper.study import open_study, trials_wanted
-        from optuna_pruning_sweeper.sweep import Sweep, search
+        from optuna_pruning_sweeper.study import open_study
+        from optuna_pruning_sweeper.sweep import Sweep
 
         assert self.config is not None
         settings, space = self._settings(), self._space(arguments)
@@ -140,44 +155,83 @@ class OptunaSweeper(Sweeper):
         check_configs(self.keys.get("check_config"), corners)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         resume = bool(OmegaConf.select(self.config, "resume", default=False))
-        study = open_study(settings, sweep_dir, space, resume, _trial_command())
-        n_trials = trials_wanted(settings, study, space)
+        study, lease = open_study(settings, sweep_dir, space, resume, _trial_command())
+        try:
+            self._run(settings, study, sweep_dir, Sweep(space, self._launch, self.config, self._shortened(), custom))
+        finally:
+            lease.release()
+
+    def _run(self, settings: Settings, study: optuna.Study, sweep_dir: Path, sweep: Sweep) -> None:
+        from optuna_pruning_sweeper.study import Location, trials_wanted
+        from optuna_pruning_sweeper.sweep import search
+
+        n_trials = trials_wanted(settings, study, sweep.space)
         if not (sweep_dir / "multirun.yaml").exists():  # a resumed search keeps the first one's
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            OmegaConf.save(masked_config(self.config), sweep_dir / "multirun.yaml")
+        if has_clear_password(self.config):
+            log.warning(
+                "hydra.sweeper.storage holds a password: the sweeper's files show it as ***, but Hydra writes every "
+                "job's hydra.sweeper.storage into its .hydra/hydra.yaml. Give it through the environment instead, "
+                "e.g. storage: mysql+pymysql://user:${oc.env:DB_PASSWORD}@host/db."
+            )
         log.info(
             "Study %s (%s): %d trials, %d at once, %s, direction %s",
-            study.study_name, settings.storage or sweep_dir / JOURNAL_FILE, n_trials, settings.n_jobs,
-            type(study.sampler).__name__, ", ".join(settings.directions),
+            study.study_name, Location(settings.storage, study.study_name).describe(sweep_dir), n_trials,
+            settings.n_jobs, type(study.sampler).__name__, ", ".join(settings.directions),
         )  # fmt: skip
-        # Only now: the summary's figures import matplotlib, which a refused search does not wait for.
-        from optuna_pruning_sweeper import summary
-
-        sweep = Sweep(space, self._launch, self.config, self._unnamed(), custom)
         try:
             failures = search(settings, study, sweep, n_trials)
-        finally:  # also when it gives up or is interrupted: the trials so far, summarised
-            summary.write(sweep_dir)
+        except BaseException:  # also when it gives up or is interrupted: the trials so far, summarised
+            self._summarise(sweep_dir, study, searched=False)
+            raise
+        self._summarise(sweep_dir, study, searched=True)
         if failures:
             log.warning("%d trial(s) failed; search.md lists them.", failures)
 
+    def _summarise(self, sweep_dir: Path, study: optuna.Study, searched: bool) -> None:
+        """The summary (or with hydra.sweeper.summary=false, optimization_results.yaml alone). When
+        the search itself failed, a summary that cannot be written is only a warning: the search's
+        own error is the one to show."""
+        # Only now: the summary's figures import matplotlib, which a refused search does not wait for.
+        from optuna_pruning_sweeper import summary
+
+        try:
+            if self.keys.get("summary", True):
+                summary.write(sweep_dir, study)
+            else:
+                summary.write_results(sweep_dir, study)
+        except Exception as error:
+            if searched:
+                raise
+            log.warning("The search's summary could not be written either: %s", error)
+
     def validate(self, batch: list[list[str]]) -> list[DictConfig]:
-        """Compose the jobs' configs before launching, and return them: an unknown key or group
-        option in the space is the user's mistake, reported as such. (Hydra's
+        """Compose the jobs' configs before the first trial, and return them: an unknown key or
+        group option in the space is the user's mistake, reported as such. (Hydra's
         validate_batch_is_legal composes them the same way, but keeps none.)"""
         assert self.config is not None and self.hydra_context is not None
         loader = self.hydra_context.config_loader
         try:
             return [loader.load_sweep_config(master_config=self.config, sweep_overrides=job) for job in batch]
         except HydraException as error:
-            reason = " ".join(str(error).split())
-            raise SweeperError(
-                f"The search space names something the configuration does not have: {reason} Check the keys "
-                "and options of hydra.sweeper.params and the command line (see --cfg job)."
-            ) from None
+            raise _composition_error(error) from None
 
     def _launch(self, batch: list[list[str]], first_number: int) -> Any:
-        self.validate(batch)
-        return self.launcher.launch(batch, initial_job_idx=first_number)
+        """Launch a batch. The launcher composes each job's config (once: the space was checked
+        before the first trial); one that does not compose (a custom search space's key the config
+        lacks) is the user's mistake."""
+        try:
+            return self.launcher.launch(batch, initial_job_idx=first_number)
+        except HydraException as error:
+            raise _composition_error(error) from None
+
+
+def _composition_error(error: HydraException) -> SweeperError:
+    reason = " ".join(str(error).split())
+    return SweeperError(
+        f"The search space names something the configuration does not have: {reason} Check the keys "
+        "and options of hydra.sweeper.params, the custom search space and the command line (see --cfg job)."
+    )
 
 
 def _answer_to_upstreams_name() -> None:
@@ -207,16 +261,16 @@ def named_function(key: str, path: str | None) -> Any:
     the search before any trial."""
     if not path:
         return None
-    module_name, _, name = path.rpartition(".")
-    try:  # not hydra.utils.get_method: it logs its own error before ours
-        function = getattr(importlib.import_module(module_name), name)
+    try:  # Hydra's own lookup (a module's function, or a class's static method), not its get_method: that logs first
+        function = _locate(path)
         if not callable(function):
-            raise TypeError(f"{name} is a {type(function).__name__}, not a function")
+            raise TypeError(f"{path} is a {type(function).__name__}, not a function")
     except Exception as error:
         raise SweeperError(
             f"hydra.sweeper.{key}={path} cannot be used ({type(error).__name__}: {' '.join(str(error).split())}). "
-            "Give the dotted path of a function, e.g. mypackage.search.configure (its module importable from "
-            "where you run the app); see the sweeper's README for what it is called with."
+            "Give the dotted path of a function, e.g. mypackage.search.configure or app.Space.configure (a static "
+            "method; its module importable from where you run the app); see the sweeper's README for what it is "
+            "called with."
         ) from None
     return function
 
