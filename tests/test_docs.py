@@ -156,3 +156,12 @@ def test_readme_is_short_and_starts_with_the_quick_start() -> None:
     for first, last, text in (main_job, tests):
         assert last <= QUICK_START_WITHIN, f"the quick start's command at lines {first}-{last} is below line 40: {text}"
     assert "pip install '.[cluster]'" in main_job[2], "the main job installs the package as a user does"
+
+
+def test_ci_runs_the_readmes_test_command_verbatim() -> None:
+    """CI must run exactly what README tells a newcomer to run: its last command is README's."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks = _code_blocks_after(lines, "## Quick start")
+    (tests,) = [text.strip() for _, _, text in blocks if "python -m pytest" in text]
+    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci_commands[-1].strip() == tests
