@@ -60,6 +60,12 @@ def test_cpuinfo_gives_the_first_processors_model_and_kind() -> None:
     assert openmp.parse_cpuinfo(text) == ("AMD EPYC 9654 96-Core Processor", CpuKind.amd_avx512)
 
 
+def test_the_cpu_is_named_with_its_family_and_model() -> None:
+    """A VM's "AMD EPYC" names a Zen 2 and a Zen 5 alike: the numbers tell them apart."""
+    text = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu\n"
+    assert openmp.parse_cpuinfo(text).model == "AMD EPYC (family 26, model 2)"
+
+
 @pytest.mark.parametrize(
     ("kind", "exported"),
     [

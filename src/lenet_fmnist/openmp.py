@@ -72,7 +72,10 @@ def cpu_kind(vendor_id: str, flags: str) -> CpuKind:
 
 
 class CpuInfo(NamedTuple):
-    model: str  # /proc/cpuinfo's "model name", as metrics.json records it
+    # /proc/cpuinfo's "model name" with its family and model numbers, as metrics.json records it:
+    # virtual machines often name only "AMD EPYC", which tells a Zen 2 from a Zen 5 by the numbers
+    # alone, and each CPU kind rounds differently (a study's figures are read per kind).
+    model: str
     kind: CpuKind
 
 
@@ -87,6 +90,8 @@ def parse_cpuinfo(text: str) -> CpuInfo:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     model = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
     return CpuInfo(model, cpu_kind(fields.get("vendor_id", ""), fields.get("flags", "")))
 
 
