@@ -14,7 +14,7 @@ overrides carry its sampled values exactly as the study records them (floats in 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
@@ -263,3 +263,47 @@ def decoded(params: dict[str, Any], structured: Sequence[str]) -> dict[str, Any]
         key: _PARSER.parse_override(f"{key}={value}").value() if key in structured else value
         for key, value in params.items()
     }
+
+
+# ---- trials asked first ----------------------------------------------------------------------
+
+
+def _allowed(distribution: BaseDistribution) -> str:
+    if isinstance(distribution, CategoricalDistribution):
+        return "one of " + ", ".join(override_text("", c)[1:] for c in distribution.choices)
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    step = f" in steps of {distribution.step}" if distribution.step is not None else ""
+    return f"a number from {distribution.low} to {distribution.high}{step}"
+
+
+def _inside(distribution: BaseDistribution, value: Any) -> bool:
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (TypeError, ValueError):  # a category that is not one of the choices, a string for a range
+        return False
+
+
+def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """hydra.sweeper.enqueue_trials as points of the space, each checked: a mapping of searched
+    keys to values the space holds (a list or dict category as the study keeps it, its text)."""
+    points = []
+    for index, entry in enumerate(entries or []):
+        where = f"hydra.sweeper.enqueue_trials[{index}]"
+        if not isinstance(entry, Mapping) or not entry:
+            raise SweeperError(f"{where} is {entry!r}; each entry must be a mapping of searched keys to values, "
+                               "e.g. {activation: relu, pool: max}.")  # fmt: skip
+        point = {}
+        for key, value in entry.items():
+            if key not in space.distributions:
+                searched = ", ".join(sorted(space.distributions)) or "none"
+                raise SweeperError(f"{where}: {key} is not a searched key; an enqueued trial sets searched keys only "
+                                   f"(searched: {searched}). Fixed values go to every trial as they are.")  # fmt: skip
+            if key in space.structured and isinstance(value, list | dict):
+                value = Override._get_value_element_as_str(value)
+            distribution = space.distributions[key]
+            if not _inside(distribution, value):
+                raise SweeperError(f"{where}: {key}={value!r} is outside the search space; {key} takes "
+                                   f"{_allowed(distribution)}.")  # fmt: skip
+            point[key] = value
+        points.append(point)
+    return points

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,10 +342,16 @@ def _refuse(study: optuna.Study, where: str, settings: Settings, space: Space, r
 
 
 def open_study(
-    settings: Settings, sweep_dir: Path, space: Space, resume: bool, command: str
+    settings: Settings,
+    sweep_dir: Path,
+    space: Space,
+    resume: bool,
+    command: str,
+    enqueue: Sequence[dict[str, Any]] = (),
 ) -> tuple[optuna.Study, Lease]:
-    """Create the sweep directory's study, or continue it when resumed, and take its lease (one
-    search per study); refuse, writing nothing, what _refuse refuses. The caller releases the lease."""
+    """Create the sweep directory's study, with the trials `enqueue` asks first, or continue it when
+    resumed, and take its lease (one search per study); refuse, writing nothing, what _refuse
+    refuses. The caller releases the lease."""
     location = read_location(sweep_dir)
     wanted = Location(settings.storage, settings.study_name or sweep_dir.name)
     if location is not None and not wanted.same_place(location):
@@ -369,6 +375,8 @@ def open_study(
         if study is None:
             study = optuna.create_study(storage=storage, study_name=wanted.study_name, directions=settings.directions)
             study.set_user_attr(SPACE_ATTR, space.describe())  # first: what marks a study as this sweeper's
+            for point in enqueue:
+                study.enqueue_trial(point)
         lease = Lease(study, lambda: wanted.open(sweep_dir))
         lease.acquire(where)
         study.set_user_attr(PRUNER_ATTR, pruner_spec(settings))

@@ -498,3 +498,56 @@ def test_the_summary_can_be_switched_off(tmp_path: Path) -> None:
     assert (app.sweep_dir / "optimization_results.yaml").is_file()  # upstream's file, always
     assert not (app.sweep_dir / "search.md").exists()
     assert not list(app.sweep_dir.glob("*.png"))
+
+
+# ---- enqueue_trials --------------------------------------------------------------------------
+
+
+def enqueue_app(directory: Path, entries: str, n_trials: int = 5) -> App:
+    """A search over a category, a list category and a float range whose first trials are `entries`."""
+    return make_app(
+        directory,
+        "return cfg.x + len(cfg.shape)",
+        f"""\
+          sweeper:
+            n_trials: {n_trials}
+            enqueue_trials: {entries}
+            params:
+              kind: a,b,c
+              shape: choice([1],[2,2])
+              x: interval(0, 1)
+        kind: a
+        shape: [1]
+        x: 0.0
+        """,
+    )
+
+
+def test_enqueued_trials_come_first_with_the_rest_sampled(tmp_path: Path) -> None:
+    app = enqueue_app(tmp_path, "[{kind: c, shape: [2, 2]}, {kind: b}, {x: 0.25}]")
+    assert_ok(app.run())
+    trials = journal_study(app.sweep_dir).trials
+    assert [t.params["kind"] for t in trials[:2]] == ["c", "b"]
+    assert trials[0].params["shape"] == "[2,2]" and trials[0].value == trials[0].params["x"] + 2
+    assert trials[2].params["x"] == 0.25
+    assert len({t.params["x"] for t in trials}) == 5  # what an entry leaves out is sampled
+    # Enqueued once, when the study is made: a resumed search asks no entry again.
+    assert_ok(app.run("++resume=true", "hydra.sweeper.n_trials=7"))
+    later = journal_study(app.sweep_dir).trials[5:]
+    assert len(later) == 2 and all(t.params["x"] != 0.25 for t in later)
+
+
+@pytest.mark.parametrize(
+    ("entries", "named"),
+    [
+        ("[{kind: d}]", "kind='d' is outside the search space; kind takes one of a, b, c"),
+        ("[{x: 2.0}]", "x=2.0 is outside the search space; x takes a number from 0.0 to 1.0"),
+        ("[{depth: 3}]", "depth is not a searched key"),
+        ("[{}]", "enqueue_trials[0] is {}"),
+        ("[3]", "Cannot assign int to Dict[str, Any]"),  # the schema's own check
+    ],
+)
+def test_an_enqueued_trial_outside_the_space_is_refused(tmp_path: Path, entries: str, named: str) -> None:
+    app = enqueue_app(tmp_path, entries)
+    assert named in assert_one_paragraph_error(app.run())
+    assert not (app.sweep_dir / "optuna.journal").exists()  # refused before anything is written

@@ -123,6 +123,10 @@ class OptunaSweeperConf:
     # configs of trials that between them take every category and both ends of every range; what
     # it raises stops the search with its message (e.g. a value the task cannot search with).
     check_config: Optional[str] = None  # noqa: UP045
+    # Trials asked first, each a point of the space given in part ({activation: relu, pool: max}):
+    # the sampler draws the keys a point leaves out. Enqueued once, when the study is made; e.g.
+    # to make sure the random start-up trials try every category of a key that matters.
+    enqueue_trials: Optional[List[Dict[str, Any]]] = None  # noqa: UP006, UP045
     pruner: PrunerName = PrunerName.median  # stops trials whose reported values fall behind
     pruner_startup_trials: int = 5  # complete trials before the median pruner prunes any
     pruner_warmup_epochs: int = 2  # steps (epochs) every trial reports before it may be pruned

@@ -144,18 +144,23 @@ class OptunaSweeper(Sweeper):
         return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
 
     def _search(self, arguments: list[str]) -> None:
+        from optuna_pruning_sweeper.space import enqueued_points
         from optuna_pruning_sweeper.study import open_study
         from optuna_pruning_sweeper.sweep import Sweep
 
         assert self.config is not None
         settings, space = self._settings(), self._space(arguments)
         custom = named_function("custom_search_space", space.custom)
+        entries = self.keys.get("enqueue_trials")
+        enqueue = enqueued_points(
+            space, OmegaConf.to_container(entries) if isinstance(entries, ListConfig) else entries
+        )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         corners = self.validate([_space_corner(space, point) for point in _corners(space)])
         check_configs(self.keys.get("check_config"), corners)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         resume = bool(OmegaConf.select(self.config, "resume", default=False))
-        study, lease = open_study(settings, sweep_dir, space, resume, _trial_command())
+        study, lease = open_study(settings, sweep_dir, space, resume, _trial_command(), enqueue)
         try:
             self._run(settings, study, sweep_dir, Sweep(space, self._launch, self.config, self._shortened(), custom))
         finally:
