@@ -105,3 +105,10 @@ def test_a_resume_with_changed_teachers_is_refused(tmp_path: Path) -> None:
 
 def test_no_teachers_configured_means_no_distillation() -> None:
     assert distill.configured(DistillConfig(), VALIDATING, torch.device("cpu"), 100) is None
+
+
+def test_a_missing_teacher_is_named_before_anything_loads(tmp_path: Path) -> None:
+    present = _save_teacher(tmp_path / "present.pt", 0, VALIDATING)
+    missing = str(tmp_path / "teachers" / "best.pt")
+    with pytest.raises(UserError, match=rf"distill.teachers: {missing} does not exist.*experiment=best_teachers"):
+        distill.load([str(present), missing], VALIDATING, torch.device("cpu"))

@@ -128,6 +128,12 @@ def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.devic
     models, files, splits = [], [], []
     for name in paths:
         path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"distill.teachers: {name} does not exist or is not a file. A teacher is a checkpoint (best.pt or "
+                "last.pt) that a training run of this toolkit wrote: train the teachers first (experiment=best's "
+                "with `python -m lenet_fmnist train -m experiment=best_teachers`), or give their paths."
+            )
         state = checkpoint.load(path)
         check_unseen(state, student_data, name)
         with torch.random.fork_rng(devices=[]):  # building a network draws initial weights: not from the run's RNG

@@ -1,0 +1,129 @@
+"""experiment=best, the second search's recipe, and experiment=best_teachers, which trains its
+teachers: each teacher is a searched configuration trained as the search trained it (seed 0, the
+search's 50,000 images), the recipe is the winner refitted on all 60,000 with five fresh seeds and
+distilled from exactly the checkpoints best_teachers writes. The two commands run end to end on
+synthetic data: teachers, then a student that records them; nothing is overwritten by a second run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf
+
+from conftest import CLI, assert_ok, output, read_metrics
+from lenet_fmnist import distill
+from lenet_fmnist.config import TrainConfig, validate
+from lenet_fmnist.vocabulary import flatten
+from test_experiments import choices, hydra_conf, job_config, sweep_jobs  # noqa: F401  (hydra_conf: a fixture)
+
+FRESH_SEEDS = ["20", "21", "22", "23", "24"]  # neither search used them (the first recipe's were 10-12)
+TEACHERS_DIR = "outputs/best/teachers"
+
+
+def _teacher_names() -> list[str]:
+    return [job[0].removeprefix("+searched=") for job in sweep_jobs("best_teachers")]
+
+
+def _values(cfg: DictConfig) -> dict[str, object]:
+    return {**flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), **choices(cfg)}
+
+
+def _assert_in_search_space(cfg: DictConfig, search: DictConfig) -> None:
+    """`cfg` takes a value of experiment=search's space for every searched key, and its fixed ones."""
+    pytest.importorskip(
+        "optuna_pruning_sweeper", reason="needs the sweeper: pip install -e ./plugins/hydra_optuna_pruning_sweeper"
+    )
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna_pruning_sweeper.space import parse_space
+
+    params = [f"{key}={value}" for key, value in search.hydra.sweeper.params.items()]
+    space = parse_space(OverridesParser.create().parse_overrides(params), search)
+    values = _values(cfg)
+    for key, distribution in space.distributions.items():  # to_internal_repr refuses a foreign category
+        assert distribution._contains(distribution.to_internal_repr(values[key])), (key, values[key])
+    for fixed in space.fixed:
+        key, value = fixed.split("=", 1)
+        assert str(values[key]) == value, fixed
+
+
+def test_each_teacher_is_a_searched_configuration_trained_as_the_search_trained_it(hydra_conf: None) -> None:
+    search = compose("train", overrides=["experiment=search"], return_hydra_config=True)
+    names = _teacher_names()
+    assert len(names) == 3 and len(set(names)) == 3
+    sweep = compose("train", overrides=["experiment=best_teachers"], return_hydra_config=True)
+    assert sweep.hydra.sweep.dir == TEACHERS_DIR  # fixed: experiment=best reads the teachers there
+    assert sweep.hydra.sweep._get_node("subdir")._value() == "${hydra:runtime.choices.searched}"
+    for name in names:
+        teacher = job_config("best_teachers", [f"+searched={name}"])
+        validate(teacher, TrainConfig)
+        _assert_in_search_space(teacher, search)
+        for key in ("seed", "epochs", "data.val_size", "data.split_seed"):  # the search's trial, repeated
+            assert OmegaConf.select(teacher, key) == OmegaConf.select(search, key), (name, key)
+        assert teacher.distill.teachers == []
+
+
+def test_best_is_the_winner_refitted_with_five_fresh_seeds_and_distilled_from_the_teachers(hydra_conf: None) -> None:
+    names = _teacher_names()
+    jobs = sweep_jobs("best")
+    assert jobs == [[f"seed={seed}"] for seed in FRESH_SEEDS]
+    search = compose("train", overrides=["experiment=search"], return_hydra_config=True)
+    assert str(search.seed) not in FRESH_SEEDS
+    best = job_config("best", jobs[0])
+    validate(best, TrainConfig)
+    assert best.distill.teachers == [f"{TEACHERS_DIR}/{name}/checkpoints/best.pt" for name in names]
+    assert best.data.val_size == 0 and best.epochs == search.epochs  # the refit: all 60,000, tested once
+    # The winner is the first teacher: the recipe is its configuration, refitted and distilled.
+    winner, recipe = _values(job_config("best_teachers", [f"+searched={names[0]}"])), _values(best)
+    differing = {key for key in winner.keys() | recipe.keys() if winner.get(key) != recipe.get(key)}
+    assert differing == {"seed", "data.val_size", "distill.teachers"}
+
+
+# ---- the two commands, end to end ----------------------------------------------------------------
+
+
+def _small(data: Path) -> list[str]:
+    """What makes the recipe's commands quick on synthetic data; the recipe's settings stay."""
+    return [f"data.root={data}", "epochs=1", "threads=1", "device=cpu", "eval_batch_size=256"]
+
+
+@pytest.fixture(scope="module")
+def trained(cli: CLI, tiny_data: Path) -> tuple[CLI, Path]:
+    """experiment=best_teachers run in an empty directory, on a 64-image validation split."""
+    teachers = cli.run("train", "-m", "experiment=best_teachers", *_small(tiny_data), "data.val_size=64", timeout=600)
+    assert_ok(teachers)
+    return cli, tiny_data
+
+
+def test_the_recipe_learns_from_the_checkpoints_best_teachers_wrote(trained: tuple[CLI, Path]) -> None:
+    cli, data = trained
+    run_dir = cli.cwd / "outputs" / "student"
+    assert_ok(cli.run("train", "experiment=best", "seed=20", *_small(data), f"hydra.run.dir={run_dir}"))
+    files = [cli.cwd / TEACHERS_DIR / name / "checkpoints" / "best.pt" for name in _best_teacher_order()]
+    saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)[distill.CHECKPOINT_KEY]
+    assert [t["sha256"] for t in saved["teachers"]] == [distill.sha256_of(path) for path in files]
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
+def _best_teacher_order() -> list[str]:
+    """The teachers' names in the order conf/experiment/best.yaml lists their checkpoints."""
+    best = OmegaConf.load(Path(__file__).parents[1] / "conf" / "experiment" / "best.yaml")
+    return [Path(path).parts[-3] for path in best.distill.teachers]
+
+
+def test_training_the_teachers_again_overwrites_nothing(trained: tuple[CLI, Path]) -> None:
+    cli, data = trained
+    before = {path: path.stat().st_mtime_ns for path in (cli.cwd / TEACHERS_DIR).rglob("*.pt")}
+    again = cli.run("train", "-m", "experiment=best_teachers", *_small(data), "data.val_size=64")
+    assert again.returncode == 1 and "resume=true" in output(again), output(again)
+    assert {path: path.stat().st_mtime_ns for path in (cli.cwd / TEACHERS_DIR).rglob("*.pt")} == before
+
+
+def test_the_recipe_without_its_teachers_says_how_to_train_them(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    empty = CLI(cli.env, tmp_path)
+    result = empty.run("train", "experiment=best", "seed=20", *_small(tiny_data), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)
+    assert "experiment=best_teachers" in output(result)
+    assert not (tmp_path / "run" / "checkpoints").exists()
