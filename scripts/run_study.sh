@@ -6,8 +6,7 @@
 #   1. the five experiments (activation, pooling, optimizer, dropout, augmentation), 3 seeds each:
 #      by default as the single sweep experiment=study (8 distinct configurations x 3 seeds = 24
 #      runs), or with --separate as five sweeps (36 runs; the base configuration runs five times);
-#   2. experiment=best_teachers (the recipe's 3 teachers, into outputs/best/teachers, where the
-#      recipe reads them; skipped where they are already trained), then experiment=best, 5 seeds;
+#   2. experiment=best, 5 seeds;
 #   3. with --factorial, experiment=factorial (216 runs: hours);
 #   4. python -m lenet_fmnist report OUTPUT_DIR  ->  OUTPUT_DIR/report.md, report.csv, *.png
 #
@@ -73,7 +72,6 @@ if ((separate)); then
 else
     sweep study "$out/study"
 fi
-sweep best_teachers outputs/best/teachers  # where experiment=best reads them, whatever OUTPUT_DIR
 sweep best "$out/best"
 ((factorial)) && sweep factorial "$out/factorial"
 

@@ -1,8 +1,9 @@
-"""experiment=best, the second search's recipe, and experiment=best_teachers, which trains its
-teachers: each teacher is a searched configuration trained as the search trained it (seed 0, the
-search's 50,000 images), the recipe is the winner refitted on all 60,000 with five fresh seeds and
-distilled from exactly the checkpoints best_teachers writes. The two commands run end to end on
-synthetic data: teachers, then a student that records them; nothing is overwritten by a second run."""
+"""experiment=best, the second search's recipe, and experiment=best_teachers, which trains the
+teachers of its with_distillation ablation: each teacher is a searched configuration trained as the
+search trained it (seed 0, the search's 50,000 images); the recipe is the winner refitted on all
+60,000 with five fresh seeds, and the distilled level learns from exactly the checkpoints
+best_teachers writes. The commands run end to end on synthetic data: teachers, then a student that
+records them; nothing is overwritten by a second run."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_each_teacher_is_a_searched_configuration_trained_as_the_search_trained_
         assert teacher.distill.teachers == []
 
 
-def test_best_is_the_winner_refitted_with_five_fresh_seeds_and_distilled_from_the_teachers(hydra_conf: None) -> None:
+def test_best_is_the_winner_refitted_with_five_fresh_seeds(hydra_conf: None) -> None:
     names = _teacher_names()
     jobs = sweep_jobs("best")
     assert jobs == [[f"seed={seed}"] for seed in FRESH_SEEDS]
@@ -73,12 +74,13 @@ def test_best_is_the_winner_refitted_with_five_fresh_seeds_and_distilled_from_th
     assert str(search.seed) not in FRESH_SEEDS
     best = job_config("best", jobs[0])
     validate(best, TrainConfig)
-    assert best.distill.teachers == [f"{TEACHERS_DIR}/{name}/checkpoints/best.pt" for name in names]
     assert best.data.val_size == 0 and best.epochs == search.epochs  # the refit: all 60,000, tested once
-    # The winner is the first teacher: the recipe is its configuration, refitted and distilled.
+    # The winner is the first teacher: the recipe is its configuration, refitted.
     winner, recipe = _values(job_config("best_teachers", [f"+searched={names[0]}"])), _values(best)
     differing = {key for key in winner.keys() | recipe.keys() if winner.get(key) != recipe.get(key)}
-    assert differing == {"seed", "data.val_size", "distill.teachers"}
+    assert differing == {"seed", "data.val_size"}
+    distilled = job_config("ablation", ["+ablation=with_distillation"])
+    assert distilled.distill.teachers == [f"{TEACHERS_DIR}/{name}/checkpoints/best.pt" for name in names]
 
 
 # ---- the two commands, end to end ----------------------------------------------------------------
@@ -97,10 +99,13 @@ def trained(cli: CLI, tiny_data: Path) -> tuple[CLI, Path]:
     return cli, tiny_data
 
 
-def test_the_recipe_learns_from_the_checkpoints_best_teachers_wrote(trained: tuple[CLI, Path]) -> None:
+DISTILLED = ["experiment=ablation", "+ablation=with_distillation", "seed=20"]
+
+
+def test_the_distilled_recipe_learns_from_the_checkpoints_best_teachers_wrote(trained: tuple[CLI, Path]) -> None:
     cli, data = trained
     run_dir = cli.cwd / "outputs" / "student"
-    assert_ok(cli.run("train", "experiment=best", "seed=20", *_small(data), f"hydra.run.dir={run_dir}"))
+    assert_ok(cli.run("train", *DISTILLED, *_small(data), f"hydra.run.dir={run_dir}"))
     files = [cli.cwd / TEACHERS_DIR / name / "checkpoints" / "best.pt" for name in _best_teacher_order()]
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)[distill.CHECKPOINT_KEY]
     assert [t["sha256"] for t in saved["teachers"]] == [distill.sha256_of(path) for path in files]
@@ -108,9 +113,9 @@ def test_the_recipe_learns_from_the_checkpoints_best_teachers_wrote(trained: tup
 
 
 def _best_teacher_order() -> list[str]:
-    """The teachers' names in the order conf/experiment/best.yaml lists their checkpoints."""
-    best = OmegaConf.load(Path(__file__).parents[1] / "conf" / "experiment" / "best.yaml")
-    return [Path(path).parts[-3] for path in best.distill.teachers]
+    """The teachers' names in the order conf/ablation/with_distillation.yaml lists their checkpoints."""
+    level = OmegaConf.load(Path(__file__).parents[1] / "conf" / "ablation" / "with_distillation.yaml")
+    return [Path(path).parts[-3] for path in level.distill.teachers]
 
 
 def test_training_the_teachers_again_overwrites_nothing(trained: tuple[CLI, Path]) -> None:
@@ -121,9 +126,9 @@ def test_training_the_teachers_again_overwrites_nothing(trained: tuple[CLI, Path
     assert {path: path.stat().st_mtime_ns for path in (cli.cwd / TEACHERS_DIR).rglob("*.pt")} == before
 
 
-def test_the_recipe_without_its_teachers_says_how_to_train_them(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+def test_distilling_without_the_teachers_says_how_to_train_them(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
     empty = CLI(cli.env, tmp_path)
-    result = empty.run("train", "experiment=best", "seed=20", *_small(tiny_data), f"hydra.run.dir={tmp_path / 'run'}")
+    result = empty.run("train", *DISTILLED, *_small(tiny_data), f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1 and "Traceback" not in output(result), output(result)
     assert "experiment=best_teachers" in output(result)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -150,9 +150,11 @@ def test_factorial_is_the_full_72_configuration_grid_over_three_seeds(hydra_conf
         validate(cfg, TrainConfig)
 
 
-# Each ablation of the recipe and the one setting it changes (conf/ablation/): an ingredient off.
+# Each ablation of the recipe, the one setting it changes and its value there (conf/ablation/):
+# an ingredient off, or distillation on.
+TEACHERS = [f"outputs/best/teachers/{name}/checkpoints/best.pt" for name in ("trial37", "trial33", "trial14")]
 ABLATIONS = {
-    "no_distillation": ("distill.teachers", []),
+    "with_distillation": ("distill.teachers", TEACHERS),
     "no_label_smoothing": ("label_smoothing", 0.0),
     "no_ema": ("ema.decay", None),
     "no_test_flip": ("augmentation.test_flip", False),
@@ -161,7 +163,7 @@ ABLATIONS = {
 }
 
 
-def test_ablation_switches_off_one_ingredient_of_the_recipe_at_a_time(hydra_conf: None) -> None:
+def test_ablation_changes_one_ingredient_of_the_recipe_at_a_time(hydra_conf: None) -> None:
     jobs = sweep_jobs("ablation")
     levels = ["recipe", *ABLATIONS]
     assert jobs == [[f"seed={seed}", f"+ablation={level}"] for seed in ("20", "21", "22") for level in levels]
@@ -170,7 +172,7 @@ def test_ablation_switches_off_one_ingredient_of_the_recipe_at_a_time(hydra_conf
     for level, (key, off) in ABLATIONS.items():
         ablated = flatten(OmegaConf.to_container(job_config("ablation", [f"+ablation={level}"]), resolve=True))
         assert {k for k in recipe if recipe[k] != ablated[k]} == {key}, level  # that one setting alone
-        assert ablated[key] == off and recipe[key] != off, level  # which the recipe has on
+        assert ablated[key] == off and recipe[key] != off, level  # which the recipe has otherwise
 
 
 def test_command_line_overrides_narrow_a_sweep(hydra_conf: None) -> None:

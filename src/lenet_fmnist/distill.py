@@ -131,8 +131,9 @@ def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.devic
         if not path.is_file():
             raise UserError(
                 f"distill.teachers: {name} does not exist or is not a file. A teacher is a checkpoint (best.pt or "
-                "last.pt) that a training run of this toolkit wrote: train the teachers first (experiment=best's "
-                "with `python -m lenet_fmnist train -m experiment=best_teachers`), or give their paths."
+                "last.pt) that a training run of this toolkit wrote: train the teachers first (those of "
+                "+ablation=with_distillation with `python -m lenet_fmnist train -m experiment=best_teachers`), or give "
+                "their paths."
             )
         state = checkpoint.load(path)
         check_unseen(state, student_data, name)
