@@ -21,7 +21,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -560,3 +560,16 @@ def ema_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory)
     """One epoch on the tiny set with a moving average of the weights (ema.decay): its checkpoints
     hold the average beside the trained weights, and eval, predict and export must use it."""
     return trained_once(tmp_path_factory, "ema_run", cli, lambda run_dir: tiny_args(tiny_data, run_dir, *EMA_TRAINING))
+
+
+@pytest.fixture(scope="module")
+def hydra_conf() -> Iterator[None]:
+    """Hydra's compose API on conf/, for the tests that compose configs without training."""
+    from hydra import initialize_config_dir
+
+    from lenet_fmnist import config
+    from lenet_fmnist.cli import config_dir
+
+    config.register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        yield

@@ -18,7 +18,7 @@ from conftest import CLI, assert_ok, output, read_metrics
 from lenet_fmnist import distill
 from lenet_fmnist.config import TrainConfig, validate
 from lenet_fmnist.vocabulary import flatten
-from test_experiments import choices, hydra_conf, job_config, sweep_jobs  # noqa: F401  (hydra_conf: a fixture)
+from test_experiments import choices, job_config, sweep_jobs
 
 FRESH_SEEDS = ["20", "21", "22", "23", "24"]  # neither search used them (the first recipe's were 10-12)
 TEACHERS_DIR = "outputs/best/teachers"

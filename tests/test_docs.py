@@ -163,5 +163,7 @@ def test_ci_runs_the_readmes_test_command_verbatim() -> None:
     lines = README.read_text(encoding="utf-8").splitlines()
     blocks = _code_blocks_after(lines, "## Quick start")
     (tests,) = [text.strip() for _, _, text in blocks if "python -m pytest" in text]
-    ci_commands = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    ci_commands = [
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert ci_commands[-1].strip() == tests

@@ -11,16 +11,13 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterator
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_fmnist import config
-from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
 from lenet_fmnist.vocabulary import flatten
 
@@ -53,13 +50,6 @@ FACTORIAL = {
     "dropout": ["none", "standard"],
     "augmentation": ["standard", "none"],
 }
-
-
-@pytest.fixture(scope="module")
-def hydra_conf() -> Iterator[None]:
-    config.register()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        yield
 
 
 def sweep_jobs(experiment: str, *overrides: str) -> list[list[str]]:

@@ -138,6 +138,6 @@ def test_the_recipe_trains_one_run_with_any_seed(cli: CLI, plain_data: Path, tmp
     assert [record["train_images"] for record in metrics["history"]] == [TRAINING_IMAGES]
     saved = checkpoint.load(run_dir / "checkpoints" / "last.pt")["config"]
     assert saved["seed"] == 7 and saved["data"]["val_size"] == 0
-    assert (saved["activation"]["name"], saved["optimizer"]["name"]) == ("sigmoid", "adam")
+    assert (saved["activation"]["name"], saved["optimizer"]["name"]) == ("relu", "rmsprop")
     assert saved["augmentation"]["erase_p"] > 0 and saved["label_smoothing"] > 0
     assert not list(tmp_path.glob("**/multirun.yaml"))  # one run, not the recipe's sweep of three seeds

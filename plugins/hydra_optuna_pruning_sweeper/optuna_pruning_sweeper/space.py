@@ -303,7 +303,8 @@ def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[st
             distribution = space.distributions[key]
             if not _inside(distribution, value):
                 raise SweeperError(f"{where}: {key}={value!r} is outside the search space; {key} takes "
-                                   f"{_allowed(distribution)}.")  # fmt: skip
+                                   f"{_allowed(distribution)}. Change or drop the entry (a narrowed space may "
+                                   "drop them all: hydra.sweeper.enqueue_trials=[]).")  # fmt: skip
             point[key] = value
         points.append(point)
     return points
