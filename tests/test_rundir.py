@@ -106,7 +106,7 @@ def saved_run(run_dir: Path, metrics: dict | None) -> Path:
 def test_a_resume_is_accepted_with_the_facts_its_metrics_record(tmp_path: Path) -> None:
     """The thread count and the OpenMP wait setting a resume keeps come from metrics.json, the
     fields the run wrote as its circumstances (read without torch, before the checkpoint)."""
-    ran = rundir.Circumstances("cpu", 3, "threads=3 in the config", "GOMP_SPINCOUNT=7", "a CPU", 61706)
+    ran = rundir.Circumstances("cpu", 3, "threads=3 in the config", "GOMP_SPINCOUNT=7", "a CPU", "AVX2", 61706)
     progress = SimpleNamespace(history=[], best_epoch=0, warnings=[], validated_on="")
     run_dir = saved_run(tmp_path / "run", rundir.metrics(rundir.Status.interrupted, progress, {}, ran))
     accepted = rundir.accept(run_dir, resume=True)

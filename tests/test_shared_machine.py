@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import (
@@ -312,6 +313,18 @@ def test_the_users_variables_reach_the_training_process_unchanged(
     assert (metrics["threads"], metrics["threads_reason"]) == threads
     assert metrics["openmp_wait"] == recorded
     assert metrics["cpu"] == openmp.this_cpu().model
+    assert metrics["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_run_records_the_kernels_it_computed_with(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """torch's and oneDNN's own variables select an AVX2 machine's kernels on a newer CPU (how
+    docs/results.md reads a verdict with another rounding); metrics.json says so, beside the CPU."""
+    if torch.backends.cpu.get_cpu_capability() not in {"AVX2", "AVX512"}:
+        pytest.skip("needs an x86 CPU with AVX2")
+    env = {**cli.env, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert_ok(CLI(env, cli.cwd).run(*tiny_args(tiny_data, tmp_path / "run")))
+    metrics = read_metrics(tmp_path / "run")
+    assert (metrics["cpu"], metrics["cpu_kernels"]) == (openmp.this_cpu().model, "AVX2, ONEDNN_MAX_CPU_ISA=AVX2")
 
 
 def test_a_resumed_run_keeps_its_thread_count_and_wait_setting(

@@ -318,7 +318,8 @@ class Circumstances:
     threads: int
     threads_reason: str  # why that many (cores.Threads)
     openmp_wait: str  # the wait setting in force (openmp.wait_setting)
-    cpu: str  # /proc/cpuinfo's model name
+    cpu: str  # /proc/cpuinfo's model name (openmp.this_cpu)
+    cpu_kernels: str  # torch's CPU kernels (runtime.cpu_kernels), e.g. AVX512
     parameters: int  # the model's
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from lenet_fmnist.cores import command_threads
@@ -67,6 +69,15 @@ def spread_over_gpus(device: str, job_num: int | None, gpu_count: int) -> str:
 def sweep_job_device(device: str, job_num: int | None) -> str:
     """`spread_over_gpus` over the GPUs visible to this process."""
     return spread_over_gpus(device, job_num, visible_gpus())
+
+
+def cpu_kernels() -> str:
+    """The instruction set of torch's CPU kernels, as metrics.json records it beside the CPU: the
+    same CPU computes other bits with other kernels, and ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA
+    make an AVX-512 machine run an AVX2 machine's (how docs/results.md checks a verdict's rounding)."""
+    kernels = torch.backends.cpu.get_cpu_capability()
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return f"{kernels}, ONEDNN_MAX_CPU_ISA={onednn_cap}" if onednn_cap else kernels
 
 
 def configure_threads(threads: int | None) -> int:

@@ -42,7 +42,7 @@ from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.openmp import this_cpu, wait_setting
 from lenet_fmnist.recorder import Recorder
 from lenet_fmnist.rundir import LAST_CHECKPOINT
-from lenet_fmnist.runtime import select_device
+from lenet_fmnist.runtime import cpu_kernels, select_device
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +393,7 @@ def _circumstances(state: TrainingState, threads: cores.Threads) -> rundir.Circu
         threads_reason=threads.reason,
         openmp_wait=wait_setting(),
         cpu=this_cpu().model,
+        cpu_kernels=cpu_kernels(),
         parameters=sum(p.numel() for p in state.model.parameters()),
     )
 
