@@ -15,7 +15,7 @@ import yaml
 
 from conftest import CLI
 from lenet_fmnist import validation
-from lenet_fmnist.cli import main
+from lenet_fmnist.cli import config_dir, main
 from lenet_fmnist.report import analysis, figures, runs, stats, writer
 
 VAL_IMAGES = 32
@@ -271,7 +271,7 @@ def test_runs_without_validation_read_n_a_and_are_never_averaged(
     assert main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "3 run(s) had no validation (data.val_size=0): their validation figures read n/a" in printed
-    table = writer.configurations_table(writer.build([tmp_path]))
+    table = writer.configurations_table(writer.build([tmp_path], config_dir()))
     header, _, base_row, fit_row = table.splitlines()
     columns = [cell.strip() for cell in header.strip("|").split("|")]
     fit = dict(zip(columns, (cell.strip() for cell in fit_row.strip("|").split("|")), strict=True))
@@ -314,3 +314,18 @@ def test_runs_from_before_the_ingredients_group_with_new_runs_at_their_defaults(
     fake_run(tmp_path / "2_smoothed", 2, 0, 0.82, extra={**at_defaults, "label_smoothing": 0.1})
     configs = analysis.configurations(runs.load_all([tmp_path]))
     assert [sorted(run.path.name for run in config.runs) for config in configs] == [["0_old", "1_new"], ["2_smoothed"]]
+
+
+def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path: Path) -> None:
+    """An experiment file may choose an option and set values of its own (experiment=best chooses
+    `dropout: none` and sets p): the column must not name the option alone."""
+    fake_run(tmp_path / "0_sgd", 0, 0, 0.80)
+    fake_run(tmp_path / "1_faster", 1, 0, 0.81, extra={"optimizer": {"name": "sgd", "lr": 0.1}})
+    found = runs.load_all([tmp_path])
+    configs, groups = analysis.configurations(found), analysis.group_keys(found)
+    analysis.label(configs, groups, config_dir())  # conf/optimizer/sgd.yaml: lr 0.01
+    assert [config.labels["optimizer"] for config in configs] == ["sgd", "sgd (changed)"]
+    assert [config.labels["settings"] for config in configs] == ["", "optimizer.lr=0.1"]
+    (alone,) = analysis.configurations(runs.load_all([tmp_path / "1_faster"]))
+    analysis.label([alone], groups, config_dir())  # no other configuration to stand out from
+    assert (alone.labels["optimizer"], alone.labels["settings"]) == ("sgd (changed)", "optimizer.lr=0.1")

@@ -195,7 +195,7 @@ def _report(args: list[str]) -> int:
     from lenet_fmnist import report
 
     try:
-        return report.main(args)
+        return report.main(args, config_dir())
     except Reported as error:  # no runs, no such directory, a full disk: one paragraph, no traceback
         ending, message = announce(error, lambda: rundir.next_step("report", args))
         sys.stderr.write(f"lenet-fmnist report: {message}\n")

@@ -18,7 +18,10 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from lenet_fmnist import validation
 from lenet_fmnist.config import with_later_keys
@@ -165,23 +168,46 @@ def _choice(configuration: Configuration, key: str) -> str:
     return str(name) if name is not None else "?"
 
 
-def label(configs: list[Configuration], groups: list[str]) -> None:
+def _changed_from_option(config: Configuration, group: str, choice: str, options: Path) -> set[str]:
+    """The keys of `group` whose value in the configuration is not its option file's: an experiment
+    file may choose `dropout: none` and then set dropout.p (experiment=best does)."""
+    path = options / group / f"{choice}.yaml"
+    if not config.settings or not path.is_file():
+        return []
+    values = OmegaConf.to_container(OmegaConf.load(path))
+    values.pop("defaults", None)  # the option's schema, not a value
+    option = flatten({group: values})
+    return {key for key, value in option.items() if key in config.settings and config.settings[key] != value}
+
+
+def label(configs: list[Configuration], groups: list[str], options: Path) -> None:
     """Fill each configuration's `labels`: its option of every group, and under "settings" the
     other values in which it stands out (epochs=40, optimizer.lr=0.1, ...).
 
     A value is compared with the configurations that share its group's option (Adam's lr 0.001 is
     Adam's, not a setting), and shown where it differs from most of them; where no value holds a
-    majority (a sweep over optimizer.lr), every configuration shows its own.
+    majority (a sweep over optimizer.lr), every configuration shows its own. An option whose values
+    the configuration changed (`options`/<group>/<option>.yaml says what they were) reads
+    "<option> (changed)", and the changed values are among its settings.
     """
     keys = sorted({key for config in configs for key in config.settings})
+    changed: dict[int, set[str]] = {}
     for config in configs:
-        config.labels = {group: _choice(config, group) for group in groups}
+        choices = {group: _choice(config, group) for group in groups}
+        changed[id(config)] = set().union(
+            *(_changed_from_option(config, group, choice, options) for group, choice in choices.items())
+        )
+        edited = {key.split(".", 1)[0] for key in changed[id(config)]}
+        config.labels = {group: choice + (" (changed)" if group in edited else "") for group, choice in choices.items()}
     for config in configs:
         extra = []
         for key in keys:
             group = key.split(".", 1)[0]
             peers = [other for other in configs if group not in groups or other.labels[group] == config.labels[group]]
             counts = Counter(repr(other.settings.get(key)) for other in peers)
+            if key in changed[id(config)]:
+                extra.append(f"{key}={config.settings[key]}")
+                continue
             if len(counts) < 2 or key not in config.settings:
                 continue
             common, count = counts.most_common(1)[0]

@@ -42,11 +42,13 @@ class Report:
     experiments: list[ExperimentAnalysis]
 
 
-def build(directories: list[Path]) -> Report:
+def build(directories: list[Path], options: Path) -> Report:
+    """The report of the runs under `directories`; `options` is the config directory whose group
+    files (options/<group>/<option>.yaml) name what each run chose (analysis.label)."""
     found = runs.load_all(directories)
     groups = analysis.group_keys(found)
     configs = analysis.configurations(found)
-    analysis.label(configs, groups)
+    analysis.label(configs, groups, options)
     names = list(dict.fromkeys(config.experiment for config in configs))
     experiments = [
         analysis.adjust_for_multiplicity(
@@ -342,9 +344,9 @@ def parser() -> argparse.ArgumentParser:
     return arguments
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], config_dir: Path) -> int:
     options = parser().parse_args(argv)
-    report = build(options.directories)
+    report = build(options.directories, config_dir)
     markdown_path, csv_path, pngs = write(report)
     sys.stdout.write(configurations_table(report) + "\n\n")
     for experiment in report.experiments:
