@@ -110,5 +110,5 @@ def test_no_teachers_configured_means_no_distillation() -> None:
 def test_a_missing_teacher_is_named_before_anything_loads(tmp_path: Path) -> None:
     present = _save_teacher(tmp_path / "present.pt", 0, VALIDATING)
     missing = str(tmp_path / "teachers" / "best.pt")
-    with pytest.raises(UserError, match=rf"distill.teachers: {missing} does not exist.*experiment=best_teachers"):
+    with pytest.raises(UserError, match=rf"distill.teachers='{missing}' does not exist.*experiment=best_teachers"):
         distill.load([str(present), missing], VALIDATING, torch.device("cpu"))

@@ -25,13 +25,17 @@ def save(path: Path, state: dict[str, Any]) -> None:
     write_atomic(path, lambda handle: torch.save({"format": FORMAT, **state}, handle))
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save`, or raise UserError saying why the file is not one."""
+MISSING_HINT = "give the path of a best.pt or last.pt written by a training run."
+
+
+def load(
+    path: str | Path, map_location: str | torch.device = "cpu", *, key: str = "checkpoint", hint: str = MISSING_HINT
+) -> dict[str, Any]:
+    """Read a checkpoint written by `save`, or raise UserError saying why the file is not one; a
+    missing file is named as the config `key` that gave it, with `hint` saying what to do."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(
-            f"checkpoint={str(path)!r} does not exist or is not a file: give the path of a best.pt or last.pt written by a training run."
-        )
+        raise UserError(f"{key}={str(path)!r} does not exist or is not a file: {hint}")
     try:
         with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it all
             warnings.simplefilter("ignore")

@@ -121,6 +121,13 @@ class Teachers(nn.Module):
         }
 
 
+MISSING_TEACHER_HINT = (
+    "a teacher is a checkpoint (best.pt or last.pt) that a training run of this toolkit wrote. Train the "
+    "teachers first (those of +ablation=with_distillation with `python -m lenet_fmnist train -m "
+    "experiment=best_teachers`), or give their paths."
+)
+
+
 def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.device) -> Teachers | None:
     """The teachers of `distill.teachers`, checked and on `device`; None when there are none."""
     if not paths:
@@ -128,14 +135,7 @@ def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.devic
     models, files, splits = [], [], []
     for name in paths:
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise UserError(
-                f"distill.teachers: {name} does not exist or is not a file. A teacher is a checkpoint (best.pt or "
-                "last.pt) that a training run of this toolkit wrote: train the teachers first (those of "
-                "+ablation=with_distillation with `python -m lenet_fmnist train -m experiment=best_teachers`), or give "
-                "their paths."
-            )
-        state = checkpoint.load(path)
+        state = checkpoint.load(path, key="distill.teachers", hint=MISSING_TEACHER_HINT)
         check_unseen(state, student_data, name)
         with torch.random.fork_rng(devices=[]):  # building a network draws initial weights: not from the run's RNG
             teacher = checkpoint.model_from(state, path)
