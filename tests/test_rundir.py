@@ -110,8 +110,18 @@ def test_a_resume_is_accepted_with_the_facts_its_metrics_record(tmp_path: Path) 
     progress = SimpleNamespace(history=[], best_epoch=0, warnings=[], validated_on="")
     run_dir = saved_run(tmp_path / "run", rundir.metrics(rundir.Status.interrupted, progress, {}, ran))
     accepted = rundir.accept(run_dir, resume=True)
-    assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts(3, "GOMP_SPINCOUNT=7"))
+    assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts(3, "GOMP_SPINCOUNT=7", "a CPU", "AVX2"))
     assert rundir.accept(run_dir, resume=True, start_if_unsaved=True) == accepted  # something was saved
+
+
+def test_a_resume_on_another_cpu_or_kernels_is_told_once_recorded() -> None:
+    facts = rundir.ResumeFacts(1, "libgomp default", "AMD EPYC (family 26, model 2)", "AVX512")
+    assert facts.moved("AMD EPYC (family 26, model 2)", "AVX512", 3) is None  # the same machine
+    assert rundir.ResumeFacts(1, "libgomp default").moved("another CPU", "AVX2", 3) is None  # not recorded
+    for cpu, kernels in [("AMD EPYC (family 23, model 49)", "AVX512"), ("AMD EPYC (family 26, model 2)", "AVX2")]:
+        warning = facts.moved(cpu, kernels, 3)
+        assert warning is not None and f"on {cpu} with {kernels} kernels" in warning, warning
+        assert "with AVX512 kernels so far" in warning and "from epoch 4 on its bits differ" in warning, warning
 
 
 def test_a_resume_is_accepted_before_torch_loads(tmp_path: Path) -> None:

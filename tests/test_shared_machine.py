@@ -327,6 +327,22 @@ def test_a_run_records_the_kernels_it_computed_with(cli: CLI, tiny_data: Path, t
     assert (metrics["cpu"], metrics["cpu_kernels"]) == (openmp.this_cpu().model, "AVX2, ONEDNN_MAX_CPU_ISA=AVX2")
 
 
+def test_a_run_resumed_with_other_kernels_says_its_bits_change(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
+    """Begun with an AVX2 machine's kernels, resumed with this machine's own: the log and the run's
+    warnings say so (a requeued job may land on another kind of node the same way)."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("needs an AVX-512 CPU, whose kernels differ from the AVX2 ones")
+    run_dir = tmp_path / "run"
+    capped = CLI({**cli.env, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}, cli.cwd)
+    hint = sigterm_in_epoch_2(capped, plain_args(plain_data, run_dir), run_dir)
+    resumed = cli.run_hint(hint, timeout=300)
+    assert_ok(resumed)
+    warning = "Resumed after epoch 1 on {} with AVX512 kernels; it ran on {} with AVX2, ONEDNN_MAX_CPU_ISA=AVX2 kernels"
+    expected = warning.format(openmp.this_cpu().model, openmp.this_cpu().model)
+    assert expected in output(resumed)
+    assert any(expected in text for text in read_metrics(run_dir)["warnings"])
+
+
 def test_a_resumed_run_keeps_its_thread_count_and_wait_setting(
     cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path
 ) -> None:

@@ -205,12 +205,29 @@ class ResumeFacts:
 
     threads: int | None = None
     openmp_wait: str | None = None
+    cpu: str | None = None  # where it ran (Circumstances.cpu, .cpu_kernels): a resume elsewhere is told
+    cpu_kernels: str | None = None
 
     @classmethod
     def recorded_in(cls, metrics: dict[str, Any]) -> ResumeFacts:
-        threads, wait = metrics.get("threads"), metrics.get("openmp_wait")
+        threads = metrics.get("threads")
         valid_threads = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
-        return cls(threads if valid_threads else None, wait if isinstance(wait, str) else None)
+
+        def text(key: str) -> str | None:
+            return value if isinstance(value := metrics.get(key), str) else None
+
+        return cls(threads if valid_threads else None, text("openmp_wait"), text("cpu"), text("cpu_kernels"))
+
+    def moved(self, cpu: str, cpu_kernels: str, epoch: int) -> str | None:
+        """The warning of a run resumed after `epoch` on another CPU or with other kernels than it
+        recorded (None: the same, or not recorded): each rounds differently, so its bits change."""
+        if self.cpu is None or self.cpu_kernels is None or (self.cpu, self.cpu_kernels) == (cpu, cpu_kernels):
+            return None
+        return (
+            f"Resumed after epoch {epoch} on {cpu} with {cpu_kernels} kernels; it ran on {self.cpu} with "
+            f"{self.cpu_kernels} kernels so far. Each CPU and kernel set rounds differently, so from epoch "
+            f"{epoch + 1} on its bits differ from those of a run that never stopped (its figures are as valid)."
+        )
 
 
 @dataclass(frozen=True)

@@ -369,6 +369,9 @@ def run(
     if begin.saved is not None:
         state.load_state_dict(begin.saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
+        if moved := accepted.facts.moved(this_cpu().model, cpu_kernels(), state.epoch):
+            log.warning(moved)
+            state.warnings.append(moved)
     recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=_circumstances(state, threads))
     _log_recipe(cfg, recorder.ran)
     with recorder.ending_recorded(state):
