@@ -198,14 +198,15 @@ def claim_sweep(directory: Path, resume: bool) -> None:
 class ResumeFacts:
     """How a run ran that its resumed epochs keep: the thread count (threads split float sums
     differently, so they change a run's bits; cores.fixed_threads) and the OpenMP wait setting
-    (only its speed; openmp.resume_wait). metrics.json records them as `Circumstances` after every
+    (only its speed; openmp.resume_wait); and the CPU and kernels it ran on, which a resume
+    compares with its own (`moved`). metrics.json records them as `Circumstances` after every
     saved epoch, and `accept` reads them back from there: one file, read once, torch-free, so the
     command line can set the wait setting before torch loads. None: not recorded (a run saved
     before they were, or one killed between writing last.pt and its first metrics.json)."""
 
     threads: int | None = None
     openmp_wait: str | None = None
-    cpu: str | None = None  # where it ran (Circumstances.cpu, .cpu_kernels): a resume elsewhere is told
+    cpu: str | None = None
     cpu_kernels: str | None = None
 
     @classmethod

@@ -366,14 +366,15 @@ def run(
     threads = cores.training_threads(cfg.threads, accepted.facts.threads)
     torch.set_num_threads(threads.count)
     state = TrainingState(cfg, device, len(splits.train.labels), threads.count)
+    ran = _circumstances(state, threads)
     if begin.saved is not None:
         state.load_state_dict(begin.saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
-        if moved := accepted.facts.moved(this_cpu().model, cpu_kernels(), state.epoch):
+        if moved := accepted.facts.moved(ran.cpu, ran.cpu_kernels, state.epoch):
             log.warning(moved)
             state.warnings.append(moved)
-    recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=_circumstances(state, threads))
-    _log_recipe(cfg, recorder.ran)
+    recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=ran)
+    _log_recipe(cfg, ran)
     with recorder.ending_recorded(state):
         fit(cfg, state, splits, recorder, on_epoch=on_epoch)
         test = final_test(cfg, state, splits.test, recorder)

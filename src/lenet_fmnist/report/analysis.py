@@ -168,15 +168,19 @@ def _choice(configuration: Configuration, key: str) -> str:
     return str(name) if name is not None else "?"
 
 
-def _changed_from_option(config: Configuration, group: str, choice: str, options: Path) -> set[str]:
-    """The keys of `group` whose value in the configuration is not its option file's: an experiment
-    file may choose `dropout: none` and then set dropout.p (experiment=best does)."""
+def _option_values(options: Path, group: str, choice: str) -> dict[str, Any]:
+    """The flattened values of options/<group>/<choice>.yaml ({} where there is no such file)."""
     path = options / group / f"{choice}.yaml"
-    if not config.settings or not path.is_file():
-        return []
+    if not path.is_file():
+        return {}
     values = OmegaConf.to_container(OmegaConf.load(path))
     values.pop("defaults", None)  # the option's schema, not a value
-    option = flatten({group: values})
+    return flatten({group: values})
+
+
+def _changed_from_option(config: Configuration, option: dict[str, Any]) -> set[str]:
+    """The keys of an option (its `_option_values`) whose value in the configuration differs: an
+    experiment file may choose `dropout: none` and then set dropout.p (experiment=best does)."""
     return {key for key, value in option.items() if key in config.settings and config.settings[key] != value}
 
 
@@ -191,23 +195,25 @@ def label(configs: list[Configuration], groups: list[str], options: Path) -> Non
     "<option> (changed)", and the changed values are among its settings.
     """
     keys = sorted({key for config in configs for key in config.settings})
+    option_files: dict[tuple[str, str], dict[str, Any]] = {}  # each read once, however many configurations
     changed: dict[int, set[str]] = {}
     for config in configs:
         choices = {group: _choice(config, group) for group in groups}
-        changed[id(config)] = set().union(
-            *(_changed_from_option(config, group, choice, options) for group, choice in choices.items())
-        )
+        for chosen in choices.items():
+            if chosen not in option_files:
+                option_files[chosen] = _option_values(options, *chosen)
+        changed[id(config)] = set().union(*(_changed_from_option(config, option_files[c]) for c in choices.items()))
         edited = {key.split(".", 1)[0] for key in changed[id(config)]}
         config.labels = {group: choice + (" (changed)" if group in edited else "") for group, choice in choices.items()}
     for config in configs:
         extra = []
         for key in keys:
-            group = key.split(".", 1)[0]
-            peers = [other for other in configs if group not in groups or other.labels[group] == config.labels[group]]
-            counts = Counter(repr(other.settings.get(key)) for other in peers)
             if key in changed[id(config)]:
                 extra.append(f"{key}={config.settings[key]}")
                 continue
+            group = key.split(".", 1)[0]
+            peers = [other for other in configs if group not in groups or other.labels[group] == config.labels[group]]
+            counts = Counter(repr(other.settings.get(key)) for other in peers)
             if len(counts) < 2 or key not in config.settings:
                 continue
             common, count = counts.most_common(1)[0]
