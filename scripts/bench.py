@@ -6,17 +6,22 @@ GOMP_* variables (as from a fresh terminal), on the same data, model (LeNet-5, r
 optimizer (SGD lr 0.01, momentum 0.9) and augmentation (random flip + shift of up to 2 px):
 
   project          `python -m lenet_fmnist train ...` itself, a few epochs: the median of the
-                   per-epoch training seconds in its metrics.json history
-  floor            a process that makes the command's start-up decisions (OpenMP wait setting,
-                   then threads, before torch loads), then times the bare model step on one
-                   ready-made batch: forward, backward, optimizer step, no data work
+                   per-epoch training seconds in its metrics.json history, its first epoch left
+                   out when there are more (it pays the set-up that the other variants' warm-up
+                   pays outside their timing: cuDNN's and the allocator's first calls on a GPU)
+  floor            a process that decides its threads as the command does, then times torch's
+                   bare model step on one ready-made batch: forward, backward, optimizer step, no
+                   data work, every thread on the whole batch (the speed of today's torch, whose
+                   bits follow the thread count)
+  sharded-floor    the same with the project's step: the batch in shards, each on one thread,
+                   the gradients added in order (bits independent of the thread count)
   conventional-wN  torchvision FashionMNIST + RandomHorizontalFlip + RandomCrop(28, padding=2)
                    + ToTensor + Normalize, DataLoader with N workers, with torch's defaults (what
                    most users write)
 
 Variants run in interleaved rounds and each reports its median, so a burst of load elsewhere on
 the machine hits all of them alike. --side-by-side starts 1, 2 and 3 training runs at the same
-moment (as from separate terminals) under each candidate thread and wait policy, and
+moment (as from separate terminals) under each candidate thread policy, and
 --background-load N one run beside N busy processes. This is a benchmark, run by hand on a quiet
 machine; the tests assert no timings.
 
@@ -42,10 +47,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lenet_fmnist import cores, openmp
+from lenet_fmnist import cores
+from lenet_fmnist.cpu import this_cpu
 
 EPOCH_IMAGES = 50_000  # a default run's epoch: the training split left after 10,000 validation images
-VARIANTS = ("conventional-w0", "conventional-w2", "project", "floor")
+VARIANTS = ("conventional-w0", "conventional-w2", "project", "floor", "sharded-floor")
 TRAIN = ("activation=relu", "pool=max", "optimizer=sgd", "augmentation=standard")
 
 
@@ -65,12 +71,12 @@ def data_overrides(args: argparse.Namespace, val_size: int) -> list[str]:
 def epoch_figures(run_dir: Path) -> dict[str, Any]:
     """A finished run's median training seconds per epoch and image, and how it chose its threads."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = metrics["history"]
+    history = metrics["history"][1:] or metrics["history"]  # the first epoch pays the set-up
     return {
         "seconds": statistics.median(record["train_seconds"] for record in history),
         "images": history[0]["train_images"],
         "seconds_per_image": statistics.median(record["train_seconds"] / record["train_images"] for record in history),
-        **{key: metrics[key] for key in ("threads", "threads_reason", "openmp_wait")},
+        **{key: metrics[key] for key in ("threads", "threads_reason")},
     }
 
 
@@ -112,27 +118,34 @@ def child(args: argparse.Namespace, variant: str, batch_size: int) -> dict[str, 
 
 
 def run_child(args: argparse.Namespace) -> None:
-    """In the child: the floor (and the accuracy check) make the command's start-up decisions
-    before torch loads; the conventional loop keeps torch's defaults, as a user's script does."""
+    """In the child: the floors (and the accuracy check) decide their threads as the command does
+    (the plain floor gives them all to torch, the others to a team of one-thread workers); the
+    conventional loop keeps torch's defaults, cuDNN's included, as a user's script does."""
+    conventional = args.child.startswith("conventional")
     threads = None
-    if not args.child.startswith("conventional"):
-        openmp.configure_wait()
+    if not conventional:
         cores.register()
-        threads = cores.training_threads(args.threads, None)
+        threads = cores.training_threads(args.threads)
     import torch
 
     import bench_loops
     from lenet_fmnist.runtime import select_device
+    from lenet_fmnist.workers import Workers
 
-    count = threads.count if threads else args.threads
-    if count:
-        torch.set_num_threads(count)
-    device = select_device(args.device)
-    result = bench_loops.measure(args.child, vars(args), device)
+    device = torch.device(args.device) if conventional else select_device(args.device)
+    if args.threads and conventional:
+        torch.set_num_threads(args.threads)
+    team = threads.count if threads and device.type == "cpu" else 1
+    with Workers(team) as workers:  # every thread of the child computes with one intra-op thread from here
+        if args.child == "floor" and threads:
+            torch.set_num_threads(threads.count)  # torch's own step: all of them on the whole batch
+        result = bench_loops.measure(args.child, vars(args), device, workers)
     reason = threads.reason if threads else ("--threads" if args.threads else "torch's default")
+    count = team if args.child in ("sharded-floor", "accuracy") else torch.get_num_threads()
     print(json.dumps({
-        **result, "threads": torch.get_num_threads(), "threads_reason": reason, "openmp_wait": openmp.wait_setting(),
-        "torch": torch.__version__, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        **result, "threads": count, "threads_reason": reason, "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
     }))  # fmt: skip
 
 
@@ -147,7 +160,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                     run_dir = Path(tmp) / f"{batch_size}-{round_}"
                     result = project(args, batch_size, run_dir) if name == "project" else child(args, name, batch_size)
                     samples[name].append(result["seconds_per_image"])
-                    conditions[name] = {key: result.get(key) for key in ("threads", "threads_reason", "openmp_wait")}
+                    conditions[name] = {key: result.get(key) for key in ("threads", "threads_reason")}
                     conditions.setdefault("torch", result.get("torch"))
                     conditions.setdefault("gpu", result.get("gpu"))
                     sys.stdout.write(
@@ -158,6 +171,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             ratios[batch_size] = {
                 "project_speedup_vs_best_conventional": best_conventional / per_image["project"],
                 "project_time_vs_floor": per_image["project"] / per_image["floor"],
+                "sharded_floor_time_vs_floor": per_image["sharded-floor"] / per_image["floor"],
             }
             rows += [
                 {"batch_size": batch_size, "variant": name, "images_per_second": 1 / value,
@@ -212,15 +226,11 @@ def startup(args: argparse.Namespace) -> dict[str, float]:
 # ---- runs side by side ------------------------------------------------------------------------
 
 ALL_CORES = cores.usable_cores()
-# Candidate policies: the wait variables exported to every run, and `threads=` (None: the command decides).
-# libgomp's own spin count is 300,000 turns when neither variable is set; exporting it keeps the
-# command from choosing its per-CPU setting.
-CANDIDATES: dict[str, tuple[dict[str, str], int | None]] = {
-    "automatic (ours)": ({}, None),
-    "all cores, libgomp default": ({"GOMP_SPINCOUNT": "300000"}, ALL_CORES),
-    "all cores, GOMP_SPINCOUNT=1000": ({"GOMP_SPINCOUNT": "1000"}, ALL_CORES),
-    "all cores, OMP_WAIT_POLICY=PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, ALL_CORES),
-    "1 thread each": ({}, 1),
+# Candidate policies: `threads=` (None: the command decides by the load).
+CANDIDATES: dict[str, int | None] = {
+    "automatic (ours)": None,
+    "all cores each": ALL_CORES,
+    "1 thread each": 1,
 }
 # The most each run's epoch may take against the fastest solo epoch (issue: fair share is n times).
 TARGETS = {1: 1.05, 2: 2.5, 3: 3.75}
@@ -243,13 +253,13 @@ def busy_processes(count: int) -> Iterator[None]:
 
 def runs_at_once(args: argparse.Namespace, candidate: str, count: int, hogs: int = 0) -> list[dict[str, Any]]:
     """Start `count` runs of the candidate at the same moment, beside `hogs` busy processes."""
-    wait, threads = CANDIDATES[candidate]
+    threads = CANDIDATES[candidate]
     overrides = [f"epochs={args.side_by_side_epochs}", f"device={args.device}"]
     overrides += data_overrides(args, args.side_by_side_val_size)
     overrides += [f"threads={threads}"] if threads else []
     with tempfile.TemporaryDirectory() as tmp, busy_processes(hogs):
         run_dirs = [Path(tmp) / f"run{index}" for index in range(count)]
-        run_to_end([train_command(run_dir, *overrides) for run_dir in run_dirs], {**user_env(), **wait})
+        run_to_end([train_command(run_dir, *overrides) for run_dir in run_dirs], user_env())
         return [epoch_figures(run_dir) for run_dir in run_dirs]
 
 
@@ -279,9 +289,8 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_side_by_side(result: dict[str, Any]) -> str:
-    cpu = openmp.this_cpu()
     lines = [
-        f"CPU: {cpu.model} ({cpu.kind}, {ALL_CORES} usable cores); one epoch of {result['train_images']:,} "
+        f"CPU: {this_cpu()} ({ALL_CORES} usable cores); one epoch of {result['train_images']:,} "
         "images per run; ratios against the fastest solo epoch of all candidates",
         "",
         "| candidate | runs at once | threads | s per epoch (each run) | vs fastest solo | target | met |",
@@ -305,15 +314,15 @@ def format_report(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
         f"LeNet-5 relu/max, SGD, flip + shift 2 px, on {machine['gpu'] or machine['device']}; CPU: {machine['cpu']} "
-        f"({machine['cpu_kind']}, {machine['usable_cores']} usable cores), torch {machine['torch']}",
+        f"({machine['usable_cores']} usable cores), torch {machine['torch']}",
         "",
-        "| batch | variant | images/s | s/epoch (50k) | threads | OpenMP wait |",
+        "| batch | variant | images/s | s/epoch (50k) | threads |",
         "|---:|---|---:|---:|---|---|",
     ]
     for row in report["results"]:
         lines.append(
             f"| {row['batch_size']} | {row['variant']} | {row['images_per_second']:,.0f} | {row['seconds_per_epoch']:.2f} "
-            f"| {row['threads']} ({row['threads_reason']}) | {row['openmp_wait']} |"
+            f"| {row['threads']} ({row['threads_reason']}) |"
         )
     lines.append("")
     for batch_size, ratio in report["ratios"].items():
@@ -385,9 +394,8 @@ def main() -> None:
         write(result, args.out.with_name("side_by_side.json"), format_side_by_side(result))
         return
     compared = compare(args)
-    cpu = openmp.this_cpu()
     report = {
-        "machine": {"cpu": cpu.model, "cpu_kind": cpu.kind, "usable_cores": ALL_CORES, "device": args.device,
+        "machine": {"cpu": this_cpu(), "usable_cores": ALL_CORES, "device": args.device,
                     "torch": compared["torch"], "gpu": compared["gpu"]},
         "settings": {key: getattr(args, key) for key in ("images", "rounds", "project_epochs", "val_size", "threads")},
         "results": compared["rows"],

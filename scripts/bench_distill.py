@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from lenet_fmnist import checkpoint, openmp
+from lenet_fmnist import checkpoint
+from lenet_fmnist.cpu import this_cpu
 from lenet_fmnist.model import LeNet5
 
 TRAIN = ("activation=relu", "pool=max", "optimizer=sgd", "augmentation=standard", "threads=2")
@@ -74,8 +75,7 @@ def main() -> None:
             for count in args.teachers:
                 run_dir = base / f"run-{count}-{round_number}"
                 seconds[count].append(epoch_seconds(run_dir, pool[:count], args.epochs))
-    cpu = openmp.this_cpu()
-    print(f"CPU: {cpu.model}; {args.rounds} rounds of {args.epochs} epochs; median training s/epoch (50,000 images)")
+    print(f"CPU: {this_cpu()}; {args.rounds} rounds of {args.epochs} epochs; median training s/epoch (50,000 images)")
     base_time = statistics.median(seconds[min(args.teachers)])
     for count in args.teachers:
         median = statistics.median(seconds[count])

@@ -5,7 +5,10 @@ decisions first and imports this module after):
   conventional-wN  torchvision FashionMNIST + RandomHorizontalFlip + RandomCrop(28, padding=2)
                    + ToTensor + Normalize, DataLoader with N workers (what most users write)
   floor            the project's model: forward, backward and optimizer step on one ready-made
-                   batch, no data work at all
+                   batch, no data work at all, as torch computes it with every thread on the whole
+                   batch (its bits depend on the thread count)
+  sharded-floor    the same with the project's step (lenet_fmnist.step): the batch in shards, each
+                   on one thread of the team (its bits do not depend on the thread count)
   accuracy         test accuracy after a few epochs at batch 64: the conventional loop against
                    the project's own epoch function (lenet_fmnist.train.train_epoch)
 
@@ -30,14 +33,17 @@ from torchvision import datasets, transforms
 
 from lenet_fmnist import data
 from lenet_fmnist.augment import Augmenter, normalise
-from lenet_fmnist.config import AugmentationConfig, SGDConfig
+from lenet_fmnist.config import AugmentationConfig, SGDConfig, TrainConfig
 from lenet_fmnist.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.optim import build_optimizer, build_scheduler
+from lenet_fmnist.step import Objective, ShardedStep
 from lenet_fmnist.train import train_epoch
+from lenet_fmnist.workers import Workers
 
 AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
 SGD = SGDConfig(lr=0.01, momentum=0.9)
+SHARDS = TrainConfig.shards  # a default run's
 # After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
 # (2 per worker); a pause lets them finish, so their work is not timed as the next measurement's.
 SETTLE_SECONDS = 1.0
@@ -113,12 +119,14 @@ def project_model(device: torch.device) -> tuple[torch.nn.Module, torch.optim.Op
 
 
 def project_runner(
-    train: data.Split, batch_size: int, device: torch.device, seed: int = 0
+    train: data.Split, batch_size: int, device: torch.device, workers: Workers, seed: int = 0
 ) -> tuple[Runner, torch.nn.Module]:
-    """The project's own epoch function on the first `images` training images; `seed` draws its
-    data order and augmentation (the conventional loop draws them from the global seed)."""
+    """The project's own epoch function, computed by `workers`, on the first `images` training
+    images; `seed` draws its data order and augmentation (the conventional loop draws them from
+    the global seed)."""
     model, optimizer = project_model(device)
     schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
+    step = ShardedStep(model, optimizer, schedule, Objective(0.0, None), workers=workers, shards=SHARDS, average=None)
     generator = torch.Generator(device=device).manual_seed(seed)
     augmenters: dict[int, Augmenter] = {}  # per size, built once as a run does
 
@@ -126,8 +134,7 @@ def project_runner(
         if images not in augmenters:
             augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
         train_epoch(
-            model, augmenters[images], train.labels[:images], optimizer=optimizer, scheduler=schedule,
-            generator=generator, batch_size=batch_size, label_smoothing=0.0, average=None,
+            step, augmenters[images], train.labels[:images], generator=generator, batch_size=batch_size,
             stop=threading.Event(), description="bench",
         )  # fmt: skip
 
@@ -161,7 +168,13 @@ def seconds_per_image(run: Runner, images: int) -> float:
 
 
 def accuracy_check(
-    root: Path, fashion: data.FashionMNISTData, train_idx: torch.Tensor, epochs: int, seeds: int, device: torch.device
+    root: Path,
+    fashion: data.FashionMNISTData,
+    train_idx: torch.Tensor,
+    epochs: int,
+    seeds: int,
+    device: torch.device,
+    workers: Workers,
 ) -> dict[str, list[float]]:
     """Test accuracy after `epochs` epochs at batch 64: the conventional loop against the project's."""
     test_images, test_labels = fashion.test.images.to(device), fashion.test.labels.to(device)
@@ -173,26 +186,47 @@ def accuracy_check(
             if name == "conventional":
                 run, model = conventional_runner(conventional_loader(root, 64, 0, train_idx), device)
             else:
-                run, model = project_runner(train, 64, device, seed)
+                run, model = project_runner(train, 64, device, workers, seed)
             for _ in range(epochs):
                 run(len(train_idx))
             results[name].append(evaluate(model, test_images, test_labels, 1000, test_flip=False)[1])
     return results
 
 
-def measure(variant: str, settings: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Run one variant in this process under `settings` (bench.py's options); what it measured."""
+def sharded_floor_runner(train: data.Split, batch_size: int, device: torch.device, workers: Workers) -> Runner:
+    """The project's sharded step on one ready-made batch (uint8: each shard normalises its own)."""
+    model, optimizer = project_model(device)
+    schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
+    step = ShardedStep(model, optimizer, schedule, Objective(0.0, None), workers=workers, shards=SHARDS, average=None)
+    images, targets = train.images[:batch_size], train.labels[:batch_size]
+
+    def run(count: int) -> None:
+        model.train()
+        for _ in range(count // batch_size):
+            step(images, targets, None)
+        synchronize(device)
+
+    return run
+
+
+def measure(variant: str, settings: dict[str, Any], device: torch.device, workers: Workers) -> dict[str, Any]:
+    """Run one variant in this process under `settings` (bench.py's options); what it measured.
+    `workers` compute the project's pieces (sharded-floor, accuracy)."""
     fashion = data.load(settings["data_root"], settings["val_size"], 0)
     train_idx, _ = data.split_indices(len(fashion.train.labels) + len(fashion.val.labels), settings["val_size"], 0)
     batch_size, images = settings["batch_size"], settings["images"]
-    if variant == "floor":
+    if variant in ("floor", "sharded-floor"):
         train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
-        return {"seconds_per_image": seconds_per_image(floor_runner(train, batch_size, device), images)}
+        if variant == "floor":
+            runner = floor_runner(train, batch_size, device)
+        else:
+            runner = sharded_floor_runner(train, batch_size, device, workers)
+        return {"seconds_per_image": seconds_per_image(runner, images)}
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(fashion.source, Path(tmp))
         if variant == "accuracy":
             epochs, seeds = settings["accuracy_epochs"], settings["accuracy_seeds"]
-            return {"epochs": epochs, **accuracy_check(root, fashion, train_idx, epochs, seeds, device)}
+            return {"epochs": epochs, **accuracy_check(root, fashion, train_idx, epochs, seeds, device, workers)}
         workers = int(variant.removeprefix("conventional-w"))
         run, _ = conventional_runner(conventional_loader(root, batch_size, workers, train_idx), device)
         return {"seconds_per_image": seconds_per_image(run, images)}

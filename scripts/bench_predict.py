@@ -40,7 +40,8 @@ from lenet_fmnist.evaluate import load_classifier
 from lenet_fmnist.images import load_image
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.predict import predict_files, probabilities
-from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.runtime import command_workers, select_device
+from lenet_fmnist.workers import Workers
 
 
 def untrained_checkpoint(path: Path) -> Path:
@@ -87,8 +88,9 @@ def timed(work: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(paths: list[Path], cfg: PredictConfig, rounds: int) -> dict[str, float]:
-    """Images per second of the three variants, medians over interleaved rounds."""
+def measure(paths: list[Path], cfg: PredictConfig, rounds: int, workers: Workers) -> dict[str, float]:
+    """Images per second of the three variants, medians over interleaved rounds; `predict` is
+    computed by `workers`, as the command does."""
     device = select_device(cfg.device)
     classifier, _ = load_classifier(cfg.checkpoint, uint8_input=True)
     classifier.to(device, memory_format=CHANNELS_LAST)
@@ -101,7 +103,7 @@ def measure(paths: list[Path], cfg: PredictConfig, rounds: int) -> dict[str, flo
     variants: dict[str, Callable[[], object]] = {
         "model": model,
         "prepare": lambda: [load_image(p, cfg.invert) for p in paths],
-        "predict": lambda: predict_files(classifier, paths, cfg, device),
+        "predict": lambda: predict_files(classifier, paths, cfg, device, workers),
     }
     model()  # warm-up: first-call allocations and kernel selection
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -129,12 +131,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000, help="predict's batch_size (default: 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default: 3)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores available)")
+    parser.add_argument("--threads", type=int, default=None, help="predict's threads (default: the cores available)")
     parser.add_argument("--cli", action="store_true", help="also time the whole command once, start-up included")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_predict.json"))
     args = parser.parse_args()
 
-    threads = configure_threads(args.threads)
+    workers = command_workers(args.threads, select_device(args.device))
+    threads = workers.count
     test = data.load_test(None)
     results: dict[str, object] = {
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": threads,
@@ -150,7 +153,7 @@ def main() -> None:
             cfg = PredictConfig(
                 checkpoint=str(ckpt), images=str(paths[0].parent), batch_size=args.batch_size, device=args.device
             )
-            rates = measure(paths, cfg, args.rounds)
+            rates = measure(paths, cfg, args.rounds, workers)
             if args.cli:
                 seconds = cli_seconds(ckpt, paths[0].parent, base / f"cli-{len(results)}", args.threads)
                 rates["command, start-up included"] = len(paths) / seconds

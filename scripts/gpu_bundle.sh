@@ -15,7 +15,7 @@
 # `carry`, at most 64 MiB with the working tree (this bundle: about 33 MiB). Then, through the
 # device tool, from the repository root:
 #
-#   run(command="bash scripts/gpu_check.sh", carry=["gpu_bundle/wheels", "gpu_bundle/data"], timeout_s=450)
+#   run(command="bash scripts/gpu_check.sh", carry=["gpu_bundle/wheels", "gpu_bundle/data"], timeout_s=540)
 #
 # The GPU machine already has torch, torchvision, tensorboard, matplotlib, tqdm, pytest, joblib,
 # numpy, PyYAML and packaging (its package list); the project's dependencies on those are left to it.
@@ -78,4 +78,4 @@ if ((size_kib > 60 * 1024)); then
     echo "gpu_bundle.sh: the bundle is $((size_kib / 1024)) MiB; with the working tree it must stay under the device tool's 64 MiB" >&2
     exit 1
 fi
-echo 'On the GPU machine: run(command="bash scripts/gpu_check.sh", carry=["gpu_bundle/wheels", "gpu_bundle/data"], timeout_s=450)'
+echo 'On the GPU machine: run(command="bash scripts/gpu_check.sh", carry=["gpu_bundle/wheels", "gpu_bundle/data"], timeout_s=540)'

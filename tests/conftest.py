@@ -50,8 +50,8 @@ HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seco
 # Per-epoch values that measure time, so differ between two otherwise identical runs.
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
 # What metrics.json says of how a run was started, which two runs computing the same bits may not
-# share: why it has its thread count (a resumed run says so), the OpenMP wait setting (speed only).
-CIRCUMSTANCE_KEYS = {"threads_reason", "openmp_wait"}
+# share: its thread count and why (speed only).
+CIRCUMSTANCE_KEYS = {"threads", "threads_reason"}
 
 
 # Fixtures that start the command line in subprocesses (each imports torch: seconds apiece). A test

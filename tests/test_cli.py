@@ -186,7 +186,7 @@ def test_checkpoints_load_safely_and_hold_the_model(tiny_run: Path, name: str) -
     assert state["epoch"] == 1
     # The keys of every checkpoint so far: a run without a weight average (ema.decay) has no "ema".
     assert set(state) == {
-        "format", "model", "optimizer", "scheduler", "epoch", "config", "threads", "rng", "history", "best_epoch",
+        "format", "model", "optimizer", "scheduler", "epoch", "config", "rng", "history", "best_epoch",
         "best_val_acc", "warnings",
     }  # fmt: skip
     assert state["config"]["activation"]["name"] == "tanh" and state["config"]["epochs"] == 1

@@ -1,6 +1,6 @@
-"""A training run's thread count and OpenMP wait setting: the decision with its inputs faked, the
-CPU kind from /proc/cpuinfo's strings, the load from /proc/stat's, and the registry of the user's
-runs for real, in processes of its own (the runs through the command line are in
+"""A training run's thread count: the decision with its inputs faked, the CPU's name from
+/proc/cpuinfo's strings, the load from /proc/stat's, the cores under a CPU quota, and the registry
+of the user's runs for real, in processes of its own (the runs through the command line are in
 test_shared_machine.py)."""
 
 from __future__ import annotations
@@ -11,131 +11,29 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lenet_fmnist import cores, openmp
+from lenet_fmnist import cores, cpu
 from lenet_fmnist.cores import Threads
-from lenet_fmnist.openmp import CpuKind
-
-
-@pytest.fixture(autouse=True)
-def _whether_the_user_chose_a_wait() -> Iterator[None]:
-    """openmp remembers what configure_wait found; the tests here call it, so it is put back after."""
-    kept = openmp._user_chose
-    yield
-    openmp._user_chose = kept
-
 
 # ---------------------------------------------------------------------------------------------
-# The CPU kind and its wait setting
-
-AVX2_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c avx2 fma bmi2"
-AVX512_FLAGS = f"{AVX2_FLAGS} avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+# The CPU's name
 
 
-@pytest.mark.parametrize(
-    ("vendor", "flags", "kind"),
-    [
-        ("AuthenticAMD", AVX2_FLAGS, CpuKind.amd_without_avx512),  # EPYC Zen 2/3
-        ("AuthenticAMD", AVX512_FLAGS, CpuKind.amd_avx512),  # EPYC Zen 4
-        ("GenuineIntel", f"{AVX512_FLAGS} amx_bf16 amx_tile amx_int8", CpuKind.intel_avx512),
-        ("GenuineIntel", AVX2_FLAGS, CpuKind.other),  # not measured
-        ("HygonGenuine", AVX2_FLAGS, CpuKind.other),
-        ("", "", CpuKind.other),  # no /proc/cpuinfo, or another architecture
-    ],
-)
-def test_cpu_kind_from_vendor_and_flags(vendor: str, flags: str, kind: CpuKind) -> None:
-    assert openmp.cpu_kind(vendor, flags) is kind
-
-
-def test_cpuinfo_gives_the_first_processors_model_and_kind() -> None:
+def test_cpuinfo_gives_the_first_processors_model() -> None:
     text = (
-        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
-        f"flags\t\t: {AVX512_FLAGS}\n\n"
-        "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: something else\nflags\t\t: fpu\n\n"
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n\n"
+        "processor\t: 1\nvendor_id\t: GenuineIntel\nmodel name\t: something else\n\n"
     )
-    assert openmp.parse_cpuinfo(text) == ("AMD EPYC 9654 96-Core Processor", CpuKind.amd_avx512)
+    assert cpu.parse_cpuinfo(text) == "AMD EPYC 9654 96-Core Processor"
 
 
 def test_the_cpu_is_named_with_its_family_and_model() -> None:
     """A VM's "AMD EPYC" names a Zen 2 and a Zen 5 alike: the numbers tell them apart."""
     text = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nflags\t\t: fpu\n"
-    assert openmp.parse_cpuinfo(text).model == "AMD EPYC (family 26, model 2)"
-
-
-@pytest.mark.parametrize(
-    ("kind", "exported"),
-    [
-        (CpuKind.amd_without_avx512, {"GOMP_SPINCOUNT": "1000"}),
-        (CpuKind.amd_avx512, {}),
-        (CpuKind.intel_avx512, {}),
-        (CpuKind.other, {}),
-    ],
-)
-def test_the_wait_setting_follows_the_cpu_kind(kind: CpuKind, exported: dict[str, str]) -> None:
-    environ = {"PATH": "/bin"}
-    openmp.configure_wait(environ, kind)
-    assert environ == {"PATH": "/bin", **exported}
-    assert openmp.wait_setting(environ) == (
-        f"GOMP_SPINCOUNT={exported['GOMP_SPINCOUNT']}" if exported else "libgomp default"
-    )
-
-
-@pytest.mark.parametrize("users", [{"GOMP_SPINCOUNT": "5"}, {"OMP_WAIT_POLICY": "PASSIVE"}])
-def test_a_users_wait_setting_is_kept_on_every_kind(users: dict[str, str]) -> None:
-    environ = dict(users)
-    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
-    assert environ == users
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {},
-        {"GOMP_SPINCOUNT": "1000"},
-        {"OMP_WAIT_POLICY": "PASSIVE"},
-        {"GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "active"},
-    ],
-)
-def test_a_recorded_wait_setting_reads_back(environ: dict[str, str]) -> None:
-    assert openmp.parse_wait_setting(openmp.wait_setting(environ)) == environ
-
-
-@pytest.mark.parametrize("recorded", ["", "fast", "GOMP_SPINCOUNT", "GOMP_SPINCOUNT=", "OMP_NUM_THREADS=2"])
-def test_a_wait_setting_it_never_writes_is_not_read(recorded: str) -> None:
-    assert openmp.parse_wait_setting(recorded) is None
-
-
-def test_a_resume_gets_its_recorded_wait_setting_before_torch_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as in the command before it imports torch
-    environ: dict[str, str] = {}
-    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
-    openmp.resume_wait("OMP_WAIT_POLICY=PASSIVE", environ)
-    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}  # the automatic GOMP_SPINCOUNT is gone
-    openmp.resume_wait("libgomp default", environ)
-    assert environ == {}
-
-
-def test_a_resume_keeps_the_users_wait_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "torch", raising=False)
-    environ = {"GOMP_SPINCOUNT": "5"}
-    openmp.configure_wait(environ, CpuKind.amd_avx512)
-    openmp.resume_wait("OMP_WAIT_POLICY=PASSIVE", environ)
-    assert environ == {"GOMP_SPINCOUNT": "5"}
-
-
-def test_a_resume_after_torch_loaded_keeps_the_setting_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    import torch  # noqa: F401  (a later job of a sequential sweep: torch is loaded)
-
-    environ: dict[str, str] = {}
-    openmp.configure_wait(environ, CpuKind.amd_without_avx512)
-    with caplog.at_level(logging.INFO, logger="lenet_fmnist.openmp"):
-        openmp.resume_wait("libgomp default", environ)
-    assert environ == {"GOMP_SPINCOUNT": "1000"}
-    assert "GOMP_SPINCOUNT=1000, which stays" in caplog.text
+    assert cpu.parse_cpuinfo(text) == "AMD EPYC (family 26, model 2)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,20 +41,18 @@ def test_a_resume_after_torch_loaded_keeps_the_setting_and_says_so(caplog: pytes
 
 
 @pytest.mark.parametrize(
-    ("config", "recorded", "environ", "usable", "expected"),
+    ("config", "environ", "usable", "expected"),
     [
-        (3, 2, {"OMP_NUM_THREADS": "1"}, 2, (3, "threads=3 in the config (the run trained with 2 so far")),
-        (1, 1, {}, 2, (1, "threads=1 in the config")),
-        (None, 2, {"OMP_NUM_THREADS": "1"}, 4, (2, "the resumed run trained with 2 so far")),
-        (None, 4, {}, 2, (4, "the resumed run trained with 4 so far")),  # its bits, even on fewer cores
-        (None, None, {"OMP_NUM_THREADS": "1"}, 2, (1, "OMP_NUM_THREADS=1")),
-        (None, None, {"OMP_NUM_THREADS": "8"}, 2, (2, "OMP_NUM_THREADS=8, capped at the 2 cores")),
+        (3, {"OMP_NUM_THREADS": "1"}, 2, (3, "threads=3 in the config")),
+        (1, {}, 2, (1, "threads=1 in the config")),
+        (None, {"OMP_NUM_THREADS": "1"}, 2, (1, "OMP_NUM_THREADS=1")),
+        (None, {"OMP_NUM_THREADS": "8"}, 2, (2, "OMP_NUM_THREADS=8, capped at the 2 cores")),
     ],
 )
-def test_config_then_recorded_then_omp_num_threads_decide(
-    config: int | None, recorded: int | None, environ: dict[str, str], usable: int, expected: tuple[int, str]
+def test_config_then_omp_num_threads_decide(
+    config: int | None, environ: dict[str, str], usable: int, expected: tuple[int, str]
 ) -> None:
-    decided = cores.fixed_threads(config, recorded, environ, usable)
+    decided = cores.fixed_threads(config, environ, usable)
     assert decided is not None
     assert decided.count == expected[0] and decided.reason.startswith(expected[1]), decided
 
@@ -164,7 +60,7 @@ def test_config_then_recorded_then_omp_num_threads_decide(
 @pytest.mark.parametrize("omp", [None, "", "0", "2,1", "two"])
 def test_without_them_the_load_decides(omp: str | None) -> None:
     environ = {} if omp is None else {"OMP_NUM_THREADS": omp}
-    assert cores.fixed_threads(None, None, environ, 2) is None
+    assert cores.fixed_threads(None, environ, 2) is None
 
 
 @pytest.mark.parametrize(
@@ -190,15 +86,35 @@ def test_the_decision_watches_the_load_only_when_nothing_else_decides(monkeypatc
         raise AssertionError("the load was sampled although the thread count was fixed")
 
     monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "affinity_cores", lambda: {0, 1})
     monkeypatch.setattr(cores, "other_runs", lambda: [4321])
     monkeypatch.setattr(cores, "busy_cores", no_watching)
-    assert cores.training_threads(None, None, {"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS=2")
-    assert cores.training_threads(None, 2, {}).count == 2
+    assert cores.training_threads(None, {"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS=2")
+    assert cores.training_threads(2, {}).count == 2
 
     monkeypatch.setattr(cores, "busy_cores", lambda: 0.2)
-    decided = cores.training_threads(None, None, {})
+    decided = cores.training_threads(None, {})
     assert decided == (1, "1 other lenet_fmnist run is training (pid 4321)")
     assert str(decided) == "1 thread: 1 other lenet_fmnist run is training (pid 4321)"
+
+
+def test_under_a_cpu_quota_the_host_wide_load_is_not_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quota of 2 cores on a 16-core host: /proc/stat counts other tenants' work, so only our runs count."""
+    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
+    monkeypatch.setattr(cores, "affinity_cores", lambda: set(range(16)))
+    monkeypatch.setattr(cores, "other_runs", lambda: [])
+    monkeypatch.setattr(cores, "busy_cores", lambda: 14.0)  # the host is busy
+    assert cores.training_threads(None, {}) == (2, "the cores are free")
+
+
+COUNT_CORES = "from lenet_fmnist import cores; print(cores.usable_cores())"
+
+
+def test_the_usable_cores_follow_a_cap_as_joblib_reads_it() -> None:
+    """LOKY_MAX_CPU_COUNT stands in for a quota wherever no cgroup can be made (joblib reads both)."""
+    env = {**os.environ, "LOKY_MAX_CPU_COUNT": "1"}
+    counted = subprocess.run([sys.executable, "-c", COUNT_CORES], env=env, capture_output=True, text=True, check=True)
+    assert counted.stdout.split() == ["1"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +149,7 @@ def test_busy_cores_here_is_a_share_of_the_usable_cores() -> None:
 
 REGISTERED = """
 import json, sys
-from lenet_fmnist import cores, openmp  # neither may import torch
+from lenet_fmnist import cores, cpu  # neither may import torch
 cores.register()
 print(json.dumps({"torch": "torch" in sys.modules}), flush=True)
 for line in sys.stdin:

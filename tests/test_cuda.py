@@ -47,7 +47,7 @@ from conftest import (
 from lenet_fmnist import checkpoint, data
 from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.model import CHANNELS_LAST
-from lenet_fmnist.runtime import select_device
+from lenet_fmnist.runtime import select_device, spread_over_gpus
 
 pytestmark = [
     pytest.mark.cuda,
@@ -101,6 +101,11 @@ def assert_trained_on_the_gpu(run_dir: Path, epochs: int) -> None:
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == epochs, metrics
     assert metrics["device"] == "cuda:0"
+    major, minor = torch.cuda.get_device_capability(0)
+    assert metrics["gpu"] == {  # what computed its numbers: a resume elsewhere compares these
+        "name": torch.cuda.get_device_name(0), "capability": f"{major}.{minor}", "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }  # fmt: skip
     assert all(math.isfinite(record["train_loss"]) for record in metrics["history"])
     saved = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert saved["rng"]["cuda"] is not None, "the CUDA generator's state must be saved for a resume"
@@ -232,22 +237,43 @@ STRICT = (
 )
 
 
-def test_torch_finds_no_nondeterministic_operation(cli: CLI, cuda_run: Path, tiny_data: Path, tmp_path: Path) -> None:
-    """The same run under torch.use_deterministic_algorithms(True), which raises at any operation
+# Recipes whose every operation the strict mode must accept on the GPU, each beside the default
+# recipe's (cuda_args: tanh, average pooling, SGD, dropout, flip and shift).
+STRICT_RECIPES = {
+    "default": (),
+    "relu-max-adam-ema-erasing-smoothing": (
+        "activation=relu", "pool=max", "optimizer=adam", "ema.decay=0.99", "augmentation.erase_p=0.5",
+        "label_smoothing=0.1",
+    ),
+    "rmsprop-distilled": ("activation=relu", "pool=max", "optimizer=rmsprop", "distill.teachers=[{teacher}]"),
+}  # fmt: skip
+
+
+def run_strict_and_plain(cli: CLI, args: list[str], strict_dir: Path, plain_dir: Path) -> None:
+    """The run `args` (its directory replaced) once under torch.use_deterministic_algorithms(True)
+    and once with the trainer's own settings, both with cuBLAS's deterministic workspace."""
+    env = {**cli.env, **DETERMINISTIC_CUBLAS}
+    for run_dir, prefix in ((strict_dir, [sys.executable, "-c", STRICT]), (plain_dir, None)):
+        placed = [a if not a.startswith("hydra.run.dir=") else f"hydra.run.dir={run_dir}" for a in args]
+        command = [*prefix, *placed] if prefix else cli.command(placed)
+        result = subprocess.run(command, cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=180)
+        assert_ok(result)
+        assert "does not have a deterministic implementation" not in output(result), output(result)
+
+
+@pytest.mark.parametrize("recipe", list(STRICT_RECIPES))
+def test_torch_finds_no_nondeterministic_operation(
+    cli: CLI, cuda_run: Path, tiny_data: Path, tmp_path: Path, recipe: str
+) -> None:
+    """Each recipe under torch.use_deterministic_algorithms(True), which raises at any operation
     that has no deterministic CUDA kernel and switches the others to their deterministic forms:
-    it must complete, and compute what the trainer's own settings computed, bit for bit."""
-    run_dir = tmp_path / "strict"
-    result = subprocess.run(
-        [sys.executable, "-c", STRICT, *cuda_args(tiny_data, run_dir)],
-        cwd=cli.cwd,
-        env={**cli.env, **DETERMINISTIC_CUBLAS},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert_ok(result)
-    assert "does not have a deterministic implementation" not in output(result), output(result)
-    assert_same_run(run_dir, cuda_run)
+    it must complete, and compute what the trainer's own settings computed, bit for bit. The
+    distilled recipe learns from cuda_run's weights (trained on the same split)."""
+    teacher = cuda_run / "checkpoints" / "best.pt"
+    extra = [arg.format(teacher=teacher) for arg in STRICT_RECIPES[recipe]]
+    args = [*cuda_args(tiny_data, tmp_path / "unused"), *extra]
+    run_strict_and_plain(cli, args, tmp_path / "strict", tmp_path / "plain")
+    assert_same_run(tmp_path / "strict", tmp_path / "plain")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +351,9 @@ def test_augmentation_on_cuda_draws_from_its_generator_alone() -> None:
 # A sweep on one GPU
 
 
-def test_a_joblib_sweep_of_two_jobs_shares_the_gpu(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+def test_a_joblib_sweep_of_two_jobs_shares_the_gpus(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """Job N runs on GPU N mod the GPUs visible (runtime.spread_over_gpus): both on cuda:0 with one
+    GPU, one on each with two or more."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="needs the `cluster` extra")
     sweep_dir = tmp_path / "sweep"
     overrides = [a for a in tiny_args(tiny_data, tmp_path / "unused")[1:] if not a.startswith("hydra.run.dir=")]
@@ -338,4 +366,7 @@ def test_a_joblib_sweep_of_two_jobs_shares_the_gpu(cli: CLI, tiny_data: Path, tm
     assert len(jobs) == 2, jobs
     for job in jobs:
         metrics = read_metrics(job)
-        assert metrics["status"] == "completed" and metrics["device"] == "cuda:0", metrics
+        expected = spread_over_gpus("auto", int(job.name.split("_")[0]), torch.cuda.device_count()).replace(
+            "auto", "cuda:0"
+        )
+        assert metrics["status"] == "completed" and metrics["device"] == expected, metrics

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
 
@@ -24,6 +23,9 @@ from lenet_fmnist.evaluate import evaluate, load_classifier
 from lenet_fmnist.export import TOLERANCE, onnx_bytes, self_check
 from lenet_fmnist.rundir import LOCK_FILE
 from test_bad_input import assert_clear_failure
+
+# The `export` extra; without it (a GPU machine's bare Python) these tests skip, the others still run.
+onnxruntime = pytest.importorskip("onnxruntime", reason="needs the `export` extra (onnxruntime)")
 
 
 def export(cli: CLI, run: Path, out: Path, tiny_data: Path, *extra: str) -> str:

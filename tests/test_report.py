@@ -329,3 +329,17 @@ def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path
     (alone,) = analysis.configurations(runs.load_all([tmp_path / "1_faster"]))
     analysis.label([alone], groups, config_dir())  # no other configuration to stand out from
     assert (alone.labels["optimizer"], alone.labels["settings"]) == ("sgd (changed)", "optimizer.lr=0.1")
+
+
+def test_a_gpu_run_and_a_cpu_run_of_one_seed_are_two_configurations(tmp_path: Path) -> None:
+    """A GPU computes other bits than a CPU: the same config and seed on each are two runs of two
+    configurations, not one seed run twice."""
+    fake_run(tmp_path / "0_cpu", 0, 0, 0.80)
+    fake_run(tmp_path / "1_gpu", 1, 0, 0.81)
+    metrics = json.loads((tmp_path / "1_gpu" / "metrics.json").read_text())
+    (tmp_path / "1_gpu" / "metrics.json").write_text(json.dumps({**metrics, "device": "cuda:1"}))
+    configs = analysis.configurations(runs.load_all([tmp_path]))
+    assert [[run.path.name for run in config.runs] for config in configs] == [["0_cpu"], ["1_gpu"]]
+    assert analysis.duplicates(configs) == []
+    fake_run(tmp_path / "2_cpu_again", 2, 0, 0.80)  # control: the same seed on the CPU twice is a duplicate
+    assert len(analysis.duplicates(analysis.configurations(runs.load_all([tmp_path])))) == 1

@@ -103,44 +103,55 @@ def saved_run(run_dir: Path, metrics: dict | None) -> Path:
     return run_dir
 
 
+GPU = {"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "cuda": "12.8", "cudnn": 91002}
+
+
 def test_a_resume_is_accepted_with_the_facts_its_metrics_record(tmp_path: Path) -> None:
-    """The thread count and the OpenMP wait setting a resume keeps come from metrics.json, the
-    fields the run wrote as its circumstances (read without torch, before the checkpoint)."""
-    ran = rundir.Circumstances("cpu", 3, "threads=3 in the config", "GOMP_SPINCOUNT=7", "a CPU", "AVX2", 61706)
+    """What computed a run so far comes from metrics.json, the fields the run wrote as its
+    circumstances (read without torch, before the checkpoint)."""
+    ran = rundir.Circumstances("cpu", 3, "threads=3 in the config", "a CPU", "AVX2", None, 61706)
     progress = SimpleNamespace(history=[], best_epoch=0, warnings=[], validated_on="")
     run_dir = saved_run(tmp_path / "run", rundir.metrics(rundir.Status.interrupted, progress, {}, ran))
     accepted = rundir.accept(run_dir, resume=True)
-    assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts(3, "GOMP_SPINCOUNT=7", "a CPU", "AVX2"))
+    assert accepted == rundir.Accepted(resumes=True, facts=rundir.ResumeFacts("a CPU with AVX2 kernels"))
     assert rundir.accept(run_dir, resume=True, start_if_unsaved=True) == accepted  # something was saved
 
 
 def test_a_resume_on_another_cpu_or_kernels_is_told_once_recorded() -> None:
-    facts = rundir.ResumeFacts(1, "libgomp default", "AMD EPYC (family 26, model 2)", "AVX512")
-    assert facts.moved("AMD EPYC (family 26, model 2)", "AVX512", 3) is None  # the same machine
-    assert rundir.ResumeFacts(1, "libgomp default").moved("another CPU", "AVX2", 3) is None  # not recorded
+    facts = rundir.ResumeFacts.recorded_in({"cpu": "AMD EPYC (family 26, model 2)", "cpu_kernels": "AVX512"})
+    assert facts.moved("AMD EPYC (family 26, model 2) with AVX512 kernels", 3) is None  # the same machine
+    assert rundir.ResumeFacts().moved("another CPU with AVX2 kernels", 3) is None  # not recorded
     for cpu, kernels in [("AMD EPYC (family 23, model 49)", "AVX512"), ("AMD EPYC (family 26, model 2)", "AVX2")]:
-        warning = facts.moved(cpu, kernels, 3)
+        warning = facts.moved(rundir.processor(cpu, kernels, None), 3)
         assert warning is not None and f"on {cpu} with {kernels} kernels" in warning, warning
         assert "with AVX512 kernels so far" in warning and "from epoch 4 on its bits differ" in warning, warning
 
 
+def test_a_gpu_run_compares_gpus_not_the_hosts_cpu() -> None:
+    """A GPU run resumed on a host with another CPU computes as before; on another GPU model, not."""
+    facts = rundir.ResumeFacts.recorded_in({"cpu": "Intel Xeon", "cpu_kernels": "AVX512", "gpu": GPU})
+    assert facts.moved(rundir.processor("AMD EPYC", "AVX2", GPU), 2) is None
+    other = {**GPU, "name": "NVIDIA H200", "capability": "9.0"}
+    warning = facts.moved(rundir.processor("Intel Xeon", "AVX512", other), 2)
+    assert warning is not None and "on NVIDIA H200 (compute capability 9.0, CUDA 12.8, cuDNN 91002)" in warning
+    assert "it ran on NVIDIA H100 80GB HBM3" in warning
+
+
 def test_a_resume_is_accepted_before_torch_loads(tmp_path: Path) -> None:
-    """The command line accepts a resume, and sets its wait setting, before anything imports torch
-    (libgomp reads the setting once, when torch loads it)."""
-    run_dir = saved_run(tmp_path / "run", {"status": "interrupted", "threads": 1, "openmp_wait": "libgomp default"})
+    """The command line accepts a resume before anything imports torch."""
+    run_dir = saved_run(tmp_path / "run", {"status": "interrupted", "cpu": "a CPU", "cpu_kernels": "AVX2"})
     assert_imports_no_torch(
         "from pathlib import Path\nfrom lenet_fmnist import rundir\n"
-        f"assert rundir.accept(Path({str(run_dir)!r}), resume=True).facts.threads == 1"
+        f"assert rundir.accept(Path({str(run_dir)!r}), resume=True).facts.processor == 'a CPU with AVX2 kernels'"
     )
 
 
 @pytest.mark.parametrize(
     "metrics",
-    [None, {"status": "running"}, {"threads": 0, "openmp_wait": 7}, {"threads": True}, {"threads": "2"}],
+    [None, {"status": "running"}, {"cpu": 7, "cpu_kernels": "AVX2"}, {"cpu": "a CPU"}, {"gpu": "a GPU"}],
 )
 def test_facts_a_run_did_not_record_are_none(tmp_path: Path, metrics: dict | None) -> None:
-    """A run saved before its facts were recorded (or one killed before its first metrics.json)
-    resumes without them: its threads are decided again, its wait setting is this process's."""
+    """A run killed before its first metrics.json resumes without them: nothing to compare."""
     accepted = rundir.accept(saved_run(tmp_path / "run", metrics), resume=True)
     assert accepted.resumes and accepted.facts == rundir.ResumeFacts()
 

@@ -1,9 +1,11 @@
 """Faults users meet on a real machine, through the command line in subprocesses: two runs on one
 directory, a lock left by a killed run, a full disk, a directory that becomes unwritable mid-run,
-and the thread count and OpenMP wait setting of a run: the user's own win, a resume keeps them."""
+the load and the cores a run may use, which decide its speed but never a bit, and the CPU and kernels it
+computed with."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -11,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +37,9 @@ from conftest import (
     tiny_args,
     wait_for,
 )
-from lenet_fmnist import checkpoint, openmp
+from lenet_fmnist import checkpoint
+from lenet_fmnist.cores import usable_cores
+from lenet_fmnist.cpu import this_cpu
 from lenet_fmnist.rundir import LAST_CHECKPOINT, LOCK_FILE
 
 # ---------------------------------------------------------------------------------------------
@@ -265,66 +270,157 @@ def test_a_directory_made_unwritable_mid_run_stops_it_and_resume_works_after(
 
 
 # ---------------------------------------------------------------------------------------------
-# Threads and OpenMP's wait setting: the user's own win, and a resumed run keeps what it had
+# Threads and the load: they decide a run's speed, never its bits
+
+LOAD_ARGS = ("activation=relu", "pool=max", "augmentation=standard", "epochs=2")
 
 
-def _without_wait_settings(env: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key not in openmp.WAIT_VARIABLES}
+def _load_args(data: Path, run_dir: Path) -> list[str]:
+    """A run whose thread count the load decides (no `threads=`, no OMP_NUM_THREADS)."""
+    return [arg for arg in plain_args(data, run_dir, *LOAD_ARGS) if arg not in {"threads=1", "epochs=3"}]
 
 
-# What the command exports on this machine's kind of CPU when the user exports nothing.
-AUTOMATIC_WAIT = openmp.WAIT_BY_KIND[openmp.this_cpu().kind]
+@pytest.fixture
+def free_env(cli: CLI) -> CLI:
+    """The command line without the OMP_NUM_THREADS of the tests' environment: the load decides."""
+    return CLI({key: value for key, value in cli.env.items() if key != "OMP_NUM_THREADS"}, cli.cwd)
 
 
-def test_the_command_sets_the_wait_before_torch_loads(cli_env: dict[str, str]) -> None:
-    code = (
-        "import os, sys\n"
-        "from lenet_fmnist.cli import main\n"
-        "main(['--help'])\n"
-        "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=_without_wait_settings(cli_env), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == f"{AUTOMATIC_WAIT.get('GOMP_SPINCOUNT')} False"
-
-
-@pytest.mark.parametrize(
-    ("users", "threads", "recorded"),
-    [
-        ({}, (1, "OMP_NUM_THREADS=1"), openmp.wait_setting(AUTOMATIC_WAIT)),
-        (
-            {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": "5", "OMP_WAIT_POLICY": "PASSIVE"},
-            (1, "OMP_NUM_THREADS=1"),
-            "GOMP_SPINCOUNT=5, OMP_WAIT_POLICY=PASSIVE",
-        ),
-    ],
-)
-def test_the_users_variables_reach_the_training_process_unchanged(
-    cli: CLI, tiny_data: Path, tmp_path: Path, users: dict[str, str], threads: tuple[int, str], recorded: str
+@pytest.mark.serial  # "alone" must be alone: the other tests keep the cores busy
+def test_the_same_command_computes_the_same_bits_alone_beside_a_busy_program_and_beside_a_run(
+    free_env: CLI, plain_data: Path, tmp_path: Path
 ) -> None:
-    """No `threads=`: OMP_NUM_THREADS decides (cli_env exports 1), and the wait setting in force
-    is the user's, or else the one of this CPU's kind."""
-    env = {**_without_wait_settings(cli.env), **users}
+    """relu, max pool, augmentation, 2 epochs: alone it takes the free cores; beside a spinning
+    program, and started a second after another of our runs, it takes what is left. Every figure,
+    weight and curve is the same."""
+    alone = tmp_path / "alone"
+    assert_ok(free_env.run(*_load_args(plain_data, alone)))
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(1.0)  # busy in /proc/stat before the run looks
+        assert_ok(free_env.run(*_load_args(plain_data, tmp_path / "busy")))
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+    first = free_env.start(*_load_args(plain_data, tmp_path / "first"), log=tmp_path / "first.log")
+    try:
+        time.sleep(1.0)
+        assert_ok(free_env.run(*_load_args(plain_data, tmp_path / "beside")))
+    finally:
+        assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
+
+    cores_here = usable_cores()
+    for name, reason in (("busy", "other programs keep"), ("beside", "other lenet_fmnist run")):
+        metrics = read_metrics(tmp_path / name)
+        assert reason in metrics["threads_reason"], metrics["threads_reason"]
+        assert metrics["threads"] == max(1, cores_here - 1)
+        assert_same_run(tmp_path / name, alone)
+
+
+def test_one_thread_and_two_threads_compute_the_same_bits(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
+    """With dropout, label smoothing and the weight average on, so every part of a step is covered."""
+    extra = ("activation=relu", "pool=max", "augmentation=standard", "dropout=standard", "ema.decay=0.99",
+             "label_smoothing=0.1", "epochs=2")  # fmt: skip
+    for threads in (1, 2):
+        args = [arg for arg in plain_args(plain_data, tmp_path / f"t{threads}", *extra) if arg != "threads=1"]
+        assert_ok(cli.run(*args, f"threads={threads}"))
+    assert (read_metrics(tmp_path / "t1")["threads"], read_metrics(tmp_path / "t2")["threads"]) == (1, 2)
+    assert_same_run(tmp_path / "t2", tmp_path / "t1")
+
+
+def test_a_resume_with_another_thread_count_ends_as_the_uninterrupted_run(
+    cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path
+) -> None:
+    """Started with 1 thread, stopped in epoch 2, resumed where OMP_NUM_THREADS=2 gives it 2: its
+    numbers are those of the uninterrupted run all the same (a requeued SLURM job on a larger node)."""
+    run_dir = tmp_path / "run"
+    without_threads = [arg for arg in plain_args(plain_data, run_dir) if arg != "threads=1"]
+    hint = sigterm_in_epoch_2(CLI({**cli.env, "OMP_NUM_THREADS": "1"}, cli.cwd), without_threads, run_dir)
+    resumed = CLI({**cli.env, "OMP_NUM_THREADS": "2"}, cli.cwd).run_hint(hint, timeout=300)
+    assert_ok(resumed)
+    metrics = read_metrics(run_dir)
+    assert (metrics["status"], metrics["threads"]) == ("completed", min(2, usable_cores()))
+    assert_same_run(run_dir, reference_run)
+
+
+def test_the_thread_count_follows_a_cap_on_the_cores(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    """LOKY_MAX_CPU_COUNT (joblib's cap, read where a CPU quota is): one core, one thread."""
+    env = {key: value for key, value in cli.env.items() if key != "OMP_NUM_THREADS"}
     args = [arg for arg in tiny_args(tiny_data, tmp_path / "run") if arg != "threads=1"]
-    assert_ok(CLI(env, cli.cwd).run(*args))
+    assert_ok(CLI({**env, "LOKY_MAX_CPU_COUNT": "1"}, cli.cwd).run(*args))
     metrics = read_metrics(tmp_path / "run")
-    assert (metrics["threads"], metrics["threads_reason"]) == threads
-    assert metrics["openmp_wait"] == recorded
-    assert metrics["cpu"] == openmp.this_cpu().model
-    assert metrics["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert metrics["threads"] == 1 and "of 1 cores" not in metrics["threads_reason"]
 
 
-def test_a_run_records_the_kernels_it_computed_with(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def cpu_quota_of_one_core() -> Iterator[Path]:
+    """A cgroup (v1 cpu controller, or v2) whose CPU quota is one core; removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("making a cgroup and a namespace for it needs root and unshare")
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    group = (v1 if (v1 / "cpu.cfs_quota_us").exists() else v2) / f"lenet-test-{os.getpid()}"
+    try:
+        group.mkdir()
+        if (group / "cpu.cfs_quota_us").exists():
+            (group / "cpu.cfs_period_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text("100000")
+        else:
+            (group / "cpu.max").write_text("100000 100000")
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        pytest.skip(f"cannot make a cgroup with a CPU quota here: {error}")
+    yield group
+    group.rmdir()
+
+
+def test_the_thread_count_follows_a_containers_cpu_quota(
+    cli: CLI, tiny_data: Path, tmp_path: Path, cpu_quota_of_one_core: Path
+) -> None:
+    """The run inside the cgroup sees it as a container does (its own cgroup namespace, the cgroup
+    file system mounted afresh): a quota of one core gives one thread, whatever the affinity says."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core only: a quota of one changes nothing")
+    hierarchy = "cgroup -o cpu" if cpu_quota_of_one_core.parent.name == "cpu" else "cgroup2"
+    point = cpu_quota_of_one_core.parent
+    env = {key: value for key, value in cli.env.items() if key != "OMP_NUM_THREADS"}
+    args = [arg for arg in tiny_args(tiny_data, tmp_path / "run") if arg != "threads=1"]
+    inside = (
+        f"mount -t tmpfs none /sys/fs/cgroup && mkdir -p {point} && mount -t {hierarchy} none {point} && "
+        f"exec {shlex.join(cli.command(args))}"
+    )
+    script = (
+        f"echo $$ > {cpu_quota_of_one_core}/cgroup.procs && exec unshare --cgroup --mount sh -c {shlex.quote(inside)}"
+    )
+    result = subprocess.run(["sh", "-c", script], env=env, cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    if result.returncode and "unshare" in result.stderr and "Operation not permitted" in result.stderr:
+        pytest.skip(f"cannot enter a cgroup namespace here: {result.stderr.strip()}")
+    assert_ok(result)
+    assert read_metrics(tmp_path / "run")["threads"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a run computed: the CPU and its kernels
+
+
+def test_a_run_records_the_cpu_and_kernels_it_computed_with(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
     """torch's and oneDNN's own variables select an AVX2 machine's kernels on a newer CPU (how
     docs/results.md reads a verdict with another rounding); metrics.json says so, beside the CPU."""
+    assert_ok(cli.run(*tiny_args(tiny_data, tmp_path / "own")))
+    metrics = read_metrics(tmp_path / "own")
+    assert (metrics["cpu"], metrics["cpu_kernels"], metrics["gpu"]) == (
+        this_cpu(),
+        torch.backends.cpu.get_cpu_capability(),
+        None,
+    )
     if torch.backends.cpu.get_cpu_capability() not in {"AVX2", "AVX512"}:
         pytest.skip("needs an x86 CPU with AVX2")
     env = {**cli.env, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     assert_ok(CLI(env, cli.cwd).run(*tiny_args(tiny_data, tmp_path / "run")))
     metrics = read_metrics(tmp_path / "run")
-    assert (metrics["cpu"], metrics["cpu_kernels"]) == (openmp.this_cpu().model, "AVX2, ONEDNN_MAX_CPU_ISA=AVX2")
+    assert (metrics["cpu"], metrics["cpu_kernels"]) == (this_cpu(), "AVX2, ONEDNN_MAX_CPU_ISA=AVX2")
 
 
 def test_a_run_resumed_with_other_kernels_says_its_bits_change(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
@@ -337,30 +433,7 @@ def test_a_run_resumed_with_other_kernels_says_its_bits_change(cli: CLI, plain_d
     hint = sigterm_in_epoch_2(capped, plain_args(plain_data, run_dir), run_dir)
     resumed = cli.run_hint(hint, timeout=300)
     assert_ok(resumed)
-    warning = "Resumed after epoch 1 on {} with AVX512 kernels; it ran on {} with AVX2, ONEDNN_MAX_CPU_ISA=AVX2 kernels"
-    expected = warning.format(openmp.this_cpu().model, openmp.this_cpu().model)
+    cpu = this_cpu()
+    expected = f"Resumed after epoch 1 on {cpu} with AVX512 kernels; it ran on {cpu} with AVX2, ONEDNN_MAX_CPU_ISA=AVX2 kernels"
     assert expected in output(resumed)
     assert any(expected in text for text in read_metrics(run_dir)["warnings"])
-
-
-def test_a_resumed_run_keeps_its_thread_count_and_wait_setting(
-    cli: CLI, plain_data: Path, reference_run: Path, tmp_path: Path
-) -> None:
-    """Started with OMP_NUM_THREADS=1 and a wait setting of the user's; resumed where
-    OMP_NUM_THREADS=2 and no wait setting are exported: it goes on with 1 thread (2 would change its
-    bits) and its recorded wait setting, and ends as the uninterrupted 1-thread run does."""
-    run_dir = tmp_path / "run"
-    first = CLI({**cli.env, "OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": "7"}, cli.cwd)
-    hint = sigterm_in_epoch_2(first, [arg for arg in plain_args(plain_data, run_dir) if arg != "threads=1"], run_dir)
-    assert read_metrics(run_dir)["threads_reason"] == "OMP_NUM_THREADS=1"
-
-    later = CLI({**_without_wait_settings(cli.env), "OMP_NUM_THREADS": "2"}, cli.cwd)
-    resumed = later.run_hint(hint, timeout=300)
-    assert_ok(resumed)
-    assert "Resuming with the run's OpenMP wait setting: GOMP_SPINCOUNT=7" in output(resumed)
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed"
-    assert (metrics["threads"], metrics["openmp_wait"]) == (1, "GOMP_SPINCOUNT=7")
-    assert metrics["threads_reason"].startswith("the resumed run trained with 1 so far")
-    assert checkpoint.load(run_dir / LAST_CHECKPOINT)["threads"] == 1
-    assert_same_run(run_dir, reference_run)

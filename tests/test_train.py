@@ -131,22 +131,6 @@ def test_a_run_saved_before_the_ingredients_resumes(make_config: MakeConfig, tmp
     assert resumed["status"] == "completed" and comparable(resumed) == comparable(done)
 
 
-def test_a_resume_keeps_the_thread_count_its_metrics_record(make_config: MakeConfig, tmp_path: Path) -> None:
-    """The thread count a resume keeps comes from the facts rundir.accept reads in metrics.json,
-    the one record that also holds the OpenMP wait setting, not from the checkpoint (which says 1
-    here)."""
-    run_dir = tmp_path / "run"
-    done = train.run(make_config(), run_dir)
-    (run_dir / "metrics.json").write_text(json.dumps({**done, "status": "interrupted", "threads": 2}))
-    threads = torch.get_num_threads()
-    try:
-        resumed = train.run(make_config("threads=null", "resume=true"), run_dir)
-    finally:
-        torch.set_num_threads(threads)
-    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["threads"] == 1
-    assert resumed["threads"] == 2 and resumed["threads_reason"].startswith("the resumed run trained with 2")
-
-
 def test_a_sweep_job_never_started_starts_on_resume(make_config: MakeConfig, tmp_path: Path) -> None:
     accepted = rundir.accept(tmp_path / "job", resume=True, start_if_unsaved=True)
     metrics = train.run(make_config("resume=true"), tmp_path / "job", accepted=accepted)

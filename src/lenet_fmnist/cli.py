@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from lenet_fmnist import cores, openmp, rundir, search_trial
+from lenet_fmnist import cores, rundir, search_trial
 from lenet_fmnist.endings import Ending, ending_of
 from lenet_fmnist.errors import Reported
 
@@ -145,10 +145,8 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # May the run start or resume here; a sweep run again with resume=true starts the jobs it
-    # never reached from scratch. A resume gets its recorded wait setting while torch has not
-    # read one yet (its thread count, from the same facts, once training decides threads).
+    # never reached from scratch.
     accepted = rundir.accept(run_dir, resume=typed.resume, start_if_unsaved=sweep)
-    openmp.resume_wait(accepted.facts.openmp_wait)
     from lenet_fmnist import train
     from lenet_fmnist.runtime import sweep_job_device
 
@@ -212,7 +210,6 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    openmp.configure_wait()  # before any command imports torch
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
         cores.register()

@@ -214,6 +214,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     device: str = "auto"
+    shards: int = 2
     threads: int | None = None
     resume: bool = False
 
@@ -221,6 +222,9 @@ class TrainConfig:
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(
+            1 <= self.shards <= self.batch_size, "shards", self.shards, f"from 1 to batch_size ({self.batch_size})"
+        )
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
         _check_device(self.device)
         _check_threads(self.threads)

@@ -1,23 +1,25 @@
 """How many threads a process takes; all of the project's thread counts are decided here.
 
-A training run decides once, at its start, from what else is running (`training_threads`); eval,
-predict and export take the cores they may use (`command_threads`); a launcher that starts several
-jobs at once gives each its share (`job_share`), through OMP_NUM_THREADS.
+A thread count decides only speed: every computation of a run is cut into pieces that the config
+fixes (lenet_fmnist.workers, lenet_fmnist.step), so a run computes the same bits with one thread or
+with many. A training run decides its count once, at its start, from what else is running
+(`training_threads`); eval, predict and export take the cores they may use (`command_threads`); a
+launcher that starts several jobs at once gives each its share (`job_share`), through
+OMP_NUM_THREADS.
 
-Two runs side by side that each take every core as OpenMP threads slow each other down far more
-than sharing the cores explains: a thread that waits at a barrier while the other run has its
-core makes its whole team wait (measured on 2 cores: two 2-thread runs took 20-134 s per epoch,
-two 1-thread runs 5.0 s each against 2.7 s for one run alone). So a run takes the cores that
-nothing else keeps busy:
+Runs side by side that each take every core share the cores worse than with one thread each (a
+team whose pieces wait for each other at every step waits for the slowest), so a run takes the
+cores that nothing else keeps busy:
 
     threads = max(1, usable cores - busy elsewhere)
 
-where the usable cores are this process's CPU affinity, and busy elsewhere is the larger of the
-user's other live lenet_fmnist training runs (the registry below) and the cores that other
-programs keep busy, sampled from /proc/stat for a moment. The count is fixed for the run's life:
-threads split float sums differently, so they change a run's bits. A `threads=` in the config, a
-resumed run's recorded count and an OMP_NUM_THREADS in the environment (the user's, or a
-launcher's share) come first, in that order.
+The usable cores are counted as schedulers count them (`usable_cores`: the CPU affinity, a
+container's CPU quota and LOKY_MAX_CPU_COUNT, as joblib, and so the sweeper, counts them); busy
+elsewhere is the larger of the user's other live lenet_fmnist training runs (the registry below)
+and the cores that other programs keep busy, sampled from /proc/stat for a moment. Under a quota
+/proc/stat counts the whole host, other tenants too, so only the registry counts there. A
+`threads=` in the config and an OMP_NUM_THREADS in the environment (the user's, or a launcher's
+share) come first, in that order.
 
 The registry: a directory of the user's (`$XDG_RUNTIME_DIR/lenet_fmnist/runs`, else
 `/tmp/lenet_fmnist-<uid>/runs`) with one file per training process, named after its pid and
@@ -59,8 +61,17 @@ class Threads(NamedTuple):
 
 
 def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, which job schedulers and launchers narrow."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use, as joblib counts them: the fewest of its CPU affinity (which
+    job schedulers and launchers narrow), a container's CPU quota (cgroup v2 cpu.max, v1
+    cfs_quota_us, rounded up) and LOKY_MAX_CPU_COUNT."""
+    from joblib import cpu_count  # joblib's import takes ~0.2 s: only when a count is needed
+
+    return cpu_count()
+
+
+def affinity_cores() -> set[int]:
+    """The CPUs this process may be scheduled on (all of them where the platform cannot say)."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def omp_num_threads(environ: Mapping[str, str]) -> int | None:
@@ -72,20 +83,11 @@ def omp_num_threads(environ: Mapping[str, str]) -> int | None:
 # ---- a training run's thread count ------------------------------------------------------------
 
 
-def fixed_threads(config: int | None, recorded: int | None, environ: Mapping[str, str], cores: int) -> Threads | None:
+def fixed_threads(config: int | None, environ: Mapping[str, str], cores: int) -> Threads | None:
     """The thread count that something other than the load decides, in order of precedence:
-    `threads=` in the config, the count a resumed run recorded, OMP_NUM_THREADS (never more than
-    the cores). None when none of them says."""
+    `threads=` in the config, OMP_NUM_THREADS (never more than the cores). None when neither says."""
     if config is not None:
-        if recorded is not None and recorded != config:
-            return Threads(
-                config,
-                f"threads={config} in the config (the run trained with {recorded} so far; its resumed epochs "
-                "will not match an uninterrupted run bit for bit)",
-            )
         return Threads(config, f"threads={config} in the config")
-    if recorded is not None:
-        return Threads(recorded, f"the resumed run trained with {recorded} so far (a run keeps its thread count)")
     share = omp_num_threads(environ)
     if share is None:
         return None
@@ -108,12 +110,20 @@ def threads_for_load(cores: int, other_runs: list[int], busy: float) -> Threads:
     return Threads(count, "the cores are free")
 
 
-def training_threads(config: int | None, recorded: int | None, environ: Mapping[str, str] = os.environ) -> Threads:
-    """This run's thread count, decided now; watches the load for SAMPLE_SECONDS when it has to."""
+def training_threads(config: int | None, environ: Mapping[str, str] = os.environ) -> Threads:
+    """This run's thread count, decided now; watches the load for SAMPLE_SECONDS when it has to
+    (not under a CPU quota, where /proc/stat counts other tenants' work too)."""
     cores = usable_cores()
-    decided = fixed_threads(config, recorded, environ, cores) or threads_for_load(cores, other_runs(), busy_cores())
+    decided = fixed_threads(config, environ, cores)
+    if decided is None:
+        under_quota = cores < len(affinity_cores())
+        decided = threads_for_load(cores, other_runs(), 0.0 if under_quota else busy_cores())
     log.info("%s", decided)
     return decided
+
+
+# A run on a GPU: the GPU computes, one CPU thread feeds it.
+ONE_GPU_THREAD = Threads(1, "the GPU computes; one CPU thread feeds it")
 
 
 # ---- the other commands, and the jobs a launcher starts at once ---------------------------------
@@ -123,7 +133,7 @@ def command_threads(config: int | None, environ: Mapping[str, str] = os.environ)
     """The thread count of eval, predict and export: `threads=` or OMP_NUM_THREADS as for a training
     run (`fixed_threads`), else every usable core: they are short, so the load is not watched."""
     cores = usable_cores()
-    return fixed_threads(config, None, environ, cores) or Threads(cores, f"the {cores} cores this process may use")
+    return fixed_threads(config, environ, cores) or Threads(cores, f"the {cores} cores this process may use")
 
 
 # More threads than cores in all makes OpenMP threads spin against each other: a training loop
@@ -170,7 +180,7 @@ def busy_between(before: CpuTicks, after: CpuTicks) -> float:
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
     """Cores of this process's affinity that other programs keep busy, watched for `seconds`;
     0 where /proc/stat cannot be read."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    cpus = affinity_cores()
     stat = Path("/proc/stat")
     try:
         before, own, started = cpu_ticks(stat.read_text(), cpus), time.process_time(), time.monotonic()

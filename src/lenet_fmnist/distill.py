@@ -35,6 +35,7 @@ from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import DistillConfig
 from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.workers import Workers
 
 # In a distilled run's checkpoints: {"teachers": [{"path", "sha256"}, ...], "splits": what they learned from}.
 CHECKPOINT_KEY = "distill"
@@ -107,11 +108,16 @@ class Teachers(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return torch.stack([model(inputs) for model in self.models]).mean(dim=0)
 
-    @torch.no_grad()  # not inference_mode: its tensors could not enter the student's autograd graph
-    def label(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Mean logits (N x 10) of uint8 `images` (N x 28 x 28), in batches of `batch_size`."""
-        chunks = [self(normalise(images[start : start + batch_size])) for start in range(0, len(images), batch_size)]
-        return torch.cat(chunks)
+    def label(self, images: torch.Tensor, batch_size: int, workers: Workers | None = None) -> torch.Tensor:
+        """Mean logits (N x 10) of uint8 `images` (N x 28 x 28), in batches of `batch_size`
+        computed by `workers` (else by this thread)."""
+
+        @torch.no_grad()  # not inference_mode: its tensors could not enter the student's autograd graph
+        def logits(start: int) -> torch.Tensor:
+            return self(normalise(images[start : start + batch_size]))
+
+        starts = range(0, len(images), batch_size)
+        return torch.cat(workers.map(logits, starts) if workers else [logits(start) for start in starts])
 
     def record(self) -> dict[str, Any]:
         """What the checkpoint keeps of the teachers."""
@@ -154,9 +160,9 @@ class Distillation:
     temperature: float
     label_batch: int  # images per teacher forward pass (eval_batch_size: no effect on results)
 
-    def soft_targets(self, epoch_images: torch.Tensor) -> torch.Tensor:
+    def soft_targets(self, epoch_images: torch.Tensor, workers: Workers) -> torch.Tensor:
         """The teachers' mean logits for each of the epoch's augmented images, in training order."""
-        return self.teachers.label(epoch_images, self.label_batch)
+        return self.teachers.label(epoch_images, self.label_batch, workers)
 
     def loss(self, hard: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return loss(hard, student, teacher, alpha=self.alpha, temperature=self.temperature)

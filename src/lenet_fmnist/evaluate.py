@@ -15,8 +15,9 @@ from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import EvalConfig
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.rundir import EVAL_FILE
-from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.runtime import command_workers, select_device
 from lenet_fmnist.storage import write_json
+from lenet_fmnist.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,31 @@ def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, di
     return Classifier(model, test_flip, uint8_input), state
 
 
-@torch.inference_mode()
 def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, test_flip: bool
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    test_flip: bool,
+    workers: Workers | None = None,
 ) -> tuple[float, float, torch.Tensor]:
     """Mean cross-entropy, accuracy and predicted classes over `images` (uint8 on the model's
-    device). With `test_flip` the logits are averaged over each image and its mirror image."""
+    device), in chunks of `batch_size` computed by `workers` (else by this thread). With
+    `test_flip` the logits are averaged over each image and its mirror image. The chunks' summed
+    losses are added in their order, so the team's size changes no bit."""
     classifier = Classifier(model, test_flip, uint8_input=True)
-    loss_sum = torch.zeros((), device=images.device)
-    predictions = []
-    for start in range(0, len(labels), batch_size):
+
+    @torch.inference_mode()
+    def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         logits = classifier(images[start : start + batch_size])
-        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
-        predictions.append(logits.argmax(dim=1))
-    predicted = torch.cat(predictions)
+        return F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum"), logits.argmax(dim=1)
+
+    starts = range(0, len(labels), batch_size)
+    results = workers.map(chunk, starts) if workers else [chunk(start) for start in starts]
+    loss_sum = torch.zeros((), device=images.device)
+    for chunk_loss, _ in results:
+        loss_sum += chunk_loss
+    predicted = torch.cat([chunk_predicted for _, chunk_predicted in results])
     accuracy = (predicted == labels).double().mean().item()
     return loss_sum.item() / len(labels), accuracy, predicted
 
@@ -98,12 +110,13 @@ def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     logged and written to eval.json in the run directory."""
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
     device = select_device(cfg.device)
-    configure_threads(cfg.threads)
     test = data.load_test(cfg.data.root)
     classifier.to(device, memory_format=CHANNELS_LAST)
-    loss, accuracy, predicted = evaluate(
-        classifier.model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size, classifier.test_flip
-    )
+    with command_workers(cfg.threads, device) as workers:
+        loss, accuracy, predicted = evaluate(
+            classifier.model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size,
+            classifier.test_flip, workers,
+        )  # fmt: skip
     confusion = confusion_matrix(test.labels, predicted)
     per_class = per_class_accuracy(confusion)
     result = {

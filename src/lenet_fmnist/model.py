@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -57,5 +59,29 @@ class LeNet5(nn.Module):
             drop(), nn.Linear(84, 10),
         )  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, dropout_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of `x`. `dropout_masks`, in training, are the dropout layers' scaled keep-masks
+        for these images (`draw_dropout_masks`): drawn for a whole batch before it is split into
+        shards, so that which image loses which units does not depend on the split. Without them
+        the dropout layers draw their own."""
+        features = self.features(x)
+        if dropout_masks is None:
+            return self.classifier(features)
+        masks = iter(dropout_masks)
+        for layer in self.classifier:
+            features = features * next(masks) if isinstance(layer, nn.Dropout) else layer(features)
+        return features
+
+    def draw_dropout_masks(self, images: int, device: torch.device) -> list[torch.Tensor] | None:
+        """One scaled keep-mask per dropout layer for a batch of `images`, from torch's global
+        generator, as nn.Dropout draws them on the CPU (keep with probability 1 - p, kept units
+        scaled by 1 / (1 - p)); None in eval mode or without dropout."""
+        if not self.training:
+            return None
+        layers = list(self.classifier)  # each dropout layer is followed by the linear layer it feeds
+        masks = [
+            torch.empty(images, after.in_features, device=device).bernoulli_(1 - layer.p).div_(1 - layer.p)
+            for layer, after in itertools.pairwise(layers)
+            if isinstance(layer, nn.Dropout)
+        ]
+        return masks or None

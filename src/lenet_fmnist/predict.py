@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,9 @@ from lenet_fmnist.evaluate import Classifier, load_classifier
 from lenet_fmnist.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.rundir import PREDICTIONS_FIGURE, PREDICTIONS_FILE, SKIPPED_FILE
-from lenet_fmnist.runtime import configure_threads, select_device
+from lenet_fmnist.runtime import command_workers, select_device
 from lenet_fmnist.storage import write_atomic
+from lenet_fmnist.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -58,30 +58,28 @@ class Result:
     probabilities: torch.Tensor  # 10
 
 
-def _chunks(paths: list[Path], size: int) -> Iterator[list[Path]]:
-    for start in range(0, len(paths), size):
-        yield paths[start : start + size]
-
-
 def predict_files(
-    classifier: Classifier, paths: list[Path], cfg: PredictConfig, device: torch.device
+    classifier: Classifier, paths: list[Path], cfg: PredictConfig, device: torch.device, workers: Workers
 ) -> tuple[list[Result], list[tuple[Path, str]]]:
-    """Prepare and classify `paths` batch by batch; the files that cannot be used, with why."""
-    results: list[Result] = []
-    bad: list[tuple[Path, str]] = []
-    for chunk in _chunks(paths, cfg.batch_size):
+    """Prepare and classify `paths` in chunks of `cfg.batch_size`, computed by `workers` (a chunk
+    on one thread: decoding and classifying it); the files that cannot be used, with why."""
+
+    def chunk(start: int) -> tuple[list[Result], list[tuple[Path, str]]]:
         prepared: list[tuple[Path, Prepared]] = []
-        for path in chunk:
+        bad: list[tuple[Path, str]] = []
+        for path in paths[start : start + cfg.batch_size]:
             try:
                 prepared.append((path, load_image(path, cfg.invert)))
             except BadImage as error:
                 bad.append((path, str(error)))
         if not prepared:
-            continue
+            return [], bad
         pixels = torch.from_numpy(np.stack([item.pixels for _, item in prepared])).to(device)
-        for (path, item), probs in zip(prepared, probabilities(classifier, pixels), strict=True):
-            results.append(Result(path, item, probs))
-    return results, bad
+        probs = probabilities(classifier, pixels)
+        return [Result(path, item, p) for (path, item), p in zip(prepared, probs, strict=True)], bad
+
+    chunks = workers.map(chunk, range(0, len(paths), cfg.batch_size))
+    return [r for results, _ in chunks for r in results], [b for _, bad in chunks for b in bad]
 
 
 def _list_bad(bad: list[tuple[Path, str]], shown: int = 10) -> str:
@@ -160,9 +158,9 @@ def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     run comes only when the rest is written, so a run stopped before (a full disk) can run again there."""
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)
     device = select_device(cfg.device)
-    configure_threads(cfg.threads)
     classifier.to(device, memory_format=CHANNELS_LAST)
-    results, bad = predict_files(classifier, paths, cfg, device)
+    with command_workers(cfg.threads, device) as workers:
+        results, bad = predict_files(classifier, paths, cfg, device, workers)
     if bad:
         write_skipped(run_dir / SKIPPED_FILE, bad)
     if not results:

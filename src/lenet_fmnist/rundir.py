@@ -194,40 +194,42 @@ def claim_sweep(directory: Path, resume: bool) -> None:
         )
 
 
+def processor(cpu: Any, cpu_kernels: Any, gpu: Any) -> str | None:
+    """What computed a run's numbers, in words, from metrics.json's `cpu`, `cpu_kernels` and
+    `gpu`: the GPU (its model, compute capability, CUDA and cuDNN) for a run on one, else the CPU
+    and torch's kernels for it; None when they were not recorded."""
+    if isinstance(gpu, dict):
+        return (
+            f"{gpu.get('name')} (compute capability {gpu.get('capability')}, CUDA {gpu.get('cuda')}, "
+            f"cuDNN {gpu.get('cudnn')})"
+        )
+    if isinstance(cpu, str) and isinstance(cpu_kernels, str):
+        return f"{cpu} with {cpu_kernels} kernels"
+    return None
+
+
 @dataclass(frozen=True)
 class ResumeFacts:
-    """How a run ran that its resumed epochs keep: the thread count (threads split float sums
-    differently, so they change a run's bits; cores.fixed_threads) and the OpenMP wait setting
-    (only its speed; openmp.resume_wait); and the CPU and kernels it ran on, which a resume
-    compares with its own (`moved`). metrics.json records them as `Circumstances` after every
-    saved epoch, and `accept` reads them back from there: one file, read once, torch-free, so the
-    command line can set the wait setting before torch loads. None: not recorded (a run saved
-    before they were, or one killed between writing last.pt and its first metrics.json)."""
+    """What computed a run so far (`processor`), which a resume compares with its own (`moved`).
+    metrics.json records it as `Circumstances` after every saved epoch, and `accept` reads it back
+    from there. None: not recorded (a run killed between writing last.pt and its first metrics.json)."""
 
-    threads: int | None = None
-    openmp_wait: str | None = None
-    cpu: str | None = None
-    cpu_kernels: str | None = None
+    processor: str | None = None
 
     @classmethod
     def recorded_in(cls, metrics: dict[str, Any]) -> ResumeFacts:
-        threads = metrics.get("threads")
-        valid_threads = isinstance(threads, int) and not isinstance(threads, bool) and threads > 0
+        return cls(processor(metrics.get("cpu"), metrics.get("cpu_kernels"), metrics.get("gpu")))
 
-        def text(key: str) -> str | None:
-            return value if isinstance(value := metrics.get(key), str) else None
-
-        return cls(threads if valid_threads else None, text("openmp_wait"), text("cpu"), text("cpu_kernels"))
-
-    def moved(self, cpu: str, cpu_kernels: str, epoch: int) -> str | None:
-        """The warning of a run resumed after `epoch` on another CPU or with other kernels than it
-        recorded (None: the same, or not recorded): each rounds differently, so its bits change."""
-        if self.cpu is None or self.cpu_kernels is None or (self.cpu, self.cpu_kernels) == (cpu, cpu_kernels):
+    def moved(self, now: str, epoch: int) -> str | None:
+        """The warning of a run resumed after `epoch` on another processor than it recorded (None:
+        the same, or not recorded). Each CPU, kernel set and GPU rounds differently, so its bits
+        change; a GPU run compares GPUs only, since the host's CPU computes none of its numbers."""
+        if self.processor is None or self.processor == now:
             return None
         return (
-            f"Resumed after epoch {epoch} on {cpu} with {cpu_kernels} kernels; it ran on {self.cpu} with "
-            f"{self.cpu_kernels} kernels so far. Each CPU and kernel set rounds differently, so from epoch "
-            f"{epoch + 1} on its bits differ from those of a run that never stopped (its figures are as valid)."
+            f"Resumed after epoch {epoch} on {now}; it ran on {self.processor} so far. Each processor and "
+            f"kernel set rounds differently, so from epoch {epoch + 1} on its bits differ from those of a "
+            "run that never stopped (its figures are as valid)."
         )
 
 
@@ -330,15 +332,20 @@ class Progress(Protocol):
 @dataclass(frozen=True)
 class Circumstances:
     """Where and how a run ran: metrics.json's fields beside its figures, in this order. A resume
-    reads `threads` and `openmp_wait` back by these names (ResumeFacts.recorded_in)."""
+    reads `cpu`, `cpu_kernels` and `gpu` back by these names (ResumeFacts.recorded_in)."""
 
     device: str  # e.g. cpu, cuda:0
-    threads: int
+    threads: int  # how many shards were computed at once: speed only
     threads_reason: str  # why that many (cores.Threads)
-    openmp_wait: str  # the wait setting in force (openmp.wait_setting)
-    cpu: str  # /proc/cpuinfo's model name (openmp.this_cpu)
+    cpu: str  # /proc/cpuinfo's model name (cpu.this_cpu)
     cpu_kernels: str  # torch's CPU kernels (runtime.cpu_kernels), e.g. AVX512
+    gpu: dict[str, Any] | None  # a GPU run's GPU: name, capability, cuda, cudnn (runtime.gpu_facts)
     parameters: int  # the model's
+
+    @property
+    def processor(self) -> str:
+        """What computes the run's numbers, in words (`processor`)."""
+        return processor(self.cpu, self.cpu_kernels, self.gpu) or self.cpu
 
 
 def metrics(status: Status, progress: Progress, test: dict[str, float], ran: Circumstances) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""Where and how fast to compute: the torch device and the number of intra-op threads."""
+"""Where and how fast to compute: the torch device, its kernels, and the team of threads of a command."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
 from lenet_fmnist.cores import command_threads
 from lenet_fmnist.errors import UserError
+from lenet_fmnist.workers import Workers
 
 
 def resolve_device(name: str, gpu_count: int) -> torch.device:
@@ -80,8 +82,29 @@ def cpu_kernels() -> str:
     return f"{kernels}, ONEDNN_MAX_CPU_ISA={onednn_cap}" if onednn_cap else kernels
 
 
+def gpu_facts(device: torch.device) -> dict[str, Any] | None:
+    """A GPU run's GPU, as metrics.json records it (None on the CPU): its model and compute
+    capability, and the CUDA and cuDNN versions torch runs it with. Each computes other bits."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return {
+        "name": torch.cuda.get_device_name(device),
+        "capability": f"{major}.{minor}",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
 def configure_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads for eval, predict and export (cores.command_threads)."""
+    """Set torch's intra-op threads for export, whose model and check are no run's numbers
+    (cores.command_threads)."""
     count = command_threads(threads).count
     torch.set_num_threads(count)
     return count
+
+
+def command_workers(threads: int | None, device: torch.device) -> Workers:
+    """The team that computes eval's, predict's and export's pieces (cores.command_threads; one
+    thread on a GPU, which does the work)."""
+    return Workers(command_threads(threads).count if device.type == "cpu" else 1)

@@ -32,17 +32,17 @@ from torch import nn
 from tqdm import tqdm
 
 from lenet_fmnist import averaging, checkpoint, cores, data, distill, optim, rundir, validation
-from lenet_fmnist.augment import Augmenter, Erasing, augment, normalise
-from lenet_fmnist.averaging import WeightAverage
+from lenet_fmnist.augment import Augmenter, Erasing, augment
 from lenet_fmnist.config import TrainConfig, to_plain, with_later_keys
+from lenet_fmnist.cpu import this_cpu
 from lenet_fmnist.errors import Diverged, Interrupted
 from lenet_fmnist.evaluate import confusion_matrix, evaluate
-from lenet_fmnist.loss import training_loss
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.openmp import this_cpu, wait_setting
 from lenet_fmnist.recorder import Recorder
 from lenet_fmnist.rundir import LAST_CHECKPOINT
-from lenet_fmnist.runtime import cpu_kernels, select_device
+from lenet_fmnist.runtime import cpu_kernels, gpu_facts, select_device
+from lenet_fmnist.step import Objective, ShardedStep
+from lenet_fmnist.workers import Workers, compute_on_one_thread
 
 log = logging.getLogger(__name__)
 
@@ -52,52 +52,37 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def train_epoch(
-    model: nn.Module,
+    step: ShardedStep,
     augmenter: Augmenter,
     labels: torch.Tensor,
     *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
     batch_size: int,
-    label_smoothing: float,
-    average: WeightAverage | None,
-    distillation: distill.Distillation | None,
     stop: threading.Event,
     description: str,
 ) -> dict[str, float] | None:
     """One pass over the training images (`augmenter`'s, with `labels`) in a fresh random order
-    drawn from `generator`; returns the mean training loss and accuracy, or None when `stop` was
-    set (the epoch is abandoned after the step in flight). The loss is smoothed by
-    `label_smoothing` and, with `distillation`, mixed with the teachers' soft targets for the same
-    augmented images; `average`, if any, takes in the weights after every step.
+    drawn from `generator`, one `step` per batch; returns the mean training loss and accuracy, or
+    None when `stop` was set (the epoch is abandoned after the step in flight).
 
     The whole epoch's augmented images are drawn at its start, in one gather (uint8, 0.8 MB per
-    1,000 images), so a step only slices its batch. Loss and accuracy are summed on the device and
-    read once at the end: no host sync per step.
+    1,000 images), and so are the teachers' logits for them when the run distils, so a step only
+    slices its batch. Loss and accuracy are summed on the device and read once at the end: no
+    host sync per step.
     """
-    model.train()
+    step.model.train()
     count = len(labels)
     order = torch.randperm(count, device=labels.device, generator=generator)
     epoch_images, epoch_labels = augmenter(order, generator), labels[order]
-    soft_targets = None if distillation is None else distillation.soft_targets(epoch_images)
+    soft_targets = step.soft_targets(epoch_images)
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in tqdm(range(0, count, batch_size), desc=description, leave=False, disable=None):
-        inputs = normalise(epoch_images[start : start + batch_size])
-        targets = epoch_labels[start : start + batch_size]
-        logits = model(inputs)
-        loss = training_loss(logits, targets, label_smoothing)
-        if distillation is not None:
-            loss = distillation.loss(loss, logits, soft_targets[start : start + batch_size])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if average is not None:
-            average.update(model)
-        loss_sum += loss.detach() * len(targets)
-        correct += (logits.argmax(dim=1) == targets).sum()
+        batch = slice(start, start + batch_size)
+        soft = None if soft_targets is None else soft_targets[batch]
+        batch_loss, batch_correct = step(epoch_images[batch], epoch_labels[batch], soft)
+        loss_sum += batch_loss
+        correct += batch_correct
         if stop.is_set():
             return None
     return {"train_loss": loss_sum.item() / count, "train_acc": correct.item() / count}
@@ -125,11 +110,10 @@ class TrainingState:
     schema, written here once, and `load_state_dict` resumes from one (the keys of every checkpoint
     written so far). metrics.json summarises the same run (rundir.metrics)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, train_images: int, threads: int) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, train_images: int) -> None:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
         self.device, self.config = device, to_plain(cfg)
-        self.threads = threads  # what trained these weights (a resume reads rundir.ResumeFacts)
         self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
         self.model.to(device, memory_format=CHANNELS_LAST)
         self.average = averaging.build(self.model, cfg.ema.decay)  # None without ema.decay
@@ -168,7 +152,6 @@ class TrainingState:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "config": self.config,
-            "threads": self.threads,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state(self.device) if cuda else None,
@@ -216,13 +199,18 @@ def fit(
     state: TrainingState,
     splits: data.FashionMNISTData,
     recorder: Recorder,
+    workers: Workers,
     *,
     on_epoch: EpochCallback | None = None,
 ) -> None:
-    """Train the epochs after `state.epoch`: train, validate, record, save, then call `on_epoch`.
-    SIGINT and SIGTERM stop it after the step in flight (Interrupted); a NaN or infinite loss
-    stops it too (Diverged), with the epoch that diverged in the history."""
+    """Train the epochs after `state.epoch`, computed by `workers`: train, validate, record, save,
+    then call `on_epoch`. SIGINT and SIGTERM stop it after the step in flight (Interrupted); a NaN
+    or infinite loss stops it too (Diverged), with the epoch that diverged in the history."""
     train = splits.train
+    step = ShardedStep(
+        state.model, state.optimizer, state.scheduler, Objective(cfg.label_smoothing, state.distillation),
+        workers=workers, shards=cfg.shards, average=state.average,
+    )  # fmt: skip
     augmenter = _augmenter(cfg, state, train.images, recorder)
     # scripts/bench.py times start-up up to this line.
     log.info("Training starts: %d steps of %d images per epoch", state.steps_per_epoch, cfg.batch_size)
@@ -230,17 +218,21 @@ def fit(
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             started = time.perf_counter()  # train:
             trained = train_epoch(
-                state.model, augmenter, train.labels, optimizer=state.optimizer, scheduler=state.scheduler,
-                generator=state.generator, batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
-                average=state.average, distillation=state.distillation, stop=stop,
+                step,
+                augmenter,
+                train.labels,
+                generator=state.generator,
+                batch_size=cfg.batch_size,
+                stop=stop,
                 description=f"epoch {epoch}/{cfg.epochs}",
-            )  # fmt: skip
+            )
             if trained is None:
                 raise _interrupted_in(epoch, recorder.last)
             train_seconds = time.perf_counter() - started  # validate:
             validated = _validate(
-                state.evaluated_model, splits.val, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
-            )
+                state.evaluated_model, splits.val, workers, batch_size=cfg.eval_batch_size,
+                test_flip=cfg.augmentation.test_flip,
+            )  # fmt: skip
             record = {  # record:
                 "epoch": epoch, **trained, **validated, **_timing(started, train_seconds, len(train.labels)),
                 "lr": state.optimizer.param_groups[0]["lr"],
@@ -276,12 +268,14 @@ def _interrupted_in(epoch: int, last: Path) -> Interrupted:
     return Interrupted(f"Interrupted in epoch {epoch}; {last} holds epoch {epoch - 1}.")
 
 
-def _validate(model: nn.Module, val: data.Split | None, *, batch_size: int, test_flip: bool) -> dict[str, float]:
+def _validate(
+    model: nn.Module, val: data.Split | None, workers: Workers, *, batch_size: int, test_flip: bool
+) -> dict[str, float]:
     """Validation loss and accuracy of `model` (the weight average, when the run keeps one). A run
     without validation (`val` None) has neither key, never a stand-in value."""
     if val is None:
         return {}
-    val_loss, val_acc, _ = evaluate(model, val.images, val.labels, batch_size=batch_size, test_flip=test_flip)
+    val_loss, val_acc, _ = evaluate(model, val.images, val.labels, batch_size, test_flip, workers)
     return {"val_loss": val_loss, "val_acc": val_acc}
 
 
@@ -323,14 +317,16 @@ def _log_epoch(record: dict[str, Any], epochs: int) -> None:
 # ---- the test and the whole run ----------------------------------------------------------------
 
 
-def final_test(cfg: TrainConfig, state: TrainingState, test: data.Split, recorder: Recorder) -> dict[str, float]:
+def final_test(
+    cfg: TrainConfig, state: TrainingState, test: data.Split, recorder: Recorder, workers: Workers
+) -> dict[str, float]:
     """Test accuracy and loss of best.pt's evaluated weights: the best-validation epoch's (without
     validation, the last epoch's), the weight average's when the run keeps one."""
     try:  # the signal handlers are restored by now: Ctrl-C and SIGTERM arrive as KeyboardInterrupt
         best = recorder.best_checkpoint(state.device)
         state.model.load_state_dict(checkpoint.evaluated_weights(best))  # training is over: the model is free
         test_loss, test_acc, predicted = evaluate(
-            state.model, test.images, test.labels, batch_size=cfg.eval_batch_size, test_flip=cfg.augmentation.test_flip
+            state.model, test.images, test.labels, cfg.eval_batch_size, cfg.augmentation.test_flip, workers
         )
         recorder.test(cfg.epochs, accuracy=test_acc, loss=test_loss, confusion=confusion_matrix(test.labels, predicted))
     except KeyboardInterrupt:
@@ -353,8 +349,8 @@ def run(
 ) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` and return what metrics.json holds. `accepted` is
     rundir.accept's answer for `run_dir` when the caller asked already (the command line does, to
-    give a resumed run its OpenMP wait setting before torch loads); `on_epoch` is called after
-    every saved epoch (see EpochCallback)."""
+    refuse a run before torch loads); `on_epoch` is called after every saved epoch (see EpochCallback)."""
+    compute_on_one_thread()  # every computation of the run: its numbers must not depend on a thread count
     if accepted is None:
         accepted = rundir.accept(run_dir, resume=cfg.resume)
     begin = rundir.start(run_dir, accepted, to_plain(cfg), load=checkpoint.load, with_later_keys=with_later_keys)
@@ -363,21 +359,20 @@ def run(
     device = _device(cfg.device, begin.saved, run_dir)
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     # Decided as late as possible, so that runs started a few seconds apart see each other.
-    threads = cores.training_threads(cfg.threads, accepted.facts.threads)
-    torch.set_num_threads(threads.count)
-    state = TrainingState(cfg, device, len(splits.train.labels), threads.count)
+    threads = cores.training_threads(cfg.threads) if device.type == "cpu" else cores.ONE_GPU_THREAD
+    state = TrainingState(cfg, device, len(splits.train.labels))
     ran = _circumstances(state, threads)
     if begin.saved is not None:
         state.load_state_dict(begin.saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
-        if moved := accepted.facts.moved(ran.cpu, ran.cpu_kernels, state.epoch):
+        if moved := accepted.facts.moved(ran.processor, state.epoch):
             log.warning(moved)
             state.warnings.append(moved)
     recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=ran)
     _log_recipe(cfg, ran)
-    with recorder.ending_recorded(state):
-        fit(cfg, state, splits, recorder, on_epoch=on_epoch)
-        test = final_test(cfg, state, splits.test, recorder)
+    with recorder.ending_recorded(state), Workers(threads.count) as workers:
+        fit(cfg, state, splits, recorder, workers, on_epoch=on_epoch)
+        test = final_test(cfg, state, splits.test, recorder, workers)
     return recorder.finish(state, test)
 
 
@@ -395,9 +390,9 @@ def _circumstances(state: TrainingState, threads: cores.Threads) -> rundir.Circu
         device=str(state.device),
         threads=threads.count,
         threads_reason=threads.reason,
-        openmp_wait=wait_setting(),
-        cpu=this_cpu().model,
+        cpu=this_cpu(),
         cpu_kernels=cpu_kernels(),
+        gpu=gpu_facts(state.device),
         parameters=sum(p.numel() for p in state.model.parameters()),
     )
 

@@ -89,9 +89,15 @@ def run_metrics(run: Run) -> dict[str, float]:
 
 def _settings(run: Run) -> dict[str, Any]:
     """The run's flattened configuration without the IGNORED keys; keys added since it ran at the
-    defaults it ran with, so that it groups with a new run of the same configuration."""
+    defaults it ran with, so that it groups with a new run of the same configuration. A run that
+    trained on a GPU also has `device: cuda`: a GPU computes other bits than a CPU, so its runs
+    form configurations of their own (a run that recorded no device, which never trained, stays
+    with the CPU's)."""
     config = with_later_keys(run.config) if run.config else {}
-    return {key: value for key, value in flatten(config).items() if key not in IGNORED}
+    settings = {key: value for key, value in flatten(config).items() if key not in IGNORED}
+    if str(run.metrics.get("device", "")).startswith("cuda"):
+        settings["device"] = "cuda"
+    return settings
 
 
 @dataclass
