@@ -136,9 +136,9 @@ def command_threads(config: int | None, environ: Mapping[str, str] = os.environ)
     return fixed_threads(config, environ, cores) or Threads(cores, f"the {cores} cores this process may use")
 
 
-# More threads than cores in all makes OpenMP threads spin against each other: a training loop
-# ran 15-20x slower here. So OMP_NUM_THREADS never raises a count above the cores, and a launcher
-# that starts several jobs at once gives each its share of them.
+# More threads than cores in all makes a run's shards wait for each other at every step, behind
+# other work. So OMP_NUM_THREADS never raises a count above the cores, and a launcher that starts
+# several jobs at once gives each its share of them.
 
 
 def job_share(cores: int, concurrent_jobs: int, cpus_per_task: int | None) -> int:

@@ -78,8 +78,8 @@ class ResumeOnRequeue:
     def _share_cores(self) -> None:
         """Set OMP_NUM_THREADS to this job's share (cores.job_share): a new training run takes that
         many threads (cores.fixed_threads), eval, predict and export at most that many
-        (cores.command_threads). An OMP_NUM_THREADS the user exported is kept; `threads=` and a
-        resumed run's recorded count come before it."""
+        (cores.command_threads). An OMP_NUM_THREADS the user exported is kept; `threads=` comes
+        before it. Either way only the speed changes, never a bit (lenet_fmnist.step)."""
         cpus = self.params.get("cpus_per_task")
         if cpus is None and self.concurrent_jobs is None:
             return  # a cluster job without cpus_per_task: its CPU affinity is its allocation

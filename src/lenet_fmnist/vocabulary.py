@@ -23,8 +23,7 @@ SEARCH_FILE = "search.json"
 RESULT_NEUTRAL_KEYS = ("resume", "device", "threads", "eval_batch_size", "data.root")
 # A resumed run may change any of them; the device only within its kind (rundir.check_device_kind:
 # CPU and CUDA draw different random numbers), e.g. device=auto to device=cpu on the same CPU.
-# A resumed run keeps its thread count unless `threads=` says otherwise (cores.fixed_threads):
-# threads split float sums differently, so another count changes the bits from there on.
+# `threads` decides how many of a batch's shards are computed at once, never a bit (lenet_fmnist.step).
 RESUMABLE_CHANGES = RESULT_NEUTRAL_KEYS
 
 

@@ -9,7 +9,7 @@ added in that order: the thread count then decides only how many pieces run at o
 
 torch releases Python's GIL inside its operations, so the threads compute in parallel. They wait
 for work on a queue (sleeping, not spinning), so runs side by side on the same cores share them
-without the collapse of spinning OpenMP teams (docs/performance.md).
+without the collapse of spinning OpenMP teams (docs/performance.md, "Runs side by side").
 """
 
 from __future__ import annotations
