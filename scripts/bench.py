@@ -47,8 +47,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lenet_fmnist import cores
-from lenet_fmnist.cpu import this_cpu
+from lenet_fmnist.host.cpu import this_cpu
+from lenet_fmnist.host.registry import register
+from lenet_fmnist.host.threads import training_threads, usable_cores
 
 EPOCH_IMAGES = 50_000  # a default run's epoch: the training split left after 10,000 validation images
 VARIANTS = ("conventional-w0", "conventional-w2", "project", "floor", "sharded-floor")
@@ -124,12 +125,12 @@ def run_child(args: argparse.Namespace) -> None:
     conventional = args.child.startswith("conventional")
     threads = None
     if not conventional:
-        cores.register()
-        threads = cores.training_threads(args.threads)
+        register()
+        threads = training_threads(args.threads)
     import torch
 
     import bench_loops
-    from lenet_fmnist.runtime import select_device
+    from lenet_fmnist.device import select_device
     from lenet_fmnist.workers import Workers
 
     device = torch.device(args.device) if conventional else select_device(args.device)
@@ -225,7 +226,7 @@ def startup(args: argparse.Namespace) -> dict[str, float]:
 
 # ---- runs side by side ------------------------------------------------------------------------
 
-ALL_CORES = cores.usable_cores()
+ALL_CORES = usable_cores()
 # Candidate policies: `threads=` (None: the command decides by the load).
 CANDIDATES: dict[str, int | None] = {
     "automatic (ours)": None,

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from lenet_fmnist import checkpoint
-from lenet_fmnist.cpu import this_cpu
+from lenet_fmnist.host.cpu import this_cpu
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.training import checkpoint
 
 TRAIN = ("activation=relu", "pool=max", "optimizer=sgd", "augmentation=standard", "threads=2")
 

@@ -7,10 +7,10 @@ decisions first and imports this module after):
   floor            the project's model: forward, backward and optimizer step on one ready-made
                    batch, no data work at all, as torch computes it with every thread on the whole
                    batch (its bits depend on the thread count)
-  sharded-floor    the same with the project's step (lenet_fmnist.step): the batch in shards, each
+  sharded-floor    the same with the project's step (lenet_fmnist.training.step): the batch in shards, each
                    on one thread of the team (its bits do not depend on the thread count)
   accuracy         test accuracy after a few epochs at batch 64: the conventional loop against
-                   the project's own epoch function (lenet_fmnist.train.train_epoch)
+                   the project's own epoch function (lenet_fmnist.training.trainer.train_epoch)
 
 Each returns a JSON-able dict, which the child prints as its last line.
 """
@@ -32,13 +32,13 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 from lenet_fmnist import data
-from lenet_fmnist.augment import Augmenter, normalise
 from lenet_fmnist.config import AugmentationConfig, SGDConfig, TrainConfig
-from lenet_fmnist.evaluate import evaluate
+from lenet_fmnist.inference.evaluate import evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.optim import build_optimizer, build_scheduler
-from lenet_fmnist.step import Objective, ShardedStep
-from lenet_fmnist.train import train_epoch
+from lenet_fmnist.training.augment import Augmenter, normalise
+from lenet_fmnist.training.optim import build_optimizer, build_scheduler
+from lenet_fmnist.training.step import Objective, ShardedStep
+from lenet_fmnist.training.trainer import train_epoch
 from lenet_fmnist.workers import Workers
 
 AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)

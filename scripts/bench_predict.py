@@ -6,7 +6,7 @@ times in interleaved rounds, reporting the median of each:
 
   model     evaluate's Classifier on the prepared images already in memory: no files, no decoding
             (the model's own throughput at predict's batch size, softmax and copy to the CPU included)
-  prepare   read, decode and prepare every file (lenet_fmnist.images.load_image), no model
+  prepare   read, decode and prepare every file (lenet_fmnist.inference.images.load_image), no model
   predict   what the command does after start-up (predict.predict_files): read, decode, prepare
             and classify, batch by batch
 
@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lenet_fmnist import checkpoint, data
+from lenet_fmnist import data
 from lenet_fmnist.config import PredictConfig, TrainConfig, register, to_plain, validate
-from lenet_fmnist.evaluate import load_classifier
-from lenet_fmnist.images import load_image
+from lenet_fmnist.device import command_workers, select_device
+from lenet_fmnist.inference.evaluate import load_classifier
+from lenet_fmnist.inference.images import load_image
+from lenet_fmnist.inference.predict import predict_files, probabilities
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.predict import predict_files, probabilities
-from lenet_fmnist.runtime import command_workers, select_device
+from lenet_fmnist.training import checkpoint
 from lenet_fmnist.workers import Workers
 
 

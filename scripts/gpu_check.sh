@@ -112,7 +112,7 @@ else
 fi
 # Everything a training run and the command line import (the package's __init__ is empty: importing
 # it alone would prove nothing).
-"$python" -c "import hydra, lenet_fmnist.cli, lenet_fmnist.train, lenet_fmnist.evaluate; \
+"$python" -c "import hydra, lenet_fmnist.cli, lenet_fmnist.training.trainer, lenet_fmnist.inference.evaluate; \
 print('hydra', hydra.__version__, '| lenet_fmnist from', lenet_fmnist.__file__)" \
     >>"$results" 2>&1 || say "lenet_fmnist's training side or hydra cannot be imported: the steps below fail (see install.log)"
 

@@ -34,9 +34,10 @@ from filelock import FileLock
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lenet_fmnist import data
-from lenet_fmnist.checkpoint import EMA
-from lenet_fmnist.cores import usable_cores
-from lenet_fmnist.rundir import LOCK_FILE, RESUME_WITH, RUN_AGAIN_WITH
+from lenet_fmnist.host.threads import usable_cores
+from lenet_fmnist.run.files import LOCK_FILE
+from lenet_fmnist.run.next_step import RESUME_WITH, RUN_AGAIN_WITH
+from lenet_fmnist.training.checkpoint import EMA
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")

@@ -11,9 +11,9 @@ import torch
 from torchvision.transforms import RandomErasing
 
 from conftest import random_images, transform_of
-from lenet_fmnist.augment import ERASE_RATIO, Augmenter, Erasing, augment, normalise
 from lenet_fmnist.config import AugmentationConfig
 from lenet_fmnist.data import MEAN, STD
+from lenet_fmnist.training.augment import ERASE_RATIO, Augmenter, Erasing, augment, normalise
 
 
 def seeded(seed: int) -> torch.Generator:

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from conftest import CLI, EMA_DECAY, assert_ok, output, read_metrics
-from lenet_fmnist import averaging, checkpoint, data
-from lenet_fmnist.averaging import WeightAverage
-from lenet_fmnist.evaluate import evaluate, load_classifier
+from lenet_fmnist import data
+from lenet_fmnist.inference.evaluate import evaluate, load_classifier
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.training import averaging, checkpoint
+from lenet_fmnist.training.averaging import WeightAverage
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

@@ -22,9 +22,9 @@ from conftest import (
     train_args,
     write_dataset,
 )
-from lenet_fmnist.checkpoint import FORMAT
 from lenet_fmnist.model import LeNet5
-from lenet_fmnist.rundir import LOCK_FILE
+from lenet_fmnist.run.files import LOCK_FILE
+from lenet_fmnist.training.checkpoint import FORMAT
 
 
 def assert_each_job_failed_clearly(result: subprocess.CompletedProcess[str], expected: dict[str, str]) -> None:

@@ -15,9 +15,9 @@ from hydra import compose
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import CLI, assert_ok, output, read_metrics
-from lenet_fmnist import distill
 from lenet_fmnist.config import TrainConfig, validate
-from lenet_fmnist.vocabulary import flatten
+from lenet_fmnist.run.config_keys import flatten
+from lenet_fmnist.training import distill
 from test_experiments import choices, job_config, sweep_jobs
 
 FRESH_SEEDS = ["25", "26", "27", "28", "29"]  # no search or earlier recipe used them (docs/results.md, step 7)

@@ -120,12 +120,13 @@ def test_module_and_console_script_agree(tmp_path: Path) -> None:
         assert answers[0].stdout.startswith("usage:") or "unknown command 'fit'" in answers[0].stderr
 
 
-# Each family of exceptions (lenet_fmnist.errors) raised by a command's task, through the real
+# Each family of exceptions (lenet_fmnist.run.errors) raised by a command's task, through the real
 # Hydra app, one after another in one process: its exit status and how its message ends.
 FAMILIES = """
 import sys
 from pathlib import Path
-from lenet_fmnist import cli, errors
+from lenet_fmnist import cli
+from lenet_fmnist.run import errors
 where = sys.argv[1]  # before the app sets sys.argv for Hydra
 for name in ("UserError", "MachineFault", "Diverged", "Interrupted", "Pruned", "KeyboardInterrupt"):
     kind = getattr(errors, name, None) or KeyboardInterrupt

@@ -3,7 +3,6 @@ values that are well typed but out of range (in-process, through Hydra's compose
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -29,11 +28,10 @@ from lenet_fmnist.config import (
     RMSpropConfig,
     SGDConfig,
     TrainConfig,
-    to_plain,
     validate,
 )
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, RESUMABLE_CHANGES, config_changes, flatten
+from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, flatten
+from lenet_fmnist.run.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,29 +218,6 @@ def test_the_ingredients_are_off_by_default_in_every_augmentation_option(compose
         assert cfg.data.val_size == 10_000
 
 
-def test_a_config_saved_before_the_later_keys_means_their_defaults(compose_with: Compose) -> None:
-    """A run saved before a LATER_KEYS key existed ran as its default does: filled in, its config
-    equals today's, so it resumes and groups with new runs; values it has are kept."""
-    today = to_plain(validate(compose_with("train", "augmentation=standard"), TrainConfig))
-    saved = copy.deepcopy(today)
-    for key in config.LATER_KEYS:
-        *parents, name = key.split(".")
-        node = saved
-        for part in parents:
-            node = node[part]
-        del node[name]
-    del saved["ema"]  # the whole block is newer than the saved run
-    assert flatten(saved).keys() == flatten(today).keys() - set(config.LATER_KEYS)
-    assert config.with_later_keys(saved) == today
-    assert config_changes(config.with_later_keys(saved), today, RESUMABLE_CHANGES) == []
-    assert config_changes(saved, today, RESUMABLE_CHANGES), "control: without them the configs differ"
-    tuned = {**saved, "label_smoothing": 0.2, "ema": {"decay": 0.99}}
-    assert config.with_later_keys(tuned)["label_smoothing"] == 0.2 and config.with_later_keys(tuned)["ema"] == {
-        "decay": 0.99
-    }
-    assert "ema" not in saved, "the saved config itself is left as it was"
-
-
 def test_a_value_from_the_command_line_is_checked_the_same_way(compose_with: Compose) -> None:
     with pytest.raises(UserError, match=r"optimizer.lr=-1.0 is not allowed"):
         validate(compose_with("train", "optimizer.lr=-1"), TrainConfig)
@@ -304,7 +279,7 @@ def test_dataclass_defaults_match_the_yaml(
     assert defaults, schema
     assert {key: yaml_values.get(key) for key in defaults} == defaults
     if schema is TrainConfig:  # the recipe's ingredients are compared too
-        assert set(config.LATER_KEYS) <= defaults.keys()
+        assert {"label_smoothing", "ema.decay", "augmentation.erase_p", "distill.alpha"} <= defaults.keys()
 
 
 def test_the_ingredients_are_written_in_the_yaml() -> None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lenet_fmnist import cores, cpu
-from lenet_fmnist.cores import Threads
+from lenet_fmnist.host import cpu, threads
+from lenet_fmnist.host.load import busy_between, busy_cores, cpu_ticks
+from lenet_fmnist.host.registry import is_registered, other_runs, register, registered_while_running, unregister
+from lenet_fmnist.host.threads import Threads, fixed_threads, threads_for_load, training_threads, usable_cores
 
 # ---------------------------------------------------------------------------------------------
 # The CPU's name
@@ -52,7 +54,7 @@ def test_the_cpu_is_named_with_its_family_and_model() -> None:
 def test_config_then_omp_num_threads_decide(
     config: int | None, environ: dict[str, str], usable: int, expected: tuple[int, str]
 ) -> None:
-    decided = cores.fixed_threads(config, environ, usable)
+    decided = fixed_threads(config, environ, usable)
     assert decided is not None
     assert decided.count == expected[0] and decided.reason.startswith(expected[1]), decided
 
@@ -60,7 +62,7 @@ def test_config_then_omp_num_threads_decide(
 @pytest.mark.parametrize("omp", [None, "", "0", "2,1", "two"])
 def test_without_them_the_load_decides(omp: str | None) -> None:
     environ = {} if omp is None else {"OMP_NUM_THREADS": omp}
-    assert cores.fixed_threads(None, environ, 2) is None
+    assert fixed_threads(None, environ, 2) is None
 
 
 @pytest.mark.parametrize(
@@ -78,36 +80,36 @@ def test_without_them_the_load_decides(omp: str | None) -> None:
     ],
 )
 def test_the_load_leaves_the_free_cores(usable: int, runs: list[int], busy: float, expected: Threads) -> None:
-    assert cores.threads_for_load(usable, runs, busy) == expected
+    assert threads_for_load(usable, runs, busy) == expected
 
 
 def test_the_decision_watches_the_load_only_when_nothing_else_decides(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_watching() -> float:
         raise AssertionError("the load was sampled although the thread count was fixed")
 
-    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
-    monkeypatch.setattr(cores, "affinity_cores", lambda: {0, 1})
-    monkeypatch.setattr(cores, "other_runs", lambda: [4321])
-    monkeypatch.setattr(cores, "busy_cores", no_watching)
-    assert cores.training_threads(None, {"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS=2")
-    assert cores.training_threads(2, {}).count == 2
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "affinity_cores", lambda: {0, 1})
+    monkeypatch.setattr(threads, "other_runs", lambda: [4321])
+    monkeypatch.setattr(threads, "busy_cores", no_watching)
+    assert training_threads(None, {"OMP_NUM_THREADS": "2"}) == (2, "OMP_NUM_THREADS=2")
+    assert training_threads(2, {}).count == 2
 
-    monkeypatch.setattr(cores, "busy_cores", lambda: 0.2)
-    decided = cores.training_threads(None, {})
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.2)
+    decided = training_threads(None, {})
     assert decided == (1, "1 other lenet_fmnist run is training (pid 4321)")
     assert str(decided) == "1 thread: 1 other lenet_fmnist run is training (pid 4321)"
 
 
 def test_under_a_cpu_quota_the_host_wide_load_is_not_watched(monkeypatch: pytest.MonkeyPatch) -> None:
     """A quota of 2 cores on a 16-core host: /proc/stat counts other tenants' work, so only our runs count."""
-    monkeypatch.setattr(cores, "usable_cores", lambda: 2)
-    monkeypatch.setattr(cores, "affinity_cores", lambda: set(range(16)))
-    monkeypatch.setattr(cores, "other_runs", lambda: [])
-    monkeypatch.setattr(cores, "busy_cores", lambda: 14.0)  # the host is busy
-    assert cores.training_threads(None, {}) == (2, "the cores are free")
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "affinity_cores", lambda: set(range(16)))
+    monkeypatch.setattr(threads, "other_runs", lambda: [])
+    monkeypatch.setattr(threads, "busy_cores", lambda: 14.0)  # the host is busy
+    assert training_threads(None, {}) == (2, "the cores are free")
 
 
-COUNT_CORES = "from lenet_fmnist import cores; print(cores.usable_cores())"
+COUNT_CORES = "from lenet_fmnist.host.threads import usable_cores; print(usable_cores())"
 
 
 def test_the_usable_cores_follow_a_cap_as_joblib_reads_it() -> None:
@@ -135,13 +137,13 @@ cpu2 200 0 25 300 0 0 0 0 0 0
 
 
 def test_busy_cores_from_proc_stat() -> None:
-    before, after = cores.cpu_ticks(STAT_BEFORE, {0, 1}), cores.cpu_ticks(STAT_AFTER, {0, 1})
+    before, after = cpu_ticks(STAT_BEFORE, {0, 1}), cpu_ticks(STAT_AFTER, {0, 1})
     assert set(before) == {0, 1}
-    assert cores.busy_between(before, after) == pytest.approx(0.6)
+    assert busy_between(before, after) == pytest.approx(0.6)
 
 
 def test_busy_cores_here_is_a_share_of_the_usable_cores() -> None:
-    assert 0.0 <= cores.busy_cores(0.05) <= cores.usable_cores()
+    assert 0.0 <= busy_cores(0.05) <= usable_cores()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,11 +151,12 @@ def test_busy_cores_here_is_a_share_of_the_usable_cores() -> None:
 
 REGISTERED = """
 import json, sys
-from lenet_fmnist import cores, cpu  # neither may import torch
-cores.register()
+from lenet_fmnist.host import cpu  # neither may import torch
+from lenet_fmnist.host.registry import other_runs, register
+register()
 print(json.dumps({"torch": "torch" in sys.modules}), flush=True)
 for line in sys.stdin:
-    print(json.dumps(cores.other_runs()), flush=True)
+    print(json.dumps(other_runs()), flush=True)
 """
 
 
@@ -185,7 +188,7 @@ def test_two_registered_processes_see_each_other_and_a_killed_ones_entry_goes(ru
     try:
         assert _others_seen_by(first) == [second.pid]
         assert _others_seen_by(second) == [first.pid]
-        assert sorted(cores.other_runs()) == sorted([first.pid, second.pid])  # this process is not in
+        assert sorted(other_runs()) == sorted([first.pid, second.pid])  # this process is not in
 
         second.send_signal(signal.SIGKILL)
         second.wait(timeout=30)
@@ -197,30 +200,30 @@ def test_two_registered_processes_see_each_other_and_a_killed_ones_entry_goes(ru
         for process in (first, second):
             process.kill()
             process.wait(timeout=30)
-    assert cores.other_runs() == []
+    assert other_runs() == []
 
 
 def test_a_process_registered_for_a_training_call_leaves_after_it(runtime_dir: Path) -> None:
     seen: list[bool] = []
 
-    @cores.registered_while_running
+    @registered_while_running
     def training() -> None:
-        seen.append(cores.is_registered())
+        seen.append(is_registered())
 
-    assert not cores.is_registered()
+    assert not is_registered()
     training()
-    assert seen == [True] and not cores.is_registered()
+    assert seen == [True] and not is_registered()
     assert list((runtime_dir / "lenet_fmnist" / "runs").iterdir()) == []
 
 
 def test_a_process_registered_before_stays_registered(runtime_dir: Path) -> None:
-    cores.register()
+    register()
     try:
-        cores.registered_while_running(lambda: None)()
-        assert cores.is_registered()
+        registered_while_running(lambda: None)()
+        assert is_registered()
         assert len(list((runtime_dir / "lenet_fmnist" / "runs").iterdir())) == 1
     finally:
-        cores.unregister()
+        unregister()
 
 
 def test_a_registry_that_another_user_owns_is_not_used(runtime_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -229,8 +232,8 @@ def test_a_registry_that_another_user_owns_is_not_used(runtime_dir: Path, caplog
     planted = runtime_dir / "lenet_fmnist"
     planted.mkdir()
     os.chown(planted, 65534, 65534)  # nobody's
-    with caplog.at_level(logging.WARNING, logger="lenet_fmnist.cores"):
-        cores.register()
-    assert not cores.is_registered()
+    with caplog.at_level(logging.WARNING, logger="lenet_fmnist.host.registry"):
+        register()
+    assert not is_registered()
     assert f"{planted} belongs to another user" in caplog.text
     assert not (planted / "runs").exists()

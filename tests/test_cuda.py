@@ -44,10 +44,11 @@ from conftest import (
     train_args,
     transform_of,
 )
-from lenet_fmnist import checkpoint, data
-from lenet_fmnist.augment import Augmenter, normalise
+from lenet_fmnist import data
+from lenet_fmnist.device import select_device, spread_over_gpus
 from lenet_fmnist.model import CHANNELS_LAST
-from lenet_fmnist.runtime import select_device, spread_over_gpus
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.augment import Augmenter, normalise
 
 pytestmark = [
     pytest.mark.cuda,

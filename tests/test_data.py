@@ -12,7 +12,7 @@ import torch
 
 from conftest import synthetic_split, write_dataset, write_idx
 from lenet_fmnist import data
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.errors import UserError
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])

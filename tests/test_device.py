@@ -4,14 +4,12 @@ through the command line on a real GPU are in test_cuda.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from lenet_fmnist import rundir, runtime, train
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, config_changes
+from lenet_fmnist import device as runtime
+from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, config_changes
+from lenet_fmnist.run.errors import UserError
 
 
 @pytest.mark.parametrize(
@@ -61,36 +59,9 @@ def test_select_device_on_the_cpu_touches_no_cuda_setting() -> None:
     assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == before
 
 
-def saved_on(kind: str) -> bool:
-    """Whether a checkpoint saved on `kind`, its `rng` part as TrainingState.state_dict writes it,
-    reads as saved on a GPU."""
-    cuda_state = torch.zeros(16, dtype=torch.uint8) if kind == "cuda" else None
-    state = {"rng": {"torch": torch.get_rng_state(), "cuda": cuda_state, "generator": torch.get_rng_state()}}
-    return train.TrainingState.saved_on_gpu(state)
-
-
-@pytest.mark.parametrize(("saved", "now"), [("cpu", "cpu"), ("cuda", "cuda:0"), ("cuda", "cuda:1")])
-def test_a_run_resumes_on_its_kind_of_device(saved: str, now: str) -> None:
-    rundir.check_device_kind(saved_on(saved), now, Path("run/checkpoints/last.pt"))
-
-
-@pytest.mark.parametrize(
-    ("saved", "now", "message"),
-    [
-        ("cuda", "cpu", r"was saved by a run on a CUDA GPU and this run would continue on cpu\..*device=cuda on a"),
-        ("cpu", "cuda:0", r"was saved by a run on the CPU and this run would continue on cuda:0\..*device=cpu\.$"),
-    ],
-)
-def test_a_run_does_not_resume_on_the_other_kind_of_device(saved: str, now: str, message: str) -> None:
-    with pytest.raises(UserError, match=message) as caught:
-        rundir.check_device_kind(saved_on(saved), now, Path("run/checkpoints/last.pt"))
-    assert str(caught.value).startswith("resume=true, but run/checkpoints/last.pt ")
-    assert "\n" not in str(caught.value)
-
-
 def test_the_device_setting_may_change_on_resume() -> None:
     """device=auto to device=cpu for a run that auto put on the CPU: the same computation. A change
-    of kind is refused by the checkpoint's own record instead (above)."""
+    of kind is refused by the checkpoint's own record instead (test_rundir.py)."""
     auto, cpu = {"device": "auto", "epochs": 3}, {"device": "cpu", "epochs": 3}
-    assert config_changes(auto, cpu, RESUMABLE_CHANGES) == []
-    assert config_changes(auto, {**cpu, "epochs": 4}, RESUMABLE_CHANGES) == ["epochs: 3 -> 4"]
+    assert config_changes(auto, cpu, RESULT_NEUTRAL_KEYS) == []
+    assert config_changes(auto, {**cpu, "epochs": 4}, RESULT_NEUTRAL_KEYS) == ["epochs: 3 -> 4"]

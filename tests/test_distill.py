@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet_fmnist import checkpoint, distill
-from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import DistillConfig
-from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.training import checkpoint, distill
+from lenet_fmnist.training.augment import normalise
 
 VALIDATING = {"val_size": 10_000, "split_seed": 0}
 

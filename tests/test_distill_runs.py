@@ -20,7 +20,7 @@ from conftest import (
     run_each,
     sigterm_in_epoch_2,
 )
-from lenet_fmnist import distill
+from lenet_fmnist.training import distill
 
 TEACHER, LEAKY_TEACHER, PLAIN, SILENT, DISTILLED = "teacher", "leaky", "plain", "alpha0", "distilled"
 

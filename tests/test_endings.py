@@ -1,4 +1,4 @@
-"""The one table of endings (lenet_fmnist.endings): every family of exceptions has its row, the rows
+"""The one table of endings (lenet_fmnist.run.endings): every family of exceptions has its row, the rows
 agree with each other where they must, and the run directory and the report read them (the exit
 statuses through the real command line: test_cli.py's test_each_family_of_exceptions...)."""
 
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from lenet_fmnist import errors, rundir
-from lenet_fmnist.endings import ENDINGS, REPORT_NAMES, UNFINISHED, Status, TrialEnd, ending_of
-from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, UserError
 from lenet_fmnist.report import runs
+from lenet_fmnist.run import errors
+from lenet_fmnist.run.endings import ENDINGS, REPORT_NAMES, UNFINISHED, Status, TrialEnd, ending_of
+from lenet_fmnist.run.errors import Diverged, Interrupted, MachineFault, Pruned, UserError
+from lenet_fmnist.run.files import METRICS_FILE
+from lenet_fmnist.run.metrics_file import ENDED_AS_ASKED
 
 
 def test_every_family_of_errors_has_a_row_of_its_own() -> None:
@@ -48,7 +50,7 @@ def test_an_exception_takes_the_row_of_its_nearest_family() -> None:
     ],
 )
 def test_the_status_a_run_ends_with(error: BaseException, status: Status) -> None:
-    assert rundir.status_after(error) == status
+    assert ending_of(error).status == status
 
 
 @pytest.mark.parametrize(
@@ -64,7 +66,7 @@ def test_the_status_a_run_ends_with(error: BaseException, status: Status) -> Non
     ],
 )
 def test_the_report_names_each_status(tmp_path: Path, status: str, name: str) -> None:
-    (tmp_path / rundir.METRICS_FILE).write_text(json.dumps({"status": status, "history": []}))
+    (tmp_path / METRICS_FILE).write_text(json.dumps({"status": status, "history": []}))
     assert runs.load(tmp_path).status == name
 
 
@@ -89,7 +91,7 @@ def test_the_rows_agree_with_each_other() -> None:
     for kind, ending in ENDINGS.items():
         if ending.exit_code is None:  # SystemExit's own code
             continue
-        assert (ending.exit_code == 0) == (ending.status in rundir.ENDED_AS_ASKED), kind
+        assert (ending.exit_code == 0) == (ending.status in ENDED_AS_ASKED), kind
         assert (ending.exit_code == 0) == (ending.level < logging.WARNING), kind
         assert not (ending.stops_sweep and ending.exit_code == 0), kind
     assert ENDINGS[MachineFault].next_step and ENDINGS[Interrupted].next_step
@@ -97,8 +99,6 @@ def test_the_rows_agree_with_each_other() -> None:
 
 def test_the_table_imports_neither_torch_nor_hydra() -> None:
     """The command line, the report and the run directory read it before either loads."""
-    code = (
-        "import sys, lenet_fmnist.endings\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'hydra'}))"
-    )
+    code = "import sys, lenet_fmnist.run.endings\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'hydra'}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -19,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_fmnist.config import TrainConfig, validate
-from lenet_fmnist.vocabulary import flatten
+from lenet_fmnist.run.config_keys import flatten
 
 # The study's base: every experiment holds the factors it does not vary here.
 BASE = {"activation": "relu", "pool": "max", "optimizer": "sgd", "dropout": "none", "augmentation": "standard"}

@@ -17,11 +17,13 @@ import pytest
 import torch
 
 from conftest import CLI, assert_ok, output, snapshot, synthetic_split
-from lenet_fmnist import checkpoint, data, rundir
+from lenet_fmnist import data
 from lenet_fmnist.config import ExportFormat, ExportInput
-from lenet_fmnist.evaluate import evaluate, load_classifier
-from lenet_fmnist.export import TOLERANCE, onnx_bytes, self_check
-from lenet_fmnist.rundir import LOCK_FILE
+from lenet_fmnist.inference.evaluate import evaluate, load_classifier
+from lenet_fmnist.inference.export import TOLERANCE, onnx_bytes, self_check
+from lenet_fmnist.run.files import LOCK_FILE
+from lenet_fmnist.run.locking import lock, unlock
+from lenet_fmnist.training import checkpoint
 from test_bad_input import assert_clear_failure
 
 # The `export` extra; without it (a GPU machine's bare Python) these tests skip, the others still run.
@@ -193,14 +195,14 @@ def test_each_export_gets_a_directory_of_its_own(cli: CLI, tiny_run: Path, tiny_
 def test_export_holds_its_out_directory(cli: CLI, tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
     """out=DIR is held by one process at a time (rundir's lock), as a run's directory is."""
     out = tmp_path / "out"
-    rundir.lock(out)  # this test's process works there
+    lock(out)  # this test's process works there
     try:
         result = cli.run(
             "export", f"checkpoint={tiny_run / 'checkpoints' / 'best.pt'}", f"out={out}", f"data.root={tiny_data}",
             "format=torchscript", f"hydra.run.dir={tmp_path / 'log'}", timeout=300,
         )  # fmt: skip
     finally:
-        rundir.unlock(out)
+        unlock(out)
     assert_clear_failure(result, rf"{re.escape(str(out))} is in use by process {os.getpid()} .* with out=DIR")
     assert [p.name for p in out.iterdir()] == [LOCK_FILE]
 

@@ -29,7 +29,7 @@ from conftest import (
     sigterm_in_epoch_2,
     tiny_args,
 )
-from lenet_fmnist.rundir import LOCK_FILE
+from lenet_fmnist.run.files import LOCK_FILE
 
 EPOCHS = 3  # plain_args
 
@@ -147,8 +147,8 @@ def test_a_diverging_job_does_not_stop_its_sweep(cli: CLI, tiny_data: Path, tmp_
 WRITER = """
 import sys
 from pathlib import Path
-from lenet_fmnist.rundir import LOCK_FILE
-from lenet_fmnist.storage import write_json
+from lenet_fmnist.run.files import LOCK_FILE
+from lenet_fmnist.run.storage import write_json
 path = Path(sys.argv[1])
 version = 0
 while True:
@@ -180,7 +180,7 @@ def test_a_killed_writer_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    from lenet_fmnist.storage import write_atomic, write_json
+    from lenet_fmnist.run.storage import write_atomic, write_json
 
     target = tmp_path / "state.json"
     write_json(target, {"version": 1})

@@ -26,8 +26,10 @@ from conftest import (
     run_each,
     sigterm_in_epoch_2,
 )
-from lenet_fmnist import checkpoint, data, validation
-from lenet_fmnist.evaluate import evaluate
+from lenet_fmnist import data
+from lenet_fmnist.inference.evaluate import evaluate
+from lenet_fmnist.run import validation
+from lenet_fmnist.training import checkpoint
 
 WITH_VALIDATION = "average, smoothing and erasing"
 FINAL_FIT = "final fit with the average"

@@ -20,9 +20,11 @@ import pytest
 import torch
 
 from conftest import CLI, assert_ok, output
-from lenet_fmnist import cores, launchers, runtime
-from lenet_fmnist.cores import command_threads, job_share
-from lenet_fmnist.overrides import with_resume
+from lenet_fmnist import device as runtime
+from lenet_fmnist.host import threads
+from lenet_fmnist.host.threads import command_threads, job_share
+from lenet_fmnist.launch import launchers
+from lenet_fmnist.run.config_keys import with_resume
 
 EXTRA = "needs the `cluster` extra: pip install -e '.[cluster]'"
 
@@ -83,7 +85,7 @@ def test_sweep_jobs_spread_over_gpus(device: str, job_num: int | None, gpus: int
 
 
 def test_the_other_commands_honour_affinity_and_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cores, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert command_threads(None).count == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what the joblib launcher sets with 2 jobs on 4 cores

@@ -1,4 +1,4 @@
-"""The training loss: label smoothing as defined, and plain cross-entropy when it is off."""
+"""The training objective: label smoothing as defined, and plain cross-entropy when it is off."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet_fmnist.loss import training_loss
+from lenet_fmnist.training.step import Objective
 
 
 def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return 3 * torch.randn(32, 10, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+
+
+def training_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    return Objective(smoothing, None)(logits, targets, None)
 
 
 @pytest.mark.parametrize("smoothing", [0.05, 0.1, 0.5, 0.9])

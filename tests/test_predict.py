@@ -25,11 +25,12 @@ import torch
 from PIL import Image
 
 from conftest import CLI, assert_ok, output, synthetic_split, write_idx
-from lenet_fmnist import checkpoint, data
-from lenet_fmnist.augment import normalise
-from lenet_fmnist.evaluate import confusion_matrix, evaluate
-from lenet_fmnist.images import SIZE, BadImage, load_image, prepare
+from lenet_fmnist import data
+from lenet_fmnist.inference.evaluate import confusion_matrix, evaluate
+from lenet_fmnist.inference.images import SIZE, BadImage, load_image, prepare
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.augment import normalise
 from test_bad_input import assert_clear_failure
 
 COUNT = 64  # test images per variant

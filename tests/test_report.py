@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import CLI
-from lenet_fmnist import validation
 from lenet_fmnist.cli import config_dir, main
 from lenet_fmnist.report import analysis, figures, runs, stats, writer
+from lenet_fmnist.run import validation
 
 VAL_IMAGES = 32
 
@@ -303,17 +303,6 @@ def test_the_curves_say_which_level_had_no_validation(tmp_path: Path, monkeypatc
     assert legend == ["0 (n=3)", "1 (n=3, no validation: data.val_size=0)"]
     assert len(drawn[0].axes[0].lines) == 2  # one curve; the other level's entry has no data
     assert len(drawn[0].axes[0].lines[1].get_xdata()) == 0
-
-
-def test_runs_from_before_the_ingredients_group_with_new_runs_at_their_defaults(tmp_path: Path) -> None:
-    """A run saved before label smoothing, the weight average and erasing existed lacks their
-    keys; it ran as their defaults do, so it is the same configuration as a new run at them."""
-    at_defaults = {"label_smoothing": 0.0, "ema": {"decay": None}}
-    fake_run(tmp_path / "0_old", 0, 0, 0.80)
-    fake_run(tmp_path / "1_new", 1, 1, 0.81, extra=at_defaults)
-    fake_run(tmp_path / "2_smoothed", 2, 0, 0.82, extra={**at_defaults, "label_smoothing": 0.1})
-    configs = analysis.configurations(runs.load_all([tmp_path]))
-    assert [sorted(run.path.name for run in config.runs) for config in configs] == [["0_old", "1_new"], ["2_smoothed"]]
 
 
 def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path: Path) -> None:

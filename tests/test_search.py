@@ -97,7 +97,7 @@ def test_the_ready_search_space_has_the_issue_ranges_and_every_corner_composes()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=search"], return_hydra_config=True)
         assert cfg.hydra.sweeper._target_ == "hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper.OptunaSweeper"
-        assert cfg.hydra.sweeper.check_config == "lenet_fmnist.search_trial.check_search_config"
+        assert cfg.hydra.sweeper.check_config == "lenet_fmnist.launch.search_trial.check_search_config"
         params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
         space = parse_space(OverridesParser.create().parse_overrides(params), cfg)
         found = space.distributions
@@ -321,7 +321,7 @@ def test_the_search_side_imports_no_torch() -> None:
     """Hydra imports the plugin at every start, and `report` reads searches: neither waits for torch."""
     assert_imports_no_torch(
         "import hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper, optuna_pruning_sweeper.sweep\n"
-        "import optuna_pruning_sweeper.summary, lenet_fmnist.search_trial, lenet_fmnist.report.writer"
+        "import optuna_pruning_sweeper.summary, lenet_fmnist.launch.search_trial, lenet_fmnist.report.writer"
     )
 
 
@@ -362,7 +362,7 @@ def test_a_search_runs_from_a_built_wheel_with_the_sweeper_beside_it(
     assert_ok(result)
     assert str(tmp_path / "site" / "lenet_fmnist") in json.dumps(
         subprocess.run(
-            [sys.executable, "-c", "import lenet_fmnist.search_trial as m; print(m.__file__)"],
+            [sys.executable, "-c", "import lenet_fmnist.launch.search_trial as m; print(m.__file__)"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         ).stdout
     )  # fmt: skip
@@ -412,7 +412,7 @@ def test_a_search_without_validation_is_refused_before_any_trial(cli: CLI, tiny_
         kept = [arg for arg in search_args(tiny_data, tmp_path / name) if not arg.startswith("data.val_size=")]
         return [*kept, *extra]
 
-    check = "hydra.sweeper.check_config=lenet_fmnist.search_trial.check_search_config"
+    check = "hydra.sweeper.check_config=lenet_fmnist.launch.search_trial.check_search_config"
     cases = {
         # experiment=search's start-up points name activations this narrowed space lacks: dropped.
         "command line": args("line", "experiment=search", "data.val_size=0", NO_ENQUEUED),

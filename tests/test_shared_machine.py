@@ -37,10 +37,10 @@ from conftest import (
     tiny_args,
     wait_for,
 )
-from lenet_fmnist import checkpoint
-from lenet_fmnist.cores import usable_cores
-from lenet_fmnist.cpu import this_cpu
-from lenet_fmnist.rundir import LAST_CHECKPOINT, LOCK_FILE
+from lenet_fmnist.host.cpu import this_cpu
+from lenet_fmnist.host.threads import usable_cores
+from lenet_fmnist.run.files import LAST_CHECKPOINT, LOCK_FILE
+from lenet_fmnist.training import checkpoint
 
 # ---------------------------------------------------------------------------------------------
 # One run per directory

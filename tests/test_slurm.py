@@ -24,7 +24,7 @@ from typing import NamedTuple
 import pytest
 
 from conftest import CLI, assert_ok, epochs_done, output, read_metrics, resume_hints, wait_for, write_dataset
-from lenet_fmnist.rundir import LOCK_FILE
+from lenet_fmnist.run.files import LOCK_FILE
 
 pytestmark = pytest.mark.slurm
 

@@ -1,7 +1,7 @@
 """The study's runs compute what they computed before: every variant of `experiment=study` trained
 for 3 epochs on the synthetic `plain_data` set, against a record of what it gave.
 
-- tests/data/study_reference.json: the default `shards=2` (lenet_fmnist.step), written at the
+- tests/data/study_reference.json: the default `shards=2` (lenet_fmnist.training.step), written at the
   commit that made a step's arithmetic independent of the thread count;
 - tests/data/study_reference_one_shard.json: `shards=1`, written at 33b410a, before `shards`
   existed, by one-thread runs (and before label smoothing, the weight average, random erasing and

@@ -13,10 +13,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import comparable, write_idx
-from lenet_fmnist import checkpoint, config, data, rundir, train, validation
+from lenet_fmnist import config, data
 from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
-from lenet_fmnist.errors import Diverged, Interrupted, UserError
+from lenet_fmnist.run import validation
+from lenet_fmnist.run.errors import Diverged, Interrupted, UserError
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training import trainer as train
 
 MakeConfig = Callable[..., TrainConfig]
 
@@ -45,10 +48,10 @@ def assert_same_weights(first: Path, second: Path) -> None:
 
 def test_same_seed_same_results_other_seed_other_results(make_config: MakeConfig, tmp_path: Path) -> None:
     cfg = make_config("seed=3", "augmentation=standard", "dropout=standard")
-    first = train.run(cfg, tmp_path / "a")
+    first = train.train(cfg, tmp_path / "a")
     torch.manual_seed(12345)  # whatever ran before must not matter
-    second = train.run(cfg, tmp_path / "b")
-    other = train.run(make_config("seed=4", "augmentation=standard", "dropout=standard"), tmp_path / "c")
+    second = train.train(cfg, tmp_path / "b")
+    other = train.train(make_config("seed=4", "augmentation=standard", "dropout=standard"), tmp_path / "c")
 
     assert first["status"] == second["status"] == other["status"] == "completed"
     assert comparable(first) == comparable(second)
@@ -61,38 +64,38 @@ def test_same_seed_same_results_other_seed_other_results(make_config: MakeConfig
 
 def test_a_run_directory_is_never_overwritten(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train.run(make_config("epochs=1"), run_dir)
+    train.train(make_config("epochs=1"), run_dir)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     with pytest.raises(UserError, match="already holds a run; it is left untouched"):
-        train.run(make_config("epochs=1"), run_dir)
+        train.train(make_config("epochs=1"), run_dir)
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_resume_with_nothing_to_resume(make_config: MakeConfig, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="nothing to resume"):
-        train.run(make_config("resume=true"), tmp_path / "empty")
+        train.train(make_config("resume=true"), tmp_path / "empty")
 
 
 def test_resume_of_a_completed_run_changes_nothing(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train.run(make_config("epochs=1"), run_dir)
+    train.train(make_config("epochs=1"), run_dir)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    assert train.run(make_config("epochs=1", "resume=true"), run_dir)["status"] == "completed"
+    assert train.train(make_config("epochs=1", "resume=true"), run_dir)["status"] == "completed"
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_resume_with_another_config_is_refused(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train.run(make_config("epochs=1"), run_dir)
+    train.train(make_config("epochs=1"), run_dir)
     with pytest.raises(UserError, match=r"differs from the saved run's: .*optimizer.lr: 0.01 -> 0.02"):
-        train.run(make_config("epochs=1", "resume=true", "optimizer.lr=0.02"), run_dir)
+        train.train(make_config("epochs=1", "resume=true", "optimizer.lr=0.02"), run_dir)
 
 
 @pytest.fixture(scope="module")
 def plain_training(make_config: MakeConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two epochs with every ingredient off, as the other runs of the test below but for one key."""
     run_dir = tmp_path_factory.mktemp("plain") / "run"
-    train.run(make_config("augmentation=standard"), run_dir)
+    train.train(make_config("augmentation=standard"), run_dir)
     return run_dir
 
 
@@ -104,7 +107,7 @@ def test_each_ingredient_changes_what_it_should_and_nothing_else(
     it was, bit for bit (it draws nothing, and the weights it takes in are the same), and changes
     only what is validated and tested."""
     plain = json.loads((plain_training / "metrics.json").read_text())["history"]
-    changed = train.run(make_config("augmentation=standard", ingredient), tmp_path / "run")["history"]
+    changed = train.train(make_config("augmentation=standard", ingredient), tmp_path / "run")["history"]
     trained = [(record["train_loss"], record["train_acc"]) for record in changed]
     validated = [(record["val_loss"], record["val_acc"]) for record in changed]
     averaged = ingredient.startswith("ema")
@@ -116,42 +119,26 @@ def test_each_ingredient_changes_what_it_should_and_nothing_else(
         assert_same_weights(last, plain_training / "checkpoints" / "last.pt")
 
 
-def test_a_run_saved_before_the_ingredients_resumes(make_config: MakeConfig, tmp_path: Path) -> None:
-    """A checkpoint whose config lacks the keys added since (label_smoothing, ema, erasing) ran as
-    their defaults do: resuming it is not refused as another configuration."""
-    run_dir = tmp_path / "run"
-    done = train.run(make_config(), run_dir)
-    last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
-    del last["config"]["label_smoothing"], last["config"]["ema"]
-    for key in ("erase_p", "erase_min_area", "erase_max_area"):
-        del last["config"]["augmentation"][key]
-    checkpoint.save(run_dir / "checkpoints" / "last.pt", last)
-    (run_dir / "metrics.json").write_text(json.dumps({**done, "status": "interrupted"}))  # stopped while testing
-    resumed = train.run(make_config("resume=true"), run_dir)
-    assert resumed["status"] == "completed" and comparable(resumed) == comparable(done)
-
-
 def test_a_sweep_job_never_started_starts_on_resume(make_config: MakeConfig, tmp_path: Path) -> None:
-    accepted = rundir.accept(tmp_path / "job", resume=True, start_if_unsaved=True)
-    metrics = train.run(make_config("resume=true"), tmp_path / "job", accepted=accepted)
+    metrics = train.train(make_config("resume=true"), tmp_path / "job", start_if_unsaved=True)
     assert metrics["status"] == "completed" and metrics["epochs_completed"] == 2
 
 
 def test_a_run_stopped_before_its_first_checkpoint_restarts(make_config: MakeConfig, tmp_path: Path) -> None:
     """Interrupted in epoch 1, a run leaves metrics.json (status interrupted) but no last.pt;
     resume=true then starts it again and ends exactly where an uninterrupted run does."""
-    reference = train.run(make_config(), tmp_path / "reference")
+    reference = train.train(make_config(), tmp_path / "reference")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text(json.dumps({"status": "interrupted", "epochs_completed": 0, "history": []}))
-    resumed = train.run(make_config("resume=true"), run_dir)
+    resumed = train.train(make_config("resume=true"), run_dir)
     assert comparable(resumed) == comparable(reference)
 
 
 def test_divergence_stops_the_run_with_status_diverged(make_config: MakeConfig, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(Diverged, match=r"diverged in epoch 1: the training loss became (nan|inf).*Lower optimizer.lr"):
-        train.run(make_config("activation=relu", "optimizer.lr=1e10", "epochs=3"), run_dir)
+        train.train(make_config("activation=relu", "optimizer.lr=1e10", "epochs=3"), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["test_acc"] is None
     assert len(metrics["history"]) == 1
@@ -165,7 +152,7 @@ def test_a_divergence_seen_only_in_validation_names_the_validation_loss(
     or infinite loss. The message names the loss that was not finite, and its value."""
     run_dir = tmp_path / "run"
     with pytest.raises(Diverged) as raised:
-        train.run(make_config("activation=relu", "optimizer.lr=1e30", "batch_size=4096"), run_dir)
+        train.train(make_config("activation=relu", "optimizer.lr=1e30", "batch_size=4096"), run_dir)
     record = json.loads((run_dir / "metrics.json").read_text())["history"][0]
     assert np.isfinite(record["train_loss"]) and not np.isfinite(record["val_loss"])
     assert f"diverged in epoch 1: the validation loss became {record['val_loss']} (NaN or infinite)" in str(
@@ -186,11 +173,11 @@ def test_interrupt_while_testing_is_a_resumable_interruption(
     with monkeypatch.context() as patch:
         patch.setattr(train, "confusion_matrix", interrupted)
         with pytest.raises(Interrupted, match="while testing"):
-            train.run(make_config(), run_dir)
+            train.train(make_config(), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
-    resumed = train.run(make_config("resume=true"), run_dir)
+    resumed = train.train(make_config("resume=true"), run_dir)
     assert resumed["status"] == "completed" and resumed["test_acc"] is not None
     assert len(resumed["history"]) == 2
 
@@ -240,7 +227,7 @@ def test_a_run_that_does_not_learn_is_warned_and_still_completes(
 ) -> None:
     cfg = make_config("activation=sigmoid", "optimizer.lr=1e-6", "data.val_size=100")
     cfg.data.root = str(noise_data)
-    metrics = train.run(cfg, tmp_path / "run")
+    metrics = train.train(cfg, tmp_path / "run")
     assert [record["val_acc"] for record in metrics["history"]] == [0.1, 0.1]
     assert metrics["status"] == "completed"
     assert len(metrics["warnings"]) == 1 and metrics["warnings"][0].startswith("Not learning")

@@ -10,10 +10,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from lenet_fmnist import data, validation
+from lenet_fmnist import data
 from lenet_fmnist.config import DataConfig, SGDConfig, TrainConfig, to_plain
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.tensorboard_log import TensorBoardLog
+from lenet_fmnist.run import validation
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.training.tensorboard_log import TensorBoardLog
 
 
 def test_which_runs_validate() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_imports_no_torch
-from lenet_fmnist.rundir import Status, holds_run, is_run_directory
-from lenet_fmnist.vocabulary import RESUMABLE_CHANGES, config_changes
+from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, config_changes
+from lenet_fmnist.run.endings import Status
+from lenet_fmnist.run.files import holds_run, is_run_directory
 
 
 def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
@@ -19,7 +20,7 @@ def test_a_status_is_written_and_read_back_as_its_plain_name() -> None:
     assert json.loads(text)["status"] == Status.interrupted
 
 
-# Written out, not read from rundir.RESULT_FILES: a file dropped from there must fail here (docs/configuration.md, Outputs).
+# Written out, not read from RESULT_FILES: a file dropped from there must fail here (docs/configuration.md, Outputs).
 @pytest.mark.parametrize("name", ["metrics.json", "checkpoints/last.pt", "eval.json", "predictions.csv"])
 def test_any_result_file_makes_a_directory_hold_a_run(tmp_path: Path, name: str) -> None:
     assert not holds_run(tmp_path) and not is_run_directory(tmp_path)
@@ -37,16 +38,16 @@ def test_a_job_with_only_its_hydra_config_is_a_run_for_the_report_but_holds_noth
 def test_resume_may_change_the_neutral_keys_and_nothing_else() -> None:
     saved = {"seed": 0, "threads": 1, "device": "auto", "data": {"root": "/a", "val_size": 10}}
     moved = {"seed": 0, "threads": 2, "device": "cpu", "data": {"root": "/b", "val_size": 10}}
-    assert config_changes(saved, moved, RESUMABLE_CHANGES) == []
+    assert config_changes(saved, moved, RESULT_NEUTRAL_KEYS) == []
     other = {**moved, "seed": 1, "data": {"root": "/b", "val_size": 20}}
-    assert config_changes(saved, other, RESUMABLE_CHANGES) == ["data.val_size: 10 -> 20", "seed: 0 -> 1"]
+    assert config_changes(saved, other, RESULT_NEUTRAL_KEYS) == ["data.val_size: 10 -> 20", "seed: 0 -> 1"]
 
 
 def test_the_report_side_imports_no_torch() -> None:
     """Every module of lenet_fmnist.report, the vocabulary and the run directory's module load
     without torch."""
     assert_imports_no_torch(
-        "import pkgutil, importlib, lenet_fmnist.report as report, lenet_fmnist.rundir\n"
+        "import pkgutil, importlib, lenet_fmnist.report as report, lenet_fmnist.run\n"
         "for module in pkgutil.iter_modules(report.__path__):\n"
         "    importlib.import_module(f'lenet_fmnist.report.{module.name}')"
     )

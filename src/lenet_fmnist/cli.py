@@ -13,9 +13,12 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from lenet_fmnist import cores, rundir, search_trial
-from lenet_fmnist.endings import Ending, ending_of
-from lenet_fmnist.errors import Reported
+from lenet_fmnist.host.registry import register
+from lenet_fmnist.launch import search_trial
+from lenet_fmnist.run.endings import Ending, ending_of
+from lenet_fmnist.run.errors import Reported
+from lenet_fmnist.run.locking import lock, unlock
+from lenet_fmnist.run.next_step import next_step
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +96,16 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
         # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
         trial = search_trial.current() if sweep_dir is not None else None
         try:
-            rundir.lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
+            lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
             return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
         except Reported as error:
-            ending, message = announce(error, lambda: rundir.next_step(command, args, run_dir, sweep_dir))
+            ending, message = announce(error, lambda: next_step(command, args, run_dir, sweep_dir))
             log.log(ending.level, "%s", message)
             if ending.stops_sweep:
                 raise SystemExit(ending.exit_code) from None
             if trial is not None:
                 raise search_trial.as_search_error(error) from None
-            # A training sweep's jobs are judged by their metrics.json (rundir.sweep_failures):
+            # A training sweep's jobs are judged by their metrics.json (sweep_failures):
             # in whichever process they ran.
             if sweep_dir is None or command != "train":
                 exit_codes.append(ending.exit_code)
@@ -113,7 +116,7 @@ def _run_hydra(command: str, config_name: str, task: Callable[..., object], args
             log.error("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
             raise
         finally:
-            rundir.unlock(run_dir)  # the next job of a sequential sweep works elsewhere
+            unlock(run_dir)  # the next job of a sequential sweep works elsewhere
 
     sys.argv = [f"lenet-fmnist {command}", *args]
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
@@ -144,47 +147,45 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     typed = validate(cfg, TrainConfig)  # before importing torch: a bad value fails at once
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    # May the run start or resume here; a sweep run again with resume=true starts the jobs it
-    # never reached from scratch.
-    accepted = rundir.accept(run_dir, resume=typed.resume, start_if_unsaved=sweep)
-    from lenet_fmnist import train
-    from lenet_fmnist.runtime import sweep_job_device
+    from lenet_fmnist.device import spread_over_gpus, visible_gpus
+    from lenet_fmnist.training.trainer import train
 
     # Parallel jobs on a multi-GPU machine: device=auto puts job N on GPU N mod count.
-    typed.device = sweep_job_device(typed.device, hydra_cfg.job.num if sweep else None)
+    typed.device = spread_over_gpus(typed.device, hydra_cfg.job.num if sweep else None, visible_gpus())
     # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
     on_epoch = search_trial.epoch_reporter(typed) if sweep else None
-    return train.run(typed, run_dir, accepted=accepted, on_epoch=on_epoch)["val_acc"]
+    # A sweep run again with resume=true starts the jobs it never reached from scratch.
+    return train(typed, run_dir, on_epoch=on_epoch, start_if_unsaved=sweep)["val_acc"]
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
     from lenet_fmnist.config import EvalConfig, validate
 
     typed = validate(cfg, EvalConfig)
-    from lenet_fmnist import evaluate
+    from lenet_fmnist.inference import evaluate
 
-    evaluate.run(typed, run_dir)
+    evaluate.evaluate_checkpoint(typed, run_dir)
 
 
 def _predict(cfg: object, run_dir: Path) -> None:
     from lenet_fmnist.config import PredictConfig, validate
 
     typed = validate(cfg, PredictConfig)
-    from lenet_fmnist.images import find_images
+    from lenet_fmnist.inference.images import find_images
 
     paths = find_images(typed.images)  # before importing torch: a wrong path fails at once
-    from lenet_fmnist import predict
+    from lenet_fmnist.inference import predict
 
-    predict.run(typed, run_dir, paths)
+    predict.predict_images(typed, run_dir, paths)
 
 
 def _export(cfg: object, run_dir: Path) -> None:
     from lenet_fmnist.config import ExportConfig, validate
 
     typed = validate(cfg, ExportConfig)
-    from lenet_fmnist import export
+    from lenet_fmnist.inference import export
 
-    export.run(typed, run_dir)
+    export.export_checkpoint(typed, run_dir)
 
 
 def _report(args: list[str]) -> int:
@@ -195,7 +196,7 @@ def _report(args: list[str]) -> int:
     try:
         return report.main(args, config_dir())
     except Reported as error:  # no runs, no such directory, a full disk: one paragraph, no traceback
-        ending, message = announce(error, lambda: rundir.next_step("report", args))
+        ending, message = announce(error, lambda: next_step("report", args))
         sys.stderr.write(f"lenet-fmnist report: {message}\n")
         return ending.exit_code
 
@@ -212,7 +213,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
-        cores.register()
+        register()
     if not args or args[0] in {"-h", "--help", "help"}:
         sys.stdout.write(usage(config_dir()))
         return 0

@@ -10,7 +10,6 @@ This module must not import torch: `--help` and config errors stay fast.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.errors import UserError
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -296,39 +295,6 @@ def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
             f"The top-level keys are: {allowed} (see `--cfg job` for the full tree)."
         )
     return typed
-
-
-# Keys added after runs were first saved (checkpoints, .hydra/config.yaml), as dotted paths. Their
-# defaults compute what the runs saved before them computed, so a saved config that lacks one
-# means its default (`with_later_keys`).
-LATER_KEYS = (
-    "label_smoothing",
-    "ema.decay",
-    "augmentation.erase_p",
-    "augmentation.erase_min_area",
-    "augmentation.erase_max_area",
-    "distill.teachers",
-    "distill.alpha",
-    "distill.temperature",
-)
-
-
-def with_later_keys(saved: dict[str, Any]) -> dict[str, Any]:
-    """A copy of `saved` (a training config as plain values, e.g. a checkpoint's) with every
-    LATER_KEYS key it lacks set to the schema's default: what the run computed with. Comparing
-    or grouping an old run's config with a new one's then sees only real differences."""
-    defaults = dataclasses.asdict(TrainConfig())
-    completed = copy.deepcopy(saved)
-    for key in LATER_KEYS:
-        *parents, name = key.split(".")
-        node, default = completed, defaults
-        for part in parents:
-            node, default = node.setdefault(part, {}), default[part]
-            if not isinstance(node, dict):
-                break  # not a config this schema wrote: left as it is
-        else:
-            node.setdefault(name, default[name])
-    return completed
 
 
 def to_plain(cfg: Any) -> dict:

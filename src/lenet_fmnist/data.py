@@ -19,7 +19,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Split:
 @dataclass(frozen=True)
 class FashionMNISTData:
     train: Split
-    val: Split | None  # None: data.val_size=0, a final fit without validation (lenet_fmnist.validation)
+    val: Split | None  # None: data.val_size=0, a final fit without validation (lenet_fmnist.run.validation)
     test: Split
     source: Path
 

@@ -3,14 +3,14 @@
 Hydra instantiates launchers only from the `hydra_plugins` namespace package and imports every
 module in it at start-up, so this module stays small and defines nothing when the `cluster` extra
 (hydra-submitit-launcher) is missing: the base install must start without warnings. The logic is
-in lenet_fmnist.launchers; conf/hydra/launcher/{slurm,local}.yaml name these classes.
+in lenet_fmnist.launch.launchers; conf/hydra/launcher/{slurm,local}.yaml name these classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lenet_fmnist.launchers import ResumeOnRequeue
+from lenet_fmnist.launch.launchers import ResumeOnRequeue
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher

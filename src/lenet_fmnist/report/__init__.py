@@ -5,7 +5,7 @@
 - stats.py: means, standard deviations and Student t intervals;
 - figures.py: the curves (matplotlib);
 - writer.py: report.md, report.csv and the `report` command (a search directory's search.md comes
-  from the sweeper's package, through lenet_fmnist.search_trial).
+  from the sweeper's package, through lenet_fmnist.launch.search_trial).
 
 Nothing here imports torch (a test checks it): a report does not wait for it.
 """

@@ -23,11 +23,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lenet_fmnist import validation
-from lenet_fmnist.config import with_later_keys
 from lenet_fmnist.report import stats
 from lenet_fmnist.report.runs import COMPLETED, Run
-from lenet_fmnist.vocabulary import RESULT_NEUTRAL_KEYS, flatten
+from lenet_fmnist.run import validation
+from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, flatten
 
 # Keys that tell runs of one configuration apart (the seed), or change only where and how fast
 # they run (dotted keys of the flattened config).
@@ -71,11 +70,7 @@ def run_metrics(run: Run) -> dict[str, float]:
     """The METRICS of one run, NaN where it has none."""
     metrics, history = run.metrics, run.history
     seconds = [_number(record.get("seconds")) for record in history]
-    if seconds and all(math.isfinite(value) for value in seconds):
-        per_epoch = stats.mean(seconds)
-    else:  # older metrics.json: total training time over epochs
-        epochs = _number(metrics.get("epochs_completed"))
-        per_epoch = _number(metrics.get("train_seconds")) / epochs if epochs and epochs > 0 else math.nan
+    per_epoch = stats.mean(seconds) if seconds else math.nan
     return {
         "train_acc": _number(metrics.get("train_acc")),
         "val_acc": _number(metrics.get("val_acc")),
@@ -93,7 +88,7 @@ def _settings(run: Run) -> dict[str, Any]:
     trained on a GPU also has `device: cuda`: a GPU computes other bits than a CPU, so its runs
     form configurations of their own (a run that recorded no device, which never trained, stays
     with the CPU's)."""
-    config = with_later_keys(run.config) if run.config else {}
+    config = run.config or {}
     settings = {key: value for key, value in flatten(config).items() if key not in IGNORED}
     if str(run.metrics.get("device", "")).startswith("cuda"):
         settings["device"] = "cuda"

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from lenet_fmnist.report import stats
 from lenet_fmnist.report.runs import Run
-from lenet_fmnist.storage import write_atomic
+from lenet_fmnist.run.storage import write_atomic
 
 DPI = 110  # small files, still sharp in a results page
 

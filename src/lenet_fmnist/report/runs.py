@@ -1,8 +1,8 @@
 """Find the training runs under some directories and read what each one recorded.
 
 A run is a directory holding `.hydra/config.yaml` (what was asked for) and/or `metrics.json`
-(what happened, written after every epoch and at the end): rundir.is_run_directory, and
-rundir.load_metrics reads it. Every run found comes back, whatever its state, so the report can
+(what happened, written after every epoch and at the end): is_run_directory, and
+load_metrics reads it. Every run found comes back, whatever its state, so the report can
 show failures instead of silently leaving them out.
 This module must not import torch: reading a report should not wait for it.
 """
@@ -18,16 +18,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lenet_fmnist.endings import REPORT_NAMES, UNFINISHED, Status
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.rundir import (
-    HYDRA_CONFIG,
-    HYDRA_RUNTIME,
-    METRICS_FILE,
-    SWEEP_CONFIG,
-    is_run_directory,
-    load_metrics,
-)
+from lenet_fmnist.run.endings import REPORT_NAMES, UNFINISHED, Status
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.files import HYDRA_CONFIG, HYDRA_RUNTIME, METRICS_FILE, SWEEP_CONFIG, is_run_directory
+from lenet_fmnist.run.metrics_file import load_metrics
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.launch.search_trial import write_summary
 from lenet_fmnist.report import analysis, runs, stats
 from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
 from lenet_fmnist.report.runs import COMPLETED, Run
-from lenet_fmnist.search_trial import write_summary
-from lenet_fmnist.storage import write_text
-from lenet_fmnist.vocabulary import SEARCH_FILE
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.files import SEARCH_FILE
+from lenet_fmnist.run.storage import write_text
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchvision.utils import make_grid
 
-from lenet_fmnist import validation
+from lenet_fmnist.run import validation
 
 # The metrics the HParams table shows for each run; each is also written as a scalar.
 HPARAM_METRICS = ("accuracy/val", "accuracy/test", "loss/val", "loss/test")

@@ -25,14 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lenet_fmnist import checkpoint, data, rundir
-from lenet_fmnist.augment import normalise
+from lenet_fmnist import data
 from lenet_fmnist.config import ExportConfig, ExportFormat, ExportInput
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.evaluate import Classifier, load_classifier
-from lenet_fmnist.rundir import ONNX_MODEL, SIDECAR_SUFFIX, TORCHSCRIPT_MODEL
-from lenet_fmnist.runtime import configure_threads
-from lenet_fmnist.storage import write_atomic, write_json
+from lenet_fmnist.device import configure_threads
+from lenet_fmnist.inference.evaluate import Classifier, load_classifier
+from lenet_fmnist.run.admission import claim_output
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.files import ONNX_MODEL, SIDECAR_SUFFIX, TORCHSCRIPT_MODEL
+from lenet_fmnist.run.locking import unlock
+from lenet_fmnist.run.storage import write_atomic, write_json
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.augment import normalise
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +170,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
+def export_checkpoint(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
     """The `export` command: serialise, check, then write the model file and its sidecar into
-    `run_dir`, this export's own directory, or into out=DIR, which it holds meanwhile (rundir.lock)."""
+    `run_dir`, this export's own directory, or into out=DIR, which it holds meanwhile (lock)."""
     directory = Path(cfg.out).expanduser() if cfg.out else run_dir
     if directory.resolve() == run_dir.resolve():  # claimed already, before Hydra wrote into it
         return _export(cfg, directory)
-    rundir.claim_output(directory, "out")
+    claim_output(directory, "out")
     try:
         return _export(cfg, directory)
     finally:
-        rundir.unlock(directory)
+        unlock(directory)
 
 
 def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:

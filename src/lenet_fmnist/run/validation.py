@@ -12,18 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.errors import UserError
 
 if TYPE_CHECKING:  # the type only: lenet_fmnist.config imports Hydra
     from lenet_fmnist.config import TrainConfig
 
-# metrics.json's keys and the history's per-epoch keys that only a run with validation has.
-VALIDATION_KEYS = ("val_acc", "val_loss")
-
 
 def validates(config: Mapping[str, Any] | None) -> bool:
-    """Whether a run of `config` (plain values, as saved) holds out validation images. An unknown
-    config, or one saved before data.val_size=0 was allowed, did."""
+    """Whether a run of `config` (plain values, as saved) holds out validation images; a run
+    whose config is unknown is taken to have, as every default run does."""
     data = (config or {}).get("data") or {}
     return data.get("val_size") != 0
 

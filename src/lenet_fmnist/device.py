@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
-from lenet_fmnist.cores import command_threads
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.host.threads import command_threads
+from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.workers import Workers
 
 
@@ -68,20 +67,6 @@ def spread_over_gpus(device: str, job_num: int | None, gpu_count: int) -> str:
     return f"cuda:{job_num % gpu_count}"
 
 
-def sweep_job_device(device: str, job_num: int | None) -> str:
-    """`spread_over_gpus` over the GPUs visible to this process."""
-    return spread_over_gpus(device, job_num, visible_gpus())
-
-
-def cpu_kernels() -> str:
-    """The instruction set of torch's CPU kernels, as metrics.json records it beside the CPU: the
-    same CPU computes other bits with other kernels, and ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA
-    make an AVX-512 machine run an AVX2 machine's (how docs/results.md checks a verdict's rounding)."""
-    kernels = torch.backends.cpu.get_cpu_capability()
-    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return f"{kernels}, ONEDNN_MAX_CPU_ISA={onednn_cap}" if onednn_cap else kernels
-
-
 def gpu_facts(device: torch.device) -> dict[str, Any] | None:
     """A GPU run's GPU, as metrics.json records it (None on the CPU): its model and compute
     capability, and the CUDA and cuDNN versions torch runs it with. Each computes other bits."""
@@ -98,13 +83,13 @@ def gpu_facts(device: torch.device) -> dict[str, Any] | None:
 
 def configure_threads(threads: int | None) -> int:
     """Set torch's intra-op threads for export, whose model and check are no run's numbers
-    (cores.command_threads)."""
+    (command_threads)."""
     count = command_threads(threads).count
     torch.set_num_threads(count)
     return count
 
 
 def command_workers(threads: int | None, device: torch.device) -> Workers:
-    """The team that computes eval's, predict's and export's pieces (cores.command_threads; one
+    """The team that computes eval's, predict's and export's pieces (command_threads; one
     thread on a GPU, which does the work)."""
     return Workers(command_threads(threads).count if device.type == "cpu" else 1)

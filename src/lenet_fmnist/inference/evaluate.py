@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lenet_fmnist import checkpoint, data
-from lenet_fmnist.augment import normalise
+from lenet_fmnist import data
 from lenet_fmnist.config import EvalConfig
+from lenet_fmnist.device import command_workers, select_device
 from lenet_fmnist.model import CHANNELS_LAST
-from lenet_fmnist.rundir import EVAL_FILE
-from lenet_fmnist.runtime import command_workers, select_device
-from lenet_fmnist.storage import write_json
+from lenet_fmnist.run.files import EVAL_FILE
+from lenet_fmnist.run.storage import write_json
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.augment import normalise
 from lenet_fmnist.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def format_confusion(confusion: torch.Tensor) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
+def evaluate_checkpoint(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     """The `eval` command: test accuracy, per-class accuracy and confusion matrix of a checkpoint,
     logged and written to eval.json in the run directory."""
     classifier, state = load_classifier(cfg.checkpoint, uint8_input=True)

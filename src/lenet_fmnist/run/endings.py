@@ -1,10 +1,10 @@
 """How a run ends, for each family of exceptions that can end it: the one table (ENDINGS).
 
-Each family (lenet_fmnist.errors' three, Python's KeyboardInterrupt and SystemExit, and any other
+Each family (lenet_fmnist.run.errors' three, Python's KeyboardInterrupt and SystemExit, and any other
 error) says once: the status metrics.json records, the command's exit status, how its message is
 logged, whether the command that goes on follows the message, whether the rest of a sweep stops,
 what a hyperparameter search makes of the trial, and what the report calls the run. The command
-line (cli), the run directory (rundir.status_after), the search's translation for its sweeper and
+line (cli), the run directory (run.metrics_file), the search's translation for its sweeper and
 the report (report.runs) look it up here; none of them decides these things itself.
 This module imports neither torch nor Hydra.
 """
@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lenet_fmnist.errors import Diverged, Interrupted, MachineFault, Pruned, UserError
+from lenet_fmnist.run.errors import Diverged, Interrupted, MachineFault, Pruned, UserError
 
 
 class Status(StrEnum):
@@ -48,7 +48,7 @@ class Ending:
     status: Status  # what metrics.json records
     exit_code: int | None  # the command's exit status; None: the exception's own (SystemExit's code)
     level: int  # how the command logs its message
-    next_step: bool  # the message ends with the command that goes on (rundir.next_step)
+    next_step: bool  # the message ends with the command that goes on (next_step)
     stops_sweep: bool  # the sweep's remaining jobs do not run
     trial: TrialEnd  # what it makes of a search's trial
     report: str  # what the report calls the run

@@ -32,4 +32,4 @@ class Interrupted(RunOutcome):
 
 class Pruned(RunOutcome):
     """A hyperparameter search's pruner stopped the run after a saved epoch: it ended with status
-    "pruned", its checkpoints kept and no test (lenet_fmnist.search_trial)."""
+    "pruned", its checkpoints kept and no test (lenet_fmnist.launch.search_trial)."""

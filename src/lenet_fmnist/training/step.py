@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from lenet_fmnist import distill
-from lenet_fmnist.augment import normalise
-from lenet_fmnist.averaging import WeightAverage
-from lenet_fmnist.loss import training_loss
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.training import distill
+from lenet_fmnist.training.augment import normalise
+from lenet_fmnist.training.averaging import WeightAverage
 from lenet_fmnist.workers import Workers
 
 
@@ -60,14 +60,18 @@ def split(batch: Shard, shards: int) -> list[Shard]:
 
 @dataclass(frozen=True)
 class Objective:
-    """What a step minimises: cross-entropy smoothed by `label_smoothing`, mixed with the
-    teachers' soft targets when the run distils (`distillation`)."""
+    """What a step minimises: the mean cross-entropy of the logits against targets smoothed by e =
+    `label_smoothing` (1 - e on the true class plus e / classes on every class, that is (1 - e) * CE
+    + e * the mean over classes of -log p, as torch's cross_entropy defines it; plain
+    cross-entropy at e = 0), mixed with the teachers' soft targets when the run distils
+    (`distillation`). Validation and test report plain cross-entropy, so their losses compare
+    across runs whatever each trained with."""
 
     label_smoothing: float
     distillation: distill.Distillation | None
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None) -> torch.Tensor:
-        loss = training_loss(logits, targets, self.label_smoothing)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
         if self.distillation is None:
             return loss
         return self.distillation.loss(loss, logits, soft_targets)

@@ -17,16 +17,16 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lenet_fmnist.endings import TrialEnd, ending_of
-from lenet_fmnist.errors import Pruned, UserError
-from lenet_fmnist.validation import refuse_search_without_validation
+from lenet_fmnist.run.endings import TrialEnd, ending_of
+from lenet_fmnist.run.errors import Pruned, UserError
+from lenet_fmnist.run.validation import refuse_search_without_validation
 
 if TYPE_CHECKING:
     import optuna
     from omegaconf import DictConfig
 
     from lenet_fmnist.config import TrainConfig
-    from lenet_fmnist.train import EpochCallback
+    from lenet_fmnist.training.trainer import EpochCallback
 
 OBJECTIVE = "val_acc"  # what `train` returns, by this name in the study: its best-epoch validation accuracy
 

@@ -4,7 +4,7 @@ Hydra makes the run directory and writes `.hydra/*.yaml` into it before the task
 task itself comes too late for these checks: an unwritable directory would end in Hydra's
 traceback, and a run directory given again would have its `.hydra/` record overwritten before
 the task refuses it. Named in `hydra.callbacks` of conf/train.yaml, eval.yaml, predict.yaml and
-export.yaml. The rules are lenet_fmnist.rundir's; this module only calls them at Hydra's moments.
+export.yaml. The rules are lenet_fmnist.run's; this module only calls them at Hydra's moments.
 This module must not import torch.
 """
 
@@ -18,8 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_fmnist import rundir
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.admission import claim_run, claim_sweep
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.metrics_file import sweep_failures
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,19 @@ class OutputDirCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             resumable = "resume" in config  # train's config has the key; eval, predict and export's do not
-            rundir.claim_run(_output_dir(config, "hydra.run.dir"), bool(config.get("resume", False)), resumable)
+            claim_run(_output_dir(config, "hydra.run.dir"), bool(config.get("resume", False)), resumable)
         except UserError as error:
             _refuse(str(error))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            rundir.claim_sweep(_output_dir(config, "hydra.sweep.dir"), bool(config.get("resume", False)))
+            claim_sweep(_output_dir(config, "hydra.sweep.dir"), bool(config.get("resume", False)))
         except UserError as error:
             _refuse(str(error))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Exit non-zero when any job of a training sweep did not complete (rundir.sweep_failures)."""
+        """Exit non-zero when any job of a training sweep did not complete (sweep_failures)."""
         directory = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))).expanduser()
-        failures = rundir.sweep_failures(directory, str(OmegaConf.select(config, "hydra.job.name")))
+        failures = sweep_failures(directory, str(OmegaConf.select(config, "hydra.job.name")))
         if failures:
             _refuse(failures)

@@ -2,7 +2,7 @@
 
 With `distill.teachers` set (checkpoints this toolkit wrote), the training loss becomes
 
-    (1 - alpha) * training_loss + alpha * T^2 * KL(softmax(teachers / T) || softmax(student / T))
+    (1 - alpha) * hard loss + alpha * T^2 * KL(softmax(teachers / T) || softmax(student / T))
 
 with alpha = `distill.alpha`, T = `distill.temperature` and `teachers` the mean of the teachers'
 logits (Hinton et al. 2015; the T^2 keeps the soft term's gradients on the hard term's scale).
@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lenet_fmnist import checkpoint
-from lenet_fmnist.augment import normalise
 from lenet_fmnist.config import DistillConfig
-from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import CHANNELS_LAST
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.augment import normalise
 from lenet_fmnist.workers import Workers
 
 # In a distilled run's checkpoints: {"teachers": [{"path", "sha256"}, ...], "splits": what they learned from}.

@@ -11,13 +11,15 @@ from typing import Any
 
 import torch
 
-from lenet_fmnist.errors import UserError
 from lenet_fmnist.model import LeNet5
-from lenet_fmnist.storage import write_atomic
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.storage import write_atomic
 
-FORMAT = "lenet_fmnist.checkpoint.v1"
+# v2: a step's arithmetic no longer depends on the thread count (training.step), so a v1 run would
+# resume with other bits; v1 also recorded a thread count that nothing reads any more.
+FORMAT = "lenet_fmnist.checkpoint.v2"
 # The key of the weight average's state (a dict: "model", its state dict, and "updates"), present
-# only in checkpoints of runs with ema.decay set; older checkpoints and runs without one lack it.
+# only in checkpoints of runs with ema.decay set.
 EMA = "ema"
 
 
@@ -52,7 +54,13 @@ def load(
     except Exception as error:  # zip, EOF and format errors all mean "not a checkpoint"
         detail = " ".join(str(error).split())
         raise UserError(f"{path} is not a PyTorch checkpoint ({type(error).__name__}: {detail}).") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if isinstance(found, str) and found.startswith("lenet_fmnist.checkpoint.") and found != FORMAT:
+        raise UserError(
+            f"{path} was written by another version of lenet_fmnist (format {found}); this one reads {FORMAT}. "
+            "Train the run again with this version (its numbers would differ from the old ones anyway)."
+        )
+    if found != FORMAT:
         raise UserError(f"{path} is a PyTorch file but not a lenet_fmnist checkpoint (format {FORMAT} expected).")
     return state
 

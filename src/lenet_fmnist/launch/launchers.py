@@ -25,8 +25,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lenet_fmnist.cores import job_share, usable_cores
-from lenet_fmnist.overrides import RESUME, with_resume
+from lenet_fmnist.host.threads import job_share, usable_cores
+from lenet_fmnist.run.config_keys import RESUME, with_resume
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ class ResumeOnRequeue:
         return super().checkpoint(with_resume(sweep_overrides), *args, **kwargs)  # type: ignore[misc]
 
     def _share_cores(self) -> None:
-        """Set OMP_NUM_THREADS to this job's share (cores.job_share): a new training run takes that
-        many threads (cores.fixed_threads), eval, predict and export at most that many
-        (cores.command_threads). An OMP_NUM_THREADS the user exported is kept; `threads=` comes
-        before it. Either way only the speed changes, never a bit (lenet_fmnist.step)."""
+        """Set OMP_NUM_THREADS to this job's share (job_share): a new training run takes that
+        many threads (fixed_threads), eval, predict and export at most that many
+        (command_threads). An OMP_NUM_THREADS the user exported is kept; `threads=` comes
+        before it. Either way only the speed changes, never a bit (lenet_fmnist.training.step)."""
         cpus = self.params.get("cpus_per_task")
         if cpus is None and self.concurrent_jobs is None:
             return  # a cluster job without cpus_per_task: its CPU affinity is its allocation

@@ -1,7 +1,7 @@
 """A training run's bookkeeping in its run directory while it trains, behind one object: the
 checkpoints, metrics.json and the TensorBoard log, so that the epoch loop only says what happened.
 
-The rules are lenet_fmnist.rundir's (the files' names, metrics.json's schema, the statuses and how
+The rules are lenet_fmnist.run's (the files' names, metrics.json's schema, the statuses and how
 an ending sets one); the recorder writes by them. It lives beside rundir because it imports torch
 (checkpoints, TensorBoard), which rundir must not.
 """
@@ -15,9 +15,12 @@ from typing import Any, Protocol
 
 import torch
 
-from lenet_fmnist import checkpoint, data, rundir
-from lenet_fmnist.rundir import BEST_CHECKPOINT, LAST_CHECKPOINT, Circumstances, Progress, Status
-from lenet_fmnist.tensorboard_log import TensorBoardLog
+from lenet_fmnist import data
+from lenet_fmnist.run.endings import Status, ending_of
+from lenet_fmnist.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT
+from lenet_fmnist.run.metrics_file import Circumstances, Progress, finish, machine_fault, metrics_json, write_metrics
+from lenet_fmnist.training import checkpoint
+from lenet_fmnist.training.tensorboard_log import TensorBoardLog
 
 
 class Saveable(Progress, Protocol):
@@ -47,7 +50,7 @@ class Recorder:
         if is_best:
             checkpoint.save(self.best, saved)
         checkpoint.save(self.last, saved)
-        rundir.write_metrics(self.run_dir, rundir.metrics(Status.running, state, {}, self.ran))
+        write_metrics(self.run_dir, metrics_json(Status.running, state, {}, self.ran))
 
     def best_checkpoint(self, device: torch.device) -> dict[str, Any]:
         """best.pt, the weights that are tested, on `device`."""
@@ -64,13 +67,13 @@ class Recorder:
         try:
             yield
         except BaseException as error:
-            ended = rundir.metrics(rundir.status_after(error), state, {}, self.ran)
-            rundir.finish(self.run_dir, ended, self.board.close, failing=True)
-            fault = rundir.machine_fault(error, self.run_dir, load=checkpoint.load)
+            ended = metrics_json(ending_of(error).status, state, {}, self.ran)
+            finish(self.run_dir, ended, self.board.close, failing=True)
+            fault = machine_fault(error, self.run_dir, load=checkpoint.load)
             if fault is None:
                 raise
             raise fault from None
 
     def finish(self, state: Progress, test: dict[str, float]) -> dict[str, Any]:
         """The completed run's metrics.json, written and returned; the log closed."""
-        return rundir.finish(self.run_dir, rundir.metrics(Status.completed, state, test, self.ran), self.board.close)
+        return finish(self.run_dir, metrics_json(Status.completed, state, test, self.ran), self.board.close)

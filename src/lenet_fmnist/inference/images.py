@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lenet_fmnist.errors import UserError
+from lenet_fmnist.run.errors import UserError
 
 SIZE = 28  # Fashion-MNIST's images are SIZE x SIZE
 WORK_SIDE = 4 * SIZE  # longest side the item is looked for at: 4 px per output pixel

@@ -3,15 +3,15 @@
 Reads top to bottom: one epoch of training, the training state (what a checkpoint holds), the
 epoch loop (`fit`: train, validate, record, save), the test of the best weights, and `run`, which
 sets a run up and tells the whole story. Elsewhere: the optimizer and its schedule
-(lenet_fmnist.optim), the run directory's rules (lenet_fmnist.rundir: may the run start or resume,
-what a resume keeps) and its bookkeeping while training (lenet_fmnist.recorder: checkpoints,
-metrics.json, TensorBoard), and validation's rules (lenet_fmnist.validation).
+(lenet_fmnist.training.optim), the run directory's rules (lenet_fmnist.run: may the run start or resume,
+what a resume keeps) and its bookkeeping while training (lenet_fmnist.training.recorder: checkpoints,
+metrics.json, TensorBoard), and validation's rules (lenet_fmnist.run.validation).
 
 The ingredients of stronger recipes come in here, each off by default and then neither drawing a
-random number nor doing any work: label smoothing of the training loss (lenet_fmnist.loss), a
-moving average of the weights that validation and the test use (lenet_fmnist.averaging), random
-erasing after the flip and shift (lenet_fmnist.augment), and a final fit without validation
-(data.val_size=0, lenet_fmnist.validation: every epoch is then the best so far, so the last one
+random number nor doing any work: label smoothing of the training loss (lenet_fmnist.training.step), a
+moving average of the weights that validation and the test use (lenet_fmnist.training.averaging), random
+erasing after the flip and shift (lenet_fmnist.training.augment), and a final fit without validation
+(data.val_size=0, lenet_fmnist.run.validation: every epoch is then the best so far, so the last one
 is tested).
 """
 
@@ -31,23 +31,27 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lenet_fmnist import averaging, checkpoint, cores, data, distill, optim, rundir, validation
-from lenet_fmnist.augment import Augmenter, Erasing, augment
-from lenet_fmnist.config import TrainConfig, to_plain, with_later_keys
-from lenet_fmnist.cpu import this_cpu
-from lenet_fmnist.errors import Diverged, Interrupted
-from lenet_fmnist.evaluate import confusion_matrix, evaluate
+from lenet_fmnist import data
+from lenet_fmnist.config import TrainConfig, to_plain
+from lenet_fmnist.device import gpu_facts, select_device
+from lenet_fmnist.host.cpu import cpu_kernels, this_cpu
+from lenet_fmnist.host.registry import registered_while_running
+from lenet_fmnist.host.threads import ONE_GPU_THREAD, Threads, training_threads
+from lenet_fmnist.inference.evaluate import confusion_matrix, evaluate
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
-from lenet_fmnist.recorder import Recorder
-from lenet_fmnist.rundir import LAST_CHECKPOINT
-from lenet_fmnist.runtime import cpu_kernels, gpu_facts, select_device
-from lenet_fmnist.step import Objective, ShardedStep
+from lenet_fmnist.run import admission, validation
+from lenet_fmnist.run.errors import Diverged, Interrupted
+from lenet_fmnist.run.metrics_file import Circumstances
+from lenet_fmnist.training import averaging, checkpoint, distill, optim
+from lenet_fmnist.training.augment import Augmenter, Erasing, augment
+from lenet_fmnist.training.recorder import Recorder
+from lenet_fmnist.training.step import Objective, ShardedStep
 from lenet_fmnist.workers import Workers, compute_on_one_thread
 
 log = logging.getLogger(__name__)
 
 # Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
-# with status "pruned": a hyperparameter search's pruner does so (lenet_fmnist.search_trial.epoch_reporter).
+# with status "pruned": a hyperparameter search's pruner does so (lenet_fmnist.launch.search_trial.epoch_reporter).
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -108,7 +112,7 @@ class TrainingState:
     """Everything a run carries from one epoch to the next: model, weight average, optimizer,
     scheduler, random number generators, history and best epoch. `state_dict` is the checkpoint's
     schema, written here once, and `load_state_dict` resumes from one (the keys of every checkpoint
-    written so far). metrics.json summarises the same run (rundir.metrics)."""
+    written so far). metrics.json summarises the same run (metrics_json)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device, train_images: int) -> None:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
@@ -184,11 +188,6 @@ class TrainingState:
         self.epoch, self.history = state["epoch"], state["history"]
         self.best_epoch, self.best_val_acc = state["best_epoch"], state["best_val_acc"]
         self.warnings = state.get("warnings", [])  # checkpoints written before warnings existed have none
-
-    @staticmethod
-    def saved_on_gpu(state: dict[str, Any]) -> bool:
-        """Whether the checkpoint `state` was saved by a run on a CUDA GPU (its CUDA RNG state is kept only there)."""
-        return state["rng"]["cuda"] is not None
 
 
 # ---- the epoch loop ----------------------------------------------------------------------------
@@ -339,33 +338,27 @@ def final_test(
     return {"test_acc": test_acc, "test_loss": test_loss}
 
 
-@cores.registered_while_running  # other runs see this one (cli.main registers a command sooner)
-def run(
-    cfg: TrainConfig,
-    run_dir: Path,
-    *,
-    accepted: rundir.Accepted | None = None,
-    on_epoch: EpochCallback | None = None,
+@registered_while_running  # other runs see this one (cli.main registers a single run sooner)
+def train(
+    cfg: TrainConfig, run_dir: Path, *, on_epoch: EpochCallback | None = None, start_if_unsaved: bool = False
 ) -> dict[str, Any]:
-    """Train (or resume) the run in `run_dir` and return what metrics.json holds. `accepted` is
-    rundir.accept's answer for `run_dir` when the caller asked already (the command line does, to
-    refuse a run before torch loads); `on_epoch` is called after every saved epoch (see EpochCallback)."""
+    """Train (or resume) the run in `run_dir` and return what metrics.json holds; `on_epoch` is
+    called after every saved epoch (see EpochCallback); `start_if_unsaved`: a sweep's job that
+    never started starts on resume (run.admission.admit)."""
     compute_on_one_thread()  # every computation of the run: its numbers must not depend on a thread count
-    if accepted is None:
-        accepted = rundir.accept(run_dir, resume=cfg.resume)
-    begin = rundir.start(run_dir, accepted, to_plain(cfg), load=checkpoint.load, with_later_keys=with_later_keys)
-    if begin.done is not None:
-        return begin.done
-    device = _device(cfg.device, begin.saved, run_dir)
+    config, device = to_plain(cfg), select_device(cfg.device)
+    admitted = admission.admit(run_dir, config, str(device), load=checkpoint.load, start_if_unsaved=start_if_unsaved)
+    if admitted.completed is not None:
+        return admitted.completed
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     # Decided as late as possible, so that runs started a few seconds apart see each other.
-    threads = cores.training_threads(cfg.threads) if device.type == "cpu" else cores.ONE_GPU_THREAD
+    threads = training_threads(cfg.threads) if device.type == "cpu" else ONE_GPU_THREAD
     state = TrainingState(cfg, device, len(splits.train.labels))
     ran = _circumstances(state, threads)
-    if begin.saved is not None:
-        state.load_state_dict(begin.saved)
+    if admitted.saved is not None:
+        state.load_state_dict(admitted.saved)
         log.info("Resuming %s after epoch %d", run_dir, state.epoch)
-        if moved := accepted.facts.moved(ran.processor, state.epoch):
+        if moved := admitted.facts.moved(ran.processor, state.epoch):
             log.warning(moved)
             state.warnings.append(moved)
     recorder = Recorder(run_dir, state.config, start_epoch=state.epoch + 1, ran=ran)
@@ -376,17 +369,8 @@ def run(
     return recorder.finish(state, test)
 
 
-def _device(name: str, saved: dict[str, Any] | None, run_dir: Path) -> torch.device:
-    """The run's device, made ready (runtime.select_device); a resumed run continues on the kind
-    of device it began on (`saved`: its last.pt)."""
-    device = select_device(name)
-    if saved is not None:
-        rundir.check_device_kind(TrainingState.saved_on_gpu(saved), str(device), run_dir / LAST_CHECKPOINT)
-    return device
-
-
-def _circumstances(state: TrainingState, threads: cores.Threads) -> rundir.Circumstances:
-    return rundir.Circumstances(
+def _circumstances(state: TrainingState, threads: Threads) -> Circumstances:
+    return Circumstances(
         device=str(state.device),
         threads=threads.count,
         threads_reason=threads.reason,
@@ -397,7 +381,7 @@ def _circumstances(state: TrainingState, threads: cores.Threads) -> rundir.Circu
     )
 
 
-def _log_recipe(cfg: TrainConfig, ran: rundir.Circumstances) -> None:
+def _log_recipe(cfg: TrainConfig, ran: Circumstances) -> None:
     log.info(
         "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
         cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,

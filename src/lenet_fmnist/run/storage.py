@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from lenet_fmnist.errors import MachineFault
+from lenet_fmnist.run.errors import MachineFault
 
 # The errors that come from the machine, with what to tell the user.
 ENVIRONMENT_ERRORS = {

@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lenet_fmnist import checkpoint, data
+from lenet_fmnist import data
 from lenet_fmnist.config import PredictConfig
-from lenet_fmnist.errors import UserError
-from lenet_fmnist.evaluate import Classifier, load_classifier
-from lenet_fmnist.images import BadImage, Prepared, load_image
+from lenet_fmnist.device import command_workers, select_device
+from lenet_fmnist.inference.evaluate import Classifier, load_classifier
+from lenet_fmnist.inference.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST
-from lenet_fmnist.rundir import PREDICTIONS_FIGURE, PREDICTIONS_FILE, SKIPPED_FILE
-from lenet_fmnist.runtime import command_workers, select_device
-from lenet_fmnist.storage import write_atomic
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.files import PREDICTIONS_FIGURE, PREDICTIONS_FILE, SKIPPED_FILE
+from lenet_fmnist.run.storage import write_atomic
+from lenet_fmnist.training import checkpoint
 from lenet_fmnist.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def write_figure(path: Path, results: list[Result]) -> None:
     write_atomic(path, lambda handle: handle.write(buffer.getvalue()))
 
 
-def run(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
+def predict_images(cfg: PredictConfig, run_dir: Path, paths: list[Path]) -> list[Result]:
     """The `predict` command on `paths` (`images.find_images(cfg.images)`): prepare and classify
     them, print a table, and write (if any file could not be used) skipped.csv, predictions.png and,
     last, predictions.csv into the run directory: the result file that makes the directory hold a
