@@ -33,12 +33,12 @@ from torchvision import datasets, transforms
 
 from lenet_fmnist import data
 from lenet_fmnist.config import AugmentationConfig, SGDConfig, TrainConfig
-from lenet_fmnist.inference.evaluate import evaluate
+from lenet_fmnist.inference.evaluate import Classifier, Evaluation
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.training.augment import Augmenter, normalise
 from lenet_fmnist.training.optim import build_optimizer, build_scheduler
-from lenet_fmnist.training.step import Objective, ShardedStep
-from lenet_fmnist.training.trainer import train_epoch
+from lenet_fmnist.training.step import Objective, ShardedStep, Updates
+from lenet_fmnist.training.trainer import Epochs, train_epoch
 from lenet_fmnist.workers import Workers
 
 AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
@@ -126,17 +126,15 @@ def project_runner(
     the global seed)."""
     model, optimizer = project_model(device)
     schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
-    step = ShardedStep(model, optimizer, schedule, Objective(0.0, None), workers=workers, shards=SHARDS, average=None)
+    step = ShardedStep(model, Updates(optimizer, schedule), Objective(0.0, None), workers=workers, shards=SHARDS)
     generator = torch.Generator(device=device).manual_seed(seed)
-    augmenters: dict[int, Augmenter] = {}  # per size, built once as a run does
+    epochs: dict[int, Epochs] = {}  # per size, each with its augmenter built once as a run does
 
     def run(images: int) -> None:
-        if images not in augmenters:
-            augmenters[images] = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
-        train_epoch(
-            step, augmenters[images], train.labels[:images], generator=generator, batch_size=batch_size,
-            stop=threading.Event(), description="bench",
-        )  # fmt: skip
+        if images not in epochs:
+            augmenter = Augmenter(train.images[:images], AUGMENTATION.flip, AUGMENTATION.max_shift)
+            epochs[images] = Epochs(step, augmenter, train.labels[:images], generator, batch_size)
+        train_epoch(epochs[images], threading.Event(), "bench")
 
     return run, model
 
@@ -189,7 +187,9 @@ def accuracy_check(
                 run, model = project_runner(train, 64, device, workers, seed)
             for _ in range(epochs):
                 run(len(train_idx))
-            results[name].append(evaluate(model, test_images, test_labels, 1000, test_flip=False)[1])
+            results[name].append(
+                Evaluation(1000)(Classifier(model, False, uint8_input=True), test_images, test_labels)[1]
+            )
     return results
 
 
@@ -197,7 +197,7 @@ def sharded_floor_runner(train: data.Split, batch_size: int, device: torch.devic
     """The project's sharded step on one ready-made batch (uint8: each shard normalises its own)."""
     model, optimizer = project_model(device)
     schedule = build_scheduler(optimizer, SGD, steps_per_epoch=1, epochs=1)
-    step = ShardedStep(model, optimizer, schedule, Objective(0.0, None), workers=workers, shards=SHARDS, average=None)
+    step = ShardedStep(model, Updates(optimizer, schedule), Objective(0.0, None), workers=workers, shards=SHARDS)
     images, targets = train.images[:batch_size], train.labels[:batch_size]
 
     def run(count: int) -> None:

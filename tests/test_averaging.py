@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import CLI, EMA_DECAY, assert_ok, output, read_metrics
 from lenet_fmnist import data
-from lenet_fmnist.inference.evaluate import evaluate, load_classifier
+from lenet_fmnist.inference.evaluate import Classifier, Evaluation, load_classifier
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.training import averaging, checkpoint
 from lenet_fmnist.training.averaging import WeightAverage
@@ -137,7 +137,7 @@ def test_a_run_validates_tests_and_keeps_the_average_and_eval_tests_it(
     trained.load_state_dict(state["model"])
     val = data.load(str(tiny_data), 64, split_seed=0).val
     assert val is not None
-    val_loss, val_acc, _ = evaluate(averaged, val.images, val.labels, 1000, test_flip=False)
+    val_loss, val_acc, _ = Evaluation(1000)(Classifier(averaged, False, uint8_input=True), val.images, val.labels)
     assert (metrics["val_loss"], metrics["val_acc"]) == pytest.approx((val_loss, val_acc), abs=1e-6)
 
     result = cli.run("eval", f"checkpoint={best}", f"data.root={tiny_data}", "device=cpu", f"hydra.run.dir={tmp_path}")
@@ -148,8 +148,12 @@ def test_a_run_validates_tests_and_keeps_the_average_and_eval_tests_it(
     assert written["test_acc"] == metrics["test_acc"]
     assert written["test_loss"] == pytest.approx(metrics["test_loss"], rel=1e-6)
     test = data.load_test(str(tiny_data))
-    loss, accuracy, _ = evaluate(averaged, test.images, test.labels, 1000, test_flip=False)
+    loss, accuracy, _ = Evaluation(1000)(Classifier(averaged, False, uint8_input=True), test.images, test.labels)
     assert (written["test_loss"], written["test_acc"]) == pytest.approx((loss, accuracy), abs=1e-6)
     # Control: the trained weights score otherwise, on validation and on the test.
-    assert abs(evaluate(trained, val.images, val.labels, 1000, test_flip=False)[0] - val_loss) > 1e-4
-    assert abs(evaluate(trained, test.images, test.labels, 1000, test_flip=False)[0] - loss) > 1e-4
+    assert (
+        abs(Evaluation(1000)(Classifier(trained, False, uint8_input=True), val.images, val.labels)[0] - val_loss) > 1e-4
+    )
+    assert (
+        abs(Evaluation(1000)(Classifier(trained, False, uint8_input=True), test.images, test.labels)[0] - loss) > 1e-4
+    )

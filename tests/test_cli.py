@@ -44,7 +44,7 @@ def test_help_lists_the_commands_without_importing_torch(cli: CLI) -> None:
     )
     assert_ok(result)
     assert "train [OVERRIDES]" in result.stdout and "eval checkpoint=PATH" in result.stdout
-    for group in ("activation=relu|tanh|sigmoid|elu|gelu|silu", "pool=max|avg", "optimizer=sgd|adam|rmsprop"):
+    for group in ("activation=elu|gelu|relu|sigmoid|silu|tanh", "pool=avg|max", "optimizer=adam|rmsprop|sgd"):
         assert group in result.stdout
 
 
@@ -56,7 +56,7 @@ def test_help_lists_every_experiment_in_conf(cli: CLI, tmp_path: Path) -> None:
     names = sorted(path.stem for path in (config_dir() / "experiment").glob("*.yaml"))
     assert "ablation" in names and all(re.search(rf"\b{name}\b", listed) for name in names), listed
     conf = tmp_path / "conf"
-    shutil.copytree(config_dir() / "experiment", conf / "experiment")
+    shutil.copytree(config_dir(), conf)
     (conf / "experiment" / "learning_rate.yaml").write_text("# @package _global_\n")
     assert "learning_rate" in usage(conf) and "learning_rate" not in result.stdout
 
@@ -125,7 +125,8 @@ def test_module_and_console_script_agree(tmp_path: Path) -> None:
 FAMILIES = """
 import sys
 from pathlib import Path
-from lenet_fmnist import cli
+from lenet_fmnist.cli import config_dir
+from lenet_fmnist.launch.hydra_app import run_hydra
 from lenet_fmnist.run import errors
 where = sys.argv[1]  # before the app sets sys.argv for Hydra
 for name in ("UserError", "MachineFault", "Diverged", "Interrupted", "Pruned", "KeyboardInterrupt"):
@@ -133,7 +134,7 @@ for name in ("UserError", "MachineFault", "Diverged", "Interrupted", "Pruned", "
     def task(cfg, run_dir, kind=kind):
         raise kind(f"<{kind.__name__} raised>")
     try:
-        code = cli._run_hydra("eval", "eval", task, ["checkpoint=x.pt", f"hydra.run.dir={where}/{name}"])
+        code = run_hydra("eval", "eval", config_dir(), task, ["checkpoint=x.pt", f"hydra.run.dir={where}/{name}"])
     except SystemExit as stop:
         code = stop.code
     print(f"EXIT {name} {code}", flush=True)
@@ -265,3 +266,14 @@ def test_an_eval_sweep_of_good_checkpoints_exits_zero(
     )
     assert_ok(result)
     assert len(list(sweep.glob("*/eval.json"))) == 2
+
+
+def test_help_lists_the_config_groups_as_conf_holds_them(tmp_path: Path) -> None:
+    """A new option file appears in --help without touching the code; a group's options in full."""
+    conf = tmp_path / "conf"
+    shutil.copytree(config_dir(), conf)
+    (conf / "activation" / "mish.yaml").write_text("name: mish\n")
+    text = usage(conf)
+    assert "activation=elu|gelu|mish|relu|sigmoid|silu|tanh" in text
+    assert "pool=avg|max" in text and "optimizer=adam|rmsprop|sgd" in text
+    assert "experiment=" not in text.split("Config groups:", 1)[1].split("Hydra's flags", 1)[0]

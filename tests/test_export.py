@@ -19,7 +19,7 @@ import torch
 from conftest import CLI, assert_ok, output, snapshot, synthetic_split
 from lenet_fmnist import data
 from lenet_fmnist.config import ExportFormat, ExportInput
-from lenet_fmnist.inference.evaluate import evaluate, load_classifier
+from lenet_fmnist.inference.evaluate import Classifier, Evaluation, load_classifier
 from lenet_fmnist.inference.export import TOLERANCE, onnx_bytes, self_check
 from lenet_fmnist.run.files import LOCK_FILE
 from lenet_fmnist.run.locking import lock, unlock
@@ -108,7 +108,8 @@ def test_onnx_uint8_export_of_a_test_time_flip_model(
     assert np.abs(got - reference_logits(flip_run, images, test_flip=False)).max() > 10 * TOLERANCE
     # And its classes are eval's.
     model = checkpoint.model_from(checkpoint.load(flip_run / "checkpoints" / "best.pt"), flip_run)
-    _, _, classes = evaluate(model, torch.from_numpy(images), torch.zeros(300, dtype=torch.long), 1000, test_flip=True)
+    classifier = Classifier(model, True, uint8_input=True)
+    _, _, classes = Evaluation(1000)(classifier, torch.from_numpy(images), torch.zeros(300, dtype=torch.long))
     assert (got.argmax(1) == classes.numpy()).all()
 
 

@@ -27,7 +27,7 @@ from conftest import (
     sigterm_in_epoch_2,
 )
 from lenet_fmnist import data
-from lenet_fmnist.inference.evaluate import evaluate
+from lenet_fmnist.inference.evaluate import Classifier, Evaluation
 from lenet_fmnist.run import validation
 from lenet_fmnist.training import checkpoint
 
@@ -81,7 +81,9 @@ def test_the_best_epoch_is_chosen_by_the_average_s_validation(references: dict[s
     assert checkpoint.evaluated_weights(best) is best[checkpoint.EMA]["model"]
     val = data.load(str(plain_data), 256, split_seed=0).val
     assert val is not None
-    loss, accuracy, _ = evaluate(checkpoint.model_from(best, "best.pt"), val.images, val.labels, 1000, False)
+    loss, accuracy, _ = Evaluation(1000)(
+        Classifier(checkpoint.model_from(best, "best.pt"), False, uint8_input=True), val.images, val.labels
+    )
     assert (metrics["val_loss"], metrics["val_acc"]) == pytest.approx((loss, accuracy), abs=1e-6)
 
 
@@ -103,7 +105,9 @@ def test_a_final_fit_trains_on_every_image_and_tests_the_last_epoch(
     assert best["epoch"] == last["epoch"] == 3 and best["best_val_acc"] is None
     assert_same_weights(checkpoint.evaluated_weights(best), last[checkpoint.EMA]["model"], "best.pt vs last.pt")
     test = data.load_test(str(plain_data))
-    loss, accuracy, _ = evaluate(checkpoint.model_from(last, "last.pt"), test.images, test.labels, 1000, False)
+    loss, accuracy, _ = Evaluation(1000)(
+        Classifier(checkpoint.model_from(last, "last.pt"), False, uint8_input=True), test.images, test.labels
+    )
     assert (metrics["test_loss"], metrics["test_acc"]) == pytest.approx((loss, accuracy), abs=1e-6)
 
     events = EventAccumulator(str(run_dir))

@@ -26,7 +26,7 @@ from PIL import Image
 
 from conftest import CLI, assert_ok, output, synthetic_split, write_idx
 from lenet_fmnist import data
-from lenet_fmnist.inference.evaluate import confusion_matrix, evaluate
+from lenet_fmnist.inference.evaluate import Classifier, Evaluation, confusion_matrix
 from lenet_fmnist.inference.images import SIZE, BadImage, load_image, prepare
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.training import checkpoint
@@ -329,7 +329,7 @@ def test_predict_honours_test_time_flip(cli: CLI, flip_run: Path, framed: Framed
     rows = read_csv(tmp_path / "run")
     model = checkpoint.model_from(checkpoint.load(_checkpoint(flip_run)), "flip_run").to(memory_format=CHANNELS_LAST)
     images, labels = torch.from_numpy(framed.images), torch.from_numpy(framed.labels).long()
-    _, _, classes = evaluate(model, images, labels, 1000, test_flip=True)
+    _, _, classes = Evaluation(1000)(Classifier(model, True, uint8_input=True), images, labels)
     assert [row["class_1"] for row in rows] == [data.CLASSES[c] for c in classes]
     with torch.inference_mode():
         inputs = normalise(images)

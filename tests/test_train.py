@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from lenet_fmnist.cli import config_dir
 from lenet_fmnist.config import TrainConfig, validate
 from lenet_fmnist.run import validation
 from lenet_fmnist.run.errors import Diverged, Interrupted, UserError
+from lenet_fmnist.run.metrics_file import EpochRecord
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training import trainer as train
 
@@ -182,6 +184,12 @@ def test_interrupt_while_testing_is_a_resumable_interruption(
     assert len(resumed["history"]) == 2
 
 
+def record(epoch: int, train_acc: float, val_acc: float | None = None) -> EpochRecord:
+    """An epoch's record with the figures not_learning reads (the rest: any plausible values)."""
+    loss = None if val_acc is None else 2.0
+    return EpochRecord(epoch, 2.0, train_acc, loss, val_acc, seconds=1.0, train_seconds=1.0, train_images=64, lr=0.1)
+
+
 @pytest.mark.parametrize(
     ("accuracies", "warned"),
     [((0.10, 0.11), True), ((0.085, 0.119), True), ((0.10, 0.13), False), ((0.5, 0.1), False), ((0.1,), False)],
@@ -189,21 +197,21 @@ def test_interrupt_while_testing_is_a_resumable_interruption(
 def test_not_learning_means_two_epochs_at_chance(
     make_config: MakeConfig, accuracies: tuple[float, ...], warned: bool
 ) -> None:
-    history = [{"epoch": epoch, "train_acc": 0.5, "val_acc": acc} for epoch, acc in enumerate(accuracies, 1)]
-    warning = validation.not_learning(history, make_config("activation=sigmoid"), classes=len(data.CLASSES))
+    history = [record(epoch, train_acc=0.5, val_acc=acc) for epoch, acc in enumerate(accuracies, 1)]
+    warning = validation.not_learning(history, make_config("activation=sigmoid"), len(data.CLASSES))
     assert (warning is not None) == warned
     assert warning is None or ("sigmoid" in warning and "raise optimizer.lr" in warning)
     assert warning is None or warning.startswith("Not learning: validation accuracy is")
 
 
 def test_without_validation_not_learning_judges_the_training_accuracy(make_config: MakeConfig) -> None:
-    history = [{"epoch": epoch, "train_acc": 0.1} for epoch in (1, 2)]
-    warning = validation.not_learning(history, make_config("data.val_size=0"), classes=len(data.CLASSES))
+    history = [record(epoch, train_acc=0.1) for epoch in (1, 2)]
+    warning = validation.not_learning(history, make_config("data.val_size=0"), len(data.CLASSES))
     assert warning is not None and warning.startswith(
         "Not learning: training accuracy (no validation: data.val_size=0) is 0.1000 and 0.1000 after epochs 1 and 2"
     )
-    learning = [{**record, "train_acc": 0.3} for record in history]
-    assert validation.not_learning(learning, make_config(), classes=len(data.CLASSES)) is None
+    learning = [replace(epoch, train_acc=0.3) for epoch in history]
+    assert validation.not_learning(learning, make_config(), len(data.CLASSES)) is None
 
 
 @pytest.fixture(scope="module")

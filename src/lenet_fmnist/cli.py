@@ -7,7 +7,6 @@ Hydra app of that command. Nothing here imports torch: `--help` and config error
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -15,9 +14,8 @@ from pathlib import Path
 
 from lenet_fmnist.host.registry import register
 from lenet_fmnist.launch import search_trial
-from lenet_fmnist.run.endings import Ending, ending_of
+from lenet_fmnist.launch.hydra_app import Task, announce, modes, run_hydra
 from lenet_fmnist.run.errors import Reported
-from lenet_fmnist.run.locking import lock, unlock
 from lenet_fmnist.run.next_step import next_step
 
 log = logging.getLogger(__name__)
@@ -40,19 +38,10 @@ Commands:
 
 {experiments}
 
-Config groups: activation=relu|tanh|sigmoid|elu|gelu|silu  pool=max|avg  optimizer=sgd|adam|rmsprop
-               dropout=none|standard  augmentation=none|standard
+{groups}
 Hydra's flags work after the command: --help, --cfg job, --info, -m/--multirun.
 Outputs go to outputs/ (see docs/configuration.md); compare runs with `tensorboard --logdir outputs`.
 """
-
-
-def announce(error: Reported | KeyboardInterrupt, next_step: Callable[[], str]) -> tuple[Ending, str]:
-    """The ending of `error` (endings.ENDINGS) and its message: one paragraph, and the next step
-    where it has one."""
-    ending = ending_of(error)
-    message = ending.message or str(error)
-    return ending, f"{message} {next_step()}" if ending.next_step else message
 
 
 def config_dir() -> Path:
@@ -66,74 +55,26 @@ def experiments(conf: Path) -> list[str]:
     return sorted(path.stem for path in (conf / "experiment").glob("*.yaml"))
 
 
+def config_groups(conf: Path) -> dict[str, list[str]]:
+    """The config groups a training run chooses from (conf/train.yaml's defaults list, the
+    experiment aside), each with its options as conf/GROUP/ holds them."""
+    import yaml  # Hydra's own dependency; only --help reads a YAML file here
+
+    defaults = yaml.safe_load((conf / "train.yaml").read_text())["defaults"]
+    groups = [name for entry in defaults if isinstance(entry, dict) for name in entry if name != "experiment"]
+    return {group: sorted(path.stem for path in (conf / group).glob("*.yaml")) for group in groups}
+
+
 def usage(conf: Path) -> str:
-    """`--help`: the commands, and the experiments as conf/ holds them."""
+    """`--help`: the commands, the config groups and the experiments, as conf/ holds them."""
+    choices = "  ".join(f"{group}={'|'.join(options)}" for group, options in config_groups(conf).items())
+    groups = textwrap.fill(choices, width=100, initial_indent="Config groups: ", subsequent_indent=" " * 15)
     names = textwrap.fill(", ".join(experiments(conf)), width=100, initial_indent="  ", subsequent_indent="  ")
     listed = (
         "Experiments (train -m experiment=NAME; conf/experiment/NAME.yaml says what it runs):\n"
         f"{names}\n  (search is an Optuna hyperparameter search: pip install ./plugins/hydra_optuna_pruning_sweeper '.[search]')"
     )
-    return _USAGE.format(experiments=listed)
-
-
-def _run_hydra(command: str, config_name: str, task: Callable[..., object], args: list[str]) -> int:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig
-
-    from lenet_fmnist import config
-
-    config.register()
-    exit_codes: list[int] = []
-
-    @hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")
-    def app(cfg: DictConfig) -> object:
-        hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
-        sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-        # A search's trial hands what ended it to the sweeper as the job's exception (Hydra's
-        # JobReturn), which fails or prunes the trial; its message is logged here, no traceback.
-        trial = search_trial.current() if sweep_dir is not None else None
-        try:
-            lock(run_dir)  # a sweep's job, in its own process; a single run holds it already
-            return task(cfg, run_dir)  # the objective of a search (Hydra's convention)
-        except Reported as error:
-            ending, message = announce(error, lambda: next_step(command, args, run_dir, sweep_dir))
-            log.log(ending.level, "%s", message)
-            if ending.stops_sweep:
-                raise SystemExit(ending.exit_code) from None
-            if trial is not None:
-                raise search_trial.as_search_error(error) from None
-            # A training sweep's jobs are judged by their metrics.json (sweep_failures):
-            # in whichever process they ran.
-            if sweep_dir is None or command != "train":
-                exit_codes.append(ending.exit_code)
-            return None
-        except Exception as error:
-            if trial is None:
-                raise
-            log.error("Trial %d failed: %s: %s", trial.number, type(error).__name__, error)
-            raise
-        finally:
-            unlock(run_dir)  # the next job of a sequential sweep works elsewhere
-
-    sys.argv = [f"lenet-fmnist {command}", *args]
-    # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
-    # own handlers turn both into a saved, resumable stop; elsewhere they end up below.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        app()
-    except ValueError as error:  # Hydra's refusal of two modes at once (-m with --cfg, ...): before any work
-        if not str(error).startswith("Only one of"):
-            raise
-        log.error("%s, not several: e.g. drop -m to print a sweep's job config with --cfg job.", error)
-        return 2
-    except KeyboardInterrupt as error:
-        ending, message = announce(error, lambda: "")
-        log.log(ending.level, "%s", message)
-        return ending.exit_code
-    return max(exit_codes, default=0)
+    return _USAGE.format(experiments=listed, groups=groups)
 
 
 def _train(cfg: object, run_dir: Path) -> float | None:
@@ -201,19 +142,25 @@ def _report(args: list[str]) -> int:
         return ending.exit_code
 
 
+def _hydra_command(name: str, task: Task) -> Callable[[list[str]], int]:
+    """The command `name`: the Hydra app of conf/`name`.yaml, running `task` in each job."""
+    return lambda args: run_hydra(name, name, config_dir(), task, args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "train": lambda args: _run_hydra("train", "train", _train, args),
-    "eval": lambda args: _run_hydra("eval", "eval", _eval, args),
+    "train": _hydra_command("train", _train),
+    "eval": _hydra_command("eval", _eval),
     "report": _report,
-    "predict": lambda args: _run_hydra("predict", "predict", _predict, args),
-    "export": lambda args: _run_hydra("export", "export", _export, args),
+    "predict": _hydra_command("predict", _predict),
+    "export": _hydra_command("export", _export),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["train"]:  # at once, so that runs started a few seconds apart see each other
-        register()
+    if args[:1] == ["train"] and "--multirun" not in modes(args):
+        register()  # at once, so that runs started a few seconds apart see each other; a sweep's
+        # jobs register for as long as each trains (training.trainer.train), never its idle parent
     if not args or args[0] in {"-h", "--help", "help"}:
         sys.stdout.write(usage(config_dir()))
         return 0

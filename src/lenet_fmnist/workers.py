@@ -53,10 +53,13 @@ class Workers:
         compute_on_one_thread()
         self.count = count
         self._inboxes: list[queue.SimpleQueue] = []
+        self._threads: list[threading.Thread] = []
         for number in range(1, count):
             inbox: queue.SimpleQueue = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name=f"worker-{number}", daemon=True).start()
+            thread = threading.Thread(target=self._serve, args=(inbox,), name=f"worker-{number}", daemon=True)
+            thread.start()
             self._inboxes.append(inbox)
+            self._threads.append(thread)
 
     def map(self, function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
         """[function(item) for item in items], computed by the team; an exception in any piece is
@@ -83,10 +86,14 @@ class Workers:
         return None
 
     def close(self) -> None:
-        """End the helpers once they finish what they are doing; the caller computes alone from now on."""
+        """End the helpers once they finish what they are doing, and wait for them: a helper still
+        ending when the process exits can abort it (torch's per-thread state is torn down then).
+        The caller computes alone from now on."""
         for inbox in self._inboxes:
             inbox.put(None)
-        self._inboxes, self.count = [], 1
+        for thread in self._threads:
+            thread.join()
+        self._inboxes, self._threads, self.count = [], [], 1
 
     def __enter__(self) -> Workers:
         return self

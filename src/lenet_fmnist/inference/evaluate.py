@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,33 +58,35 @@ def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, di
     return Classifier(model, test_flip, uint8_input), state
 
 
-def evaluate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
-    test_flip: bool,
-    workers: Workers | None = None,
-) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and predicted classes over `images` (uint8 on the model's
-    device), in chunks of `batch_size` computed by `workers` (else by this thread). With
-    `test_flip` the logits are averaged over each image and its mirror image. The chunks' summed
-    losses are added in their order, so the team's size changes no bit."""
-    classifier = Classifier(model, test_flip, uint8_input=True)
+@dataclass(frozen=True)
+class Evaluation:
+    """Evaluates classifiers in chunks of `batch_size` images, computed by `workers` (else by the
+    calling thread). Each chunk is computed on one thread and the chunks' summed losses are added
+    in their order, so the team's size changes no bit."""
 
-    @torch.inference_mode()
-    def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = classifier(images[start : start + batch_size])
-        return F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum"), logits.argmax(dim=1)
+    batch_size: int
+    workers: Workers | None = None
 
-    starts = range(0, len(labels), batch_size)
-    results = workers.map(chunk, starts) if workers else [chunk(start) for start in starts]
-    loss_sum = torch.zeros((), device=images.device)
-    for chunk_loss, _ in results:
-        loss_sum += chunk_loss
-    predicted = torch.cat([chunk_predicted for _, chunk_predicted in results])
-    accuracy = (predicted == labels).double().mean().item()
-    return loss_sum.item() / len(labels), accuracy, predicted
+    def __call__(
+        self, classifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[float, float, torch.Tensor]:
+        """Mean cross-entropy, accuracy and predicted classes of `classifier` (with uint8 input)
+        over `images` (uint8, on its device)."""
+
+        @torch.inference_mode()
+        def chunk(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = classifier(images[start : start + self.batch_size])
+            targets = labels[start : start + self.batch_size]
+            return F.cross_entropy(logits, targets, reduction="sum"), logits.argmax(dim=1)
+
+        starts = range(0, len(labels), self.batch_size)
+        results = self.workers.map(chunk, starts) if self.workers else [chunk(start) for start in starts]
+        loss_sum = torch.zeros((), device=images.device)
+        for chunk_loss, _ in results:
+            loss_sum += chunk_loss
+        predicted = torch.cat([chunk_predicted for _, chunk_predicted in results])
+        accuracy = (predicted == labels).double().mean().item()
+        return loss_sum.item() / len(labels), accuracy, predicted
 
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int = 10) -> torch.Tensor:
@@ -114,10 +117,8 @@ def evaluate_checkpoint(cfg: EvalConfig, run_dir: Path) -> dict[str, Any]:
     test = data.load_test(cfg.data.root)
     classifier.to(device, memory_format=CHANNELS_LAST)
     with command_workers(cfg.threads, device) as workers:
-        loss, accuracy, predicted = evaluate(
-            classifier.model, test.images.to(device), test.labels.to(device), cfg.eval_batch_size,
-            classifier.test_flip, workers,
-        )  # fmt: skip
+        evaluation = Evaluation(cfg.eval_batch_size, workers)
+        loss, accuracy, predicted = evaluation(classifier, test.images.to(device), test.labels.to(device))
     confusion = confusion_matrix(test.labels, predicted)
     per_class = per_class_accuracy(confusion)
     result = {

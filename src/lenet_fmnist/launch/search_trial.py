@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lenet_fmnist.run.endings import TrialEnd, ending_of
 from lenet_fmnist.run.errors import Pruned, UserError
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from lenet_fmnist.config import TrainConfig
+    from lenet_fmnist.run.metrics_file import EpochRecord
     from lenet_fmnist.training.trainer import EpochCallback
 
 OBJECTIVE = "val_acc"  # what `train` returns, by this name in the study: its best-epoch validation accuracy
@@ -89,8 +90,8 @@ def epoch_reporter(cfg: TrainConfig) -> EpochCallback | None:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             trial.study.set_metric_names([OBJECTIVE])
 
-    def report(record: dict[str, Any]) -> None:
-        epoch, value = record["epoch"], record[OBJECTIVE]
+    def report(record: EpochRecord) -> None:
+        epoch, value = record.epoch, getattr(record, OBJECTIVE)
         trial.report(value, epoch)
         if epoch < cfg.epochs and trial.should_prune():
             raise Pruned(

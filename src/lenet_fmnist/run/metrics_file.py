@@ -22,10 +22,43 @@ log = logging.getLogger(__name__)
 ENDED_AS_ASKED = (Status.completed, Status.pruned)
 
 
-class Progress(Protocol):
-    """What a training run has done so far (train.TrainingState)."""
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a training run, as metrics.json's `history` and the checkpoints keep it (as
+    `as_json`'s dict: plain values, which a checkpoint read with weights_only=True may hold)."""
 
-    history: list[dict[str, Any]]  # one record per epoch
+    epoch: int
+    train_loss: float  # the epoch's running mean, with its augmentation, dropout and smoothing
+    train_acc: float
+    val_loss: float | None  # None in a run without validation (data.val_size=0): no key in JSON
+    val_acc: float | None
+    seconds: float  # the epoch's wall time, validation included
+    train_seconds: float  # its training part
+    train_images: int
+    lr: float  # the learning rate at the epoch's end
+
+    @property
+    def images_per_second(self) -> float:
+        return self.train_images / self.train_seconds
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as metrics.json holds it: a run without validation has no val_* keys."""
+        values = {**asdict(self), "images_per_second": self.images_per_second}
+        return {key: value for key, value in values.items() if value is not None or not key.startswith("val_")}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> EpochRecord:
+        """The record `as_json` wrote (a checkpoint's history, read back on resume)."""
+        names = {"epoch", "train_loss", "train_acc", "seconds", "train_seconds", "train_images", "lr"}
+        return cls(
+            **{key: values[key] for key in names}, val_loss=values.get("val_loss"), val_acc=values.get("val_acc")
+        )
+
+
+class Progress(Protocol):
+    """What a training run has done so far (training.state.TrainingState)."""
+
+    history: list[EpochRecord]  # one record per epoch
     best_epoch: int  # 0 before the first epoch
     warnings: list[str]
     validated_on: str  # what the run validated on, in words (lenet_fmnist.run.validation.describe)
@@ -54,9 +87,10 @@ def metrics_json(status: Status, progress: Progress, test: dict[str, float], ran
     """metrics.json: the status, the best-validation epoch's train/val figures (val ones null for a
     run without validation: data.val_size=0), its test figures (`test`, empty until tested), where
     and how the run ran (`ran`), the warnings, what it validated on and the history."""
-    best = next((record for record in progress.history if record["epoch"] == progress.best_epoch), {})
-    train_seconds = sum(record["train_seconds"] for record in progress.history)
-    images = sum(record["train_images"] for record in progress.history)
+    history = [record.as_json() for record in progress.history]
+    best = next((record for record in history if record["epoch"] == progress.best_epoch), {})
+    train_seconds = sum(record["train_seconds"] for record in history)
+    images = sum(record["train_images"] for record in history)
     return {
         "status": status,
         "train_acc": best.get("train_acc"),
@@ -72,7 +106,7 @@ def metrics_json(status: Status, progress: Progress, test: dict[str, float], ran
         **asdict(ran),
         "warnings": progress.warnings,
         "validation": progress.validated_on,
-        "history": progress.history,
+        "history": history,
     }
 
 

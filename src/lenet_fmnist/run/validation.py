@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from lenet_fmnist.run.errors import UserError
 
-if TYPE_CHECKING:  # the type only: lenet_fmnist.config imports Hydra
+if TYPE_CHECKING:  # the types only: lenet_fmnist.config imports Hydra
     from lenet_fmnist.config import TrainConfig
+    from lenet_fmnist.run.metrics_file import EpochRecord
 
 
 def validates(config: Mapping[str, Any] | None) -> bool:
@@ -54,14 +55,14 @@ def refuse_search_without_validation(val_sizes: Iterable[int]) -> None:
 CHANCE_MARGIN = 0.02  # accuracy this close to chance (1 / classes) means nothing was learnt
 
 
-def not_learning(history: Sequence[Mapping[str, Any]], cfg: TrainConfig, *, classes: int) -> str | None:
+def not_learning(history: Sequence[EpochRecord], cfg: TrainConfig, classes: int) -> str | None:
     """The warning for a run of `cfg` whose validation accuracy is still at chance after two
     epochs of its `history`. A run without validation is judged by its training accuracy, and the
     warning says so."""
     if len(history) < 2:
         return None
-    key = "val_acc" if "val_acc" in history[0] else "train_acc"
-    first = [record[key] for record in history[:2]]
+    key = "val_acc" if history[0].val_acc is not None else "train_acc"
+    first = [getattr(record, key) for record in history[:2]]
     chance = 1 / classes
     if any(abs(acc - chance) > CHANCE_MARGIN for acc in first):
         return None

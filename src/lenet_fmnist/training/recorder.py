@@ -18,7 +18,15 @@ import torch
 from lenet_fmnist import data
 from lenet_fmnist.run.endings import Status, ending_of
 from lenet_fmnist.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT
-from lenet_fmnist.run.metrics_file import Circumstances, Progress, finish, machine_fault, metrics_json, write_metrics
+from lenet_fmnist.run.metrics_file import (
+    Circumstances,
+    EpochRecord,
+    Progress,
+    finish,
+    machine_fault,
+    metrics_json,
+    write_metrics,
+)
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training.tensorboard_log import TensorBoardLog
 
@@ -42,10 +50,10 @@ class Recorder:
         """What the model sees: a grid of augmented training images (uint8 B x H x W)."""
         self.board.samples(images)
 
-    def epoch(self, record: dict[str, Any], state: Saveable, *, is_best: bool) -> None:
+    def epoch(self, record: EpochRecord, state: Saveable, *, is_best: bool) -> None:
         """A trained and validated epoch: its curves, then the checkpoints (best.pt when `is_best`),
         then metrics.json: a kill at any moment leaves the last completed epoch resumable."""
-        self.board.epoch(record["epoch"], record, record["lr"])
+        self.board.epoch(record.epoch, record.as_json(), record.lr)
         saved = state.state_dict()
         if is_best:
             checkpoint.save(self.best, saved)

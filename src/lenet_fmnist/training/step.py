@@ -77,24 +77,29 @@ class Objective:
         return self.distillation.loss(loss, logits, soft_targets)
 
 
-class ShardedStep:
-    """The training step of a run: `model`'s parameters updated by `optimizer` (and its per-step
-    `scheduler`) from a batch's shards, computed by `workers`; `average`, if any, takes in the
-    weights after every step. On the CPU a batch is cut into `shards` parts; on a GPU it is one."""
+@dataclass(frozen=True)
+class Updates:
+    """How a step's gradients change the weights: the `optimizer`, its per-step `scheduler`, and
+    the weight `average` that takes in the weights after every step (None: none kept)."""
 
-    def __init__(
-        self,
-        model: LeNet5,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        objective: Objective,
-        *,
-        workers: Workers,
-        shards: int,
-        average: WeightAverage | None,
-    ) -> None:
-        self.model, self.optimizer, self.scheduler, self.objective = model, optimizer, scheduler, objective
-        self.workers, self.average = workers, average
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    average: WeightAverage | None = None
+
+    def apply(self, model: LeNet5) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.average is not None:
+            self.average.update(model)
+
+
+class ShardedStep:
+    """The training step of a run: `model`'s parameters changed by `updates` from the gradient of
+    `objective` over a batch's shards, computed by `workers`. On the CPU a batch is cut into
+    `shards` parts; on a GPU it is one."""
+
+    def __init__(self, model: LeNet5, updates: Updates, objective: Objective, *, workers: Workers, shards: int) -> None:
+        self.model, self.updates, self.objective, self.workers = model, updates, objective, workers
         self.parameters = list(model.parameters())
         self.shards = shards if self.parameters[0].device.type == "cpu" else 1
 
@@ -117,10 +122,7 @@ class ShardedStep:
                 total.add_(gradient)
         for parameter, gradient in zip(self.parameters, gradients, strict=True):
             parameter.grad = gradient
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.average is not None:
-            self.average.update(self.model)
+        self.updates.apply(self.model)
         loss_sum, correct = results[0].loss_sum, results[0].correct
         for result in results[1:]:
             loss_sum, correct = loss_sum + result.loss_sum, correct + result.correct
