@@ -179,11 +179,6 @@ def parse_space(
             fixed[key] = str(override.input_line)
         else:
             fixed[key] = f"{key}={override.get_value_element_as_str()}"
-    if not distributions and custom is None:
-        raise SweeperError(
-            "The search space is empty: give at least one parameter to search, e.g. x=interval(-5, 5) or "
-            "activation=relu,tanh, on the command line or in hydra.sweeper.params (or a custom_search_space)."
-        )
     return Space(distributions, list(fixed.values()), custom, structured=frozenset(structured))
 
 

@@ -141,6 +141,8 @@ class OptunaSweeper(Sweeper):
             self.keys.get("custom_search_space"),
             legacy_distributions(OmegaConf.to_container(legacy)) if legacy else None,
         )
+        if not space.distributions and space.custom is None:  # as upstream: a way to check a set-up first
+            log.info("No parameter to search: every trial runs the configuration as it is.")
         return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
 
     def _search(self, arguments: list[str]) -> None:
