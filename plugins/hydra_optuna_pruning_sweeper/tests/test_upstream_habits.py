@@ -27,3 +27,35 @@ def test_a_search_without_parameters_runs_the_config_as_it_is(tmp_path: Path) ->
     assert [(t.params, t.value) for t in study.trials] == [({}, 5.0)] * 3
     results = OmegaConf.load(app.sweep_dir / "optimization_results.yaml")
     assert results == {"name": "optuna", "best_params": {}, "best_value": 5.0}
+
+
+def test_tpes_documented_keys_reach_optuna(tmp_path: Path) -> None:
+    """Upstream documents consider_prior, prior_weight and consider_magic_clip; Optuna 5 still takes
+    them (and says itself that they are deprecated): a tuned config that sets them runs."""
+    app = make_app(tmp_path, "return cfg.x", "  sweeper:\n    n_trials: 2\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
+                   sampler="tpe")  # fmt: skip
+    keys = ["consider_prior=true", "prior_weight=2.0", "consider_magic_clip=true"]
+    result = app.run(*(f"hydra.sweeper.sampler.{key}" for key in keys))
+    assert_ok(result)
+    assert "TPESampler" in output(result)
+    for key in ("consider_prior", "prior_weight", "consider_magic_clip"):
+        assert f"`{key}`" in result.stderr, f"Optuna did not get {key}: {result.stderr}"  # Optuna's own warning
+    assert states(journal_study(app.sweep_dir)) == ["COMPLETE"] * 2
+
+
+def test_motpe_is_tpe_with_a_warning(tmp_path: Path) -> None:
+    """Optuna 4 removed MOTPESampler; TPE, which handles several objectives, took its place (its
+    n_ehvi_candidates is TPE's n_ei_candidates, as Optuna's last MOTPESampler passed it on)."""
+    app = make_app(
+        tmp_path,
+        "return cfg.x, 1 - cfg.x",
+        "  sweeper:\n    n_trials: 3\n    direction: [minimize, minimize]\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
+        sampler="motpe",
+    )
+    result = app.run("hydra.sweeper.sampler.n_ehvi_candidates=12", "hydra.sweeper.sampler.seed=1")
+    assert_ok(result)
+    text = output(result)
+    assert "TPESampler" in text and "MOTPESampler" in text, text
+    (warning,) = [line for line in text.splitlines() if "MOTPESampler" in line]
+    assert "TPESampler" in warning and "n_ei_candidates" in warning, warning
+    assert states(journal_study(app.sweep_dir)) == ["COMPLETE"] * 3

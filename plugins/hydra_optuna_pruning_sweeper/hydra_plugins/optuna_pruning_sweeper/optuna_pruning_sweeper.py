@@ -86,13 +86,14 @@ class OptunaSweeper(Sweeper):
         return n_jobs
 
     def _settings(self) -> Any:
+        from optuna_pruning_sweeper.samplers import for_installed_optuna
         from optuna_pruning_sweeper.study import Settings, directions_of
 
         sampler = self.keys["sampler"]
         if not isinstance(sampler, DictConfig):
             raise SweeperError(
                 f"hydra.sweeper.sampler={sampler} is not allowed: the sampler is the config group "
-                "hydra/sweeper/sampler (tpe, random, cmaes, nsgaii, grid, qmc, gp), chosen with "
+                "hydra/sweeper/sampler (tpe, random, cmaes, nsgaii, motpe, grid, qmc, gp), chosen with "
                 "hydra/sweeper/sampler=NAME; its arguments are hydra.sweeper.sampler.KEY, e.g. .seed=0."
             )
         direction = self.keys["direction"]
@@ -106,7 +107,7 @@ class OptunaSweeper(Sweeper):
             pruner_warmup_epochs=self.keys["pruner_warmup_epochs"],
             storage=absolute(self.keys["storage"], Path.cwd()),  # trials may run elsewhere (hydra.job.chdir)
             study_name=self.keys["study_name"],
-            sampler=OmegaConf.to_container(sampler, resolve=True),
+            sampler=for_installed_optuna(OmegaConf.to_container(sampler, resolve=True)),
         )
         settings.check()
         return settings
