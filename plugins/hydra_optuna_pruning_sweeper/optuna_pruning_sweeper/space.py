@@ -3,7 +3,8 @@
 - a comma list or `choice(...)`: categorical, each value keeping its type (`choice(1, 2)` gives the
   ints 1 and 2, `true,false` booleans, `relu,tanh` strings; config groups too);
 - `range(start, stop, step)`: a stepped int range, or a float one when any bound or the step is a
-  float; `stop` is excluded, as in Hydra's range(); `shuffle(...)` makes it categorical;
+  float, from `start` to `stop` included, as upstream reads it; `shuffle(range(...))` makes
+  categories of Hydra's range() (`stop` excluded), as upstream does;
 - `interval(a, b)`: a float range; `int(interval(a, b))`: an int range; `tag(log, ...)`: log scale;
 - a plain value: passed to every trial as it is.
 
@@ -84,26 +85,34 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     return CategoricalDistribution(list(dict.fromkeys(choices)))
 
 
+def _steps(sweep: RangeSweep) -> int:
+    """How many values range(start, stop, step) holds with `stop` included when a step lands on it,
+    counted in decimals: summed floats drift (0.1 + 0.2 != 0.3)."""
+    start, stop, step = (Decimal(str(v)) for v in (sweep.start, sweep.stop, sweep.step))
+    return max(0, int((stop - start) // step) + 1)
+
+
 def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
-    """Hydra's range: `stop` excluded; a float step, start or stop makes a float range."""
+    """Upstream's range: from `start` to `stop` included, in steps (ints, or floats where a bound or
+    the step is a float); under shuffle(), the categories of Hydra's range, `stop` excluded, as
+    upstream lists them."""
     if sweep.step == 0:
         raise SweeperError(
             f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}): a step of 0 never reaches the end. Give a step "
             f"that is not 0, e.g. range({sweep.start}, {sweep.stop}, 1), or interval(a, b) for a continuous range."
         )
-    values = list(replace(sweep, shuffle=False).range())
     if sweep.shuffle:
-        return _choice(key, values)
-    if len(values) < 2:
-        raise SweeperError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds {len(values)} value(s); "
-                        "a range to search needs at least two.")  # fmt: skip
+        return _choice(key, list(replace(sweep, shuffle=False).range()))
+    count = _steps(sweep)
+    if count == 0:
+        raise SweeperError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds no value: a step of "
+                           f"{sweep.step} never goes from {sweep.start} to {sweep.stop}.")  # fmt: skip
     step = abs(sweep.step)
-    low = min(values)
+    last = Decimal(str(sweep.start)) + Decimal(str(sweep.step)) * (count - 1)
+    low, high = sorted((Decimal(str(sweep.start)), last))
     if any(isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
-        # The last value as a decimal multiple of the step: summed floats drift (0.7000000000000001).
-        high = float(Decimal(str(low)) + Decimal(str(step)) * (len(values) - 1))
-        return FloatDistribution(float(low), high, step=float(step))
-    return IntDistribution(int(low), int(max(values)), step=int(step))
+        return FloatDistribution(float(low), float(high), step=float(step))
+    return IntDistribution(int(low), int(high), step=int(step))
 
 
 def _declared_int(config: DictConfig, key: str) -> bool:

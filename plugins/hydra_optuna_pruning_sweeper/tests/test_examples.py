@@ -59,8 +59,8 @@ def test_a_grid_runs_each_point_once_and_stops(example: Example, tmp_path: Path)
     result = example("sphere.py", "hydra/sweeper/sampler=grid", "x=range(-1, 2)", f"hydra.sweep.dir={sweep_dir}")
     assert_ok(result)
     points = sorted((t.params["x"], t.params["y"]) for t in trials(sweep_dir))
-    assert points == sorted((x, y) for x in (-1, 0, 1) for y in (-5, 0, 5)), "each of the 9 points, once"
-    assert "9 trials" in output(result)
+    assert points == sorted((x, y) for x in (-1, 0, 1, 2) for y in (-5, 0, 5)), "each of the 12 points, once"
+    assert "12 trials" in output(result)
 
 
 @pytest.mark.slow

@@ -56,12 +56,12 @@ def test_the_grammar_keeps_types_as_upstream_documents_it() -> None:
     ).distributions  # fmt: skip
     assert found["a"] == CategoricalDistribution([1, 2])  # ints stay ints
     assert found["b"] == CategoricalDistribution(["1", 2, True])  # a quoted '1' stays a string
-    assert found["c"] == IntDistribution(1, 3)  # Hydra's range excludes its stop
-    assert found["d"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert found["c"] == IntDistribution(1, 4)  # upstream's range reaches its stop
+    assert found["d"] == FloatDistribution(0.0, 1.0, step=0.25)
     assert found["e"] == FloatDistribution(-5.5, 5.5)  # a float range whatever the key held
     assert found["f"] == IntDistribution(0, 2)
     assert found["g"] == FloatDistribution(0.001, 1.0, log=True)
-    assert found["h"] == CategoricalDistribution([1, 2, 3])
+    assert found["h"] == CategoricalDistribution([1, 2, 3])  # upstream's shuffle lists Hydra's range, stop excluded
     assert found["i"] == CategoricalDistribution(["relu", "tanh"])
 
 

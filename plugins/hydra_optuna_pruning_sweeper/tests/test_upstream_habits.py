@@ -59,3 +59,25 @@ def test_motpe_is_tpe_with_a_warning(tmp_path: Path) -> None:
     (warning,) = [line for line in text.splitlines() if "MOTPESampler" in line]
     assert "TPESampler" in warning and "n_ei_candidates" in warning, warning
     assert states(journal_study(app.sweep_dir)) == ["COMPLETE"] * 3
+
+
+def test_range_reaches_its_end_as_upstream_reads_it(tmp_path: Path) -> None:
+    """range(1, 3) is 1, 2 and 3, and range(0.5, 1.5, step=0.5) reaches 1.5 (upstream's integer and
+    discrete float distributions, end included); shuffle(range(1, 3)) is upstream's categorical
+    of Hydra's range, 1 and 2. The grid runs every value of that space once."""
+    app = make_app(
+        tmp_path,
+        "return cfg.x + cfg.y + cfg.z",
+        "  sweeper:\n    params:\n      x: range(1, 3)\n      y: range(0.5, 1.5, step=0.5)\n"
+        "      z: shuffle(range(1, 3))\nx: 0\ny: 0.0\nz: 0\n",
+        sampler="grid",
+    )
+    assert_ok(app.run())
+    trials = journal_study(app.sweep_dir).trials
+    assert trials[0].distributions == {
+        "x": IntDistribution(1, 3),
+        "y": FloatDistribution(0.5, 1.5, step=0.5),
+        "z": CategoricalDistribution([1, 2]),
+    }
+    points = sorted((t.params["x"], t.params["y"], t.params["z"]) for t in trials)
+    assert points == [(x, y, z) for x in (1, 2, 3) for y in (0.5, 1.0, 1.5) for z in (1, 2)]
