@@ -195,6 +195,7 @@ class OptunaSweeper(Sweeper):
         self._summarise(sweep_dir, study, searched=True)
         if failures:
             log.warning("%d trial(s) failed; search.md lists them.", failures)
+        _log_results(study)
 
     def _summarise(self, sweep_dir: Path, study: optuna.Study, searched: bool) -> None:
         """The summary (or with hydra.sweeper.summary=false, optimization_results.yaml alone). When
@@ -232,6 +233,15 @@ class OptunaSweeper(Sweeper):
             return self.launcher.launch(batch, initial_job_idx=first_number)
         except HydraException as error:
             raise _composition_error(error) from None
+
+
+def _log_results(study: optuna.Study) -> None:
+    """The search's result in the lines upstream's sweeper ends with."""
+    from optuna_pruning_sweeper import summary
+
+    found = summary.results(study)
+    for line in summary.result_lines(found) if found is not None else []:
+        log.info("%s", line)
 
 
 def _composition_error(error: HydraException) -> SweeperError:
