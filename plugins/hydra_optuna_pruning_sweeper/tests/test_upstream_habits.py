@@ -81,3 +81,27 @@ def test_range_reaches_its_end_as_upstream_reads_it(tmp_path: Path) -> None:
     }
     points = sorted((t.params["x"], t.params["y"], t.params["z"]) for t in trials)
     assert points == [(x, y, z) for x in (1, 2, 3) for y in (0.5, 1.0, 1.5) for z in (1, 2)]
+
+
+SEARCH_SPACE = """\
+  sweeper:
+    n_trials: 2
+    summary: false
+    search_space:
+      x: {type: float, low: -1.0, high: 1.0}
+"""
+
+
+@pytest.mark.parametrize("params", [False, True])
+def test_the_deprecated_search_space_warns_as_python_warns(tmp_path: Path, params: bool) -> None:
+    """A UserWarning, whenever search_space is set; with params set as well, it says that params
+    alone are searched, and they are."""
+    config = SEARCH_SPACE + ("    params:\n      y: choice(1, 2)\n" if params else "") + "x: 0.0\ny: 1\n"
+    app = make_app(tmp_path, "return cfg.x + cfg.y", config)
+    result = app.run()
+    assert_ok(result)
+    (warning,) = [line for line in result.stderr.splitlines() if "UserWarning" in line]
+    assert "hydra.sweeper.search_space" in warning and "hydra.sweeper.params" in warning, warning
+    searched = {key for trial in journal_study(app.sweep_dir).trials for key in trial.params}
+    assert searched == ({"y"} if params else {"x"})
+    assert ("searches hydra.sweeper.params only" in warning) == params, warning

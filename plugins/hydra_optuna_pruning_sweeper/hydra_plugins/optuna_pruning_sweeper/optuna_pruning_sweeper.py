@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import types
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,23 +129,41 @@ class OptunaSweeper(Sweeper):
         from optuna_pruning_sweeper.space import legacy_distributions, parse_overrides, parse_space
 
         assert self.config is not None and self.hydra_context is not None
-        legacy = self.keys.get("search_space")
-        if legacy:
-            log.warning(
-                "hydra.sweeper.search_space is deprecated (Hydra 1.1's form); it is read, but write the space "
-                "as hydra.sweeper.params in the override grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)."
-            )
+        legacy = self._legacy_space()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         params = [f"{key}={value}" for key, value in (self.keys.get("params") or {}).items()]
         space = parse_space(
             parse_overrides([*params, *arguments], parser),
             self.config,
             self.keys.get("custom_search_space"),
-            legacy_distributions(OmegaConf.to_container(legacy)) if legacy else None,
+            legacy_distributions(legacy) if legacy is not None else None,
         )
         if not space.distributions and space.custom is None:  # as upstream: a way to check a set-up first
             log.info("No parameter to search: every trial runs the configuration as it is.")
         return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
+
+    def _legacy_space(self) -> dict[str, Any] | None:
+        """hydra.sweeper.search_space, Hydra 1.1's deprecated form of the space, warned about as
+        upstream warns (a Python UserWarning whenever it is set, which `-W` and warnings filters
+        govern); where params is set too, params alone is searched, as upstream does."""
+        legacy = self.keys.get("search_space")
+        if legacy is None:
+            return None
+        if self.keys.get("params") is not None:
+            warnings.warn(
+                "hydra.sweeper.search_space and hydra.sweeper.params are both set: the sweeper searches "
+                "hydra.sweeper.params only (search_space is Hydra 1.1's deprecated form of the space).",
+                UserWarning,
+                stacklevel=2,
+            )
+            return None
+        warnings.warn(
+            "hydra.sweeper.search_space is deprecated (Hydra 1.1's form); it is read, but write the space as "
+            "hydra.sweeper.params in the override grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return OmegaConf.to_container(legacy)
 
     def _search(self, arguments: list[str]) -> None:
         from optuna_pruning_sweeper.space import enqueued_points
