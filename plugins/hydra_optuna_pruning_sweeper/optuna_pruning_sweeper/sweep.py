@@ -324,8 +324,16 @@ def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int)
         if len(failures) / size > settings.max_failure_rate:
             raise SweeperError(
                 f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
-                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
-                f"{said}. The study keeps every trial: fix the cause and run the same command with "
-                f"{RESUME_OVERRIDE} (or allow failures with a larger max_failure_rate)."
+                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. The study "
+                f"keeps every trial: fix the cause and run the same command with {RESUME_OVERRIDE} (or allow "
+                "failures with a larger max_failure_rate). Why they failed:\n\n" + "\n\n".join(causes(failures))
             )
     return failed
+
+
+def causes(failures: Sequence[tuple[int, Outcome]]) -> list[str]:
+    """One paragraph per error the failed trials' tasks raised, naming the trials it failed."""
+    trials: dict[str, list[str]] = {}
+    for number, result in failures:
+        trials.setdefault(result.message, []).append(str(number))
+    return [f"{'trial' if len(n) == 1 else 'trials'} {', '.join(n)}: {message}" for message, n in trials.items()]

@@ -16,6 +16,10 @@ from plain_app import assert_one_paragraph_error, journal_study, make_app, state
 pytestmark = pytest.mark.slow
 
 
+def paragraphs(text: str) -> list[str]:
+    return [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
+
+
 def test_a_search_without_parameters_runs_the_config_as_it_is(tmp_path: Path) -> None:
     """No params and no sweep on the command line: upstream runs n_trials trials of the config as
     it is (users start so, to check a set-up before adding parameters); a plain value given on the
@@ -105,3 +109,25 @@ def test_the_deprecated_search_space_warns_as_python_warns(tmp_path: Path, param
     searched = {key for trial in journal_study(app.sweep_dir).trials for key in trial.params}
     assert searched == ({"y"} if params else {"x"})
     assert ("searches hydra.sweeper.params only" in warning) == params, warning
+
+
+FAILING = """\
+if cfg.x < 0:
+    raise RuntimeError("cfg.error is True")
+raise ValueError(f"x={cfg.x} is too large")
+"""
+
+
+def test_a_search_stopped_by_failures_says_why_on_stderr(tmp_path: Path) -> None:
+    """Two trials of one batch fail for two causes: stderr holds one paragraph per cause, each
+    naming its trial and the task's error, as upstream's stderr holds the error; no traceback."""
+    app = make_app(tmp_path, FAILING, "  sweeper:\n    n_jobs: 2\n    params:\n      x: choice(-1, 1)\nx: 0\n",
+                   sampler="grid")  # fmt: skip
+    result = app.run()
+    assert_one_paragraph_error(result)
+    said = paragraphs(result.stderr)
+    trials = {t.params["x"]: t.number for t in journal_study(app.sweep_dir).trials}
+    assert f"trial {trials[-1]}: RuntimeError: cfg.error is True" in said, said
+    assert f"trial {trials[1]}: ValueError: x=1 is too large" in said, said
+    assert any("max_failure_rate=0.0" in paragraph for paragraph in said), said
+    assert "max_failure_rate" not in result.stdout, result.stdout  # stdout keeps the trials' own lines

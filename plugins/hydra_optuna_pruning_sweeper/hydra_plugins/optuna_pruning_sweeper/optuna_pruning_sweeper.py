@@ -62,8 +62,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self._search(arguments)
-        except SweeperError as error:  # one paragraph, exit 1, no traceback: Hydra would print one
-            log.error("%s", error)
+        except SweeperError as error:  # on stderr, a paragraph per cause, exit 1; no traceback: Hydra would print one
+            sys.stderr.write(f"{error}\n")
             raise SystemExit(1) from None
 
     def _n_jobs(self) -> int:
