@@ -131,3 +131,18 @@ def test_a_search_stopped_by_failures_says_why_on_stderr(tmp_path: Path) -> None
     assert f"trial {trials[1]}: ValueError: x=1 is too large" in said, said
     assert any("max_failure_rate=0.0" in paragraph for paragraph in said), said
     assert "max_failure_rate" not in result.stdout, result.stdout  # stdout keeps the trials' own lines
+
+
+def test_a_search_in_which_no_trial_completed_exits_1(tmp_path: Path) -> None:
+    """max_failure_rate=1.0 lets every trial fail; a search without one complete trial has no
+    result: exit 1, with one message that says so and where the trials' errors are."""
+    app = make_app(tmp_path, 'raise RuntimeError("cfg.error is True")',
+                   "  sweeper:\n    n_trials: 3\n    max_failure_rate: 1.0\n    params:\n      x: interval(0, 1)\nx: 0.0\n")  # fmt: skip
+    result = app.run()
+    text = assert_one_paragraph_error(result)
+    assert states(journal_study(app.sweep_dir)) == ["FAIL"] * 3
+    (message,) = [paragraph for paragraph in paragraphs(result.stderr) if "No trial completed" in paragraph]
+    assert "all 3 trials failed" in message and str(app.sweep_dir / "search.md") in message, message
+    assert text.count("No trial completed") == 1, text
+    assert not (app.sweep_dir / "optimization_results.yaml").exists()
+    assert "- trial 2: RuntimeError: cfg.error is True" in (app.sweep_dir / "search.md").read_text()

@@ -28,7 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import PrunerName
+from optuna_pruning_sweeper.names import RESULTS_FILE, SUMMARY_FILE, PrunerName
 from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_config
 
 if TYPE_CHECKING:  # Optuna is imported only when a search runs
@@ -212,9 +212,29 @@ class OptunaSweeper(Sweeper):
             self._summarise(sweep_dir, study, searched=False)
             raise
         self._summarise(sweep_dir, study, searched=True)
+        self._log_results(study, sweep_dir, failures)
+
+    def _log_results(self, study: optuna.Study, sweep_dir: Path, failures: int) -> None:
+        """The search's result in the lines upstream's sweeper ends with; a search in which no trial
+        completed has none, and stops (exit 1) saying where its trials' errors are."""
+        from optuna_pruning_sweeper import summary
+
+        found = summary.results(study)
+        if found is None:
+            listed = (
+                f"listed under 'Failed trials' in {Path.cwd() / sweep_dir / SUMMARY_FILE}"
+                if self.keys.get("summary", True)
+                else f"kept in the study (python -m optuna_pruning_sweeper.summary {sweep_dir} lists them)"
+            )
+            raise SweeperError(
+                f"No trial completed: {_ended_without_result(study)}, so the search has no best trial and writes no "
+                f"{RESULTS_FILE}. Each trial's error is logged above (Trial N failed: ...) and {listed}. Fix the "
+                "cause and search again in another hydra.sweep.dir."
+            )
         if failures:
             log.warning("%d trial(s) failed; search.md lists them.", failures)
-        _log_results(study)
+        for line in summary.result_lines(found):
+            log.info("%s", line)
 
     def _summarise(self, sweep_dir: Path, study: optuna.Study, searched: bool) -> None:
         """The summary (or with hydra.sweeper.summary=false, optimization_results.yaml alone). When
@@ -254,13 +274,13 @@ class OptunaSweeper(Sweeper):
             raise _composition_error(error) from None
 
 
-def _log_results(study: optuna.Study) -> None:
-    """The search's result in the lines upstream's sweeper ends with."""
-    from optuna_pruning_sweeper import summary
+def _ended_without_result(study: optuna.Study) -> str:
+    """How the trials of a search without a complete trial ended: all failed, or failed and pruned."""
+    from optuna.trial import TrialState
 
-    found = summary.results(study)
-    for line in summary.result_lines(found) if found is not None else []:
-        log.info("%s", line)
+    trials = study.get_trials(deepcopy=False)
+    failed, pruned = (sum(t.state is state for t in trials) for state in (TrialState.FAIL, TrialState.PRUNED))
+    return f"all {failed} trials failed" if not pruned else f"{failed} trial(s) failed and {pruned} were pruned"
 
 
 def _composition_error(error: HydraException) -> SweeperError:
