@@ -24,7 +24,7 @@ def test_a_search_without_parameters_runs_the_config_as_it_is(tmp_path: Path) ->
     """No params and no sweep on the command line: upstream runs n_trials trials of the config as
     it is (users start so, to check a set-up before adding parameters); a plain value given on the
     command line reaches every trial."""
-    app = make_app(tmp_path, "return cfg.x * 2", "  sweeper:\n    n_trials: 3\nx: 1.5\n")
+    app = make_app(tmp_path, "return cfg.x * 2", "  sweeper:\n    n_trials: 3\n    summary: false\nx: 1.5\n")
     assert_ok(app.run("x=2.5"))
     study = journal_study(app.sweep_dir)
     assert states(study) == ["COMPLETE"] * 3
@@ -36,7 +36,7 @@ def test_a_search_without_parameters_runs_the_config_as_it_is(tmp_path: Path) ->
 def test_tpes_documented_keys_reach_optuna(tmp_path: Path) -> None:
     """Upstream documents consider_prior, prior_weight and consider_magic_clip; Optuna 5 still takes
     them (and says itself that they are deprecated): a tuned config that sets them runs."""
-    app = make_app(tmp_path, "return cfg.x", "  sweeper:\n    n_trials: 2\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
+    app = make_app(tmp_path, "return cfg.x", "  sweeper:\n    n_trials: 2\n    summary: false\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
                    sampler="tpe")  # fmt: skip
     keys = ["consider_prior=true", "prior_weight=2.0", "consider_magic_clip=true"]
     result = app.run(*(f"hydra.sweeper.sampler.{key}" for key in keys))
@@ -53,7 +53,7 @@ def test_motpe_is_tpe_with_a_warning(tmp_path: Path) -> None:
     app = make_app(
         tmp_path,
         "return cfg.x, 1 - cfg.x",
-        "  sweeper:\n    n_trials: 3\n    direction: [minimize, minimize]\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
+        "  sweeper:\n    n_trials: 3\n    summary: false\n    direction: [minimize, minimize]\n    params:\n      x: interval(0, 1)\nx: 0.0\n",
         sampler="motpe",
     )
     result = app.run("hydra.sweeper.sampler.n_ehvi_candidates=12", "hydra.sweeper.sampler.seed=1")
@@ -72,7 +72,7 @@ def test_range_reaches_its_end_as_upstream_reads_it(tmp_path: Path) -> None:
     app = make_app(
         tmp_path,
         "return cfg.x + cfg.y + cfg.z",
-        "  sweeper:\n    params:\n      x: range(1, 3)\n      y: range(0.5, 1.5, step=0.5)\n"
+        "  sweeper:\n    summary: false\n    params:\n      x: range(1, 3)\n      y: range(0.5, 1.5, step=0.5)\n"
         "      z: shuffle(range(1, 3))\nx: 0\ny: 0.0\nz: 0\n",
         sampler="grid",
     )
