@@ -62,8 +62,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self._search(arguments)
-        except SweeperError as error:  # on stderr, a paragraph per cause, exit 1; no traceback: Hydra would print one
-            sys.stderr.write(f"{error}\n")
+        except SweeperError as error:  # exit 1 without a traceback: Hydra would print one
+            _log_on_stderr(error)
             raise SystemExit(1) from None
 
     def _n_jobs(self) -> int:
@@ -272,6 +272,18 @@ class OptunaSweeper(Sweeper):
             return self.launcher.launch(batch, initial_job_idx=first_number)
         except HydraException as error:
             raise _composition_error(error) from None
+
+
+def _log_on_stderr(error: SweeperError) -> None:
+    """What stops the search, on stderr, where errors belong (a paragraph per cause), as one record
+    in the form of the log's lines around it (Hydra's console format, which writes to stdout: the
+    record goes to stderr alone, or it would be said twice)."""
+    handler = logging.StreamHandler(sys.stderr)
+    console = next((h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)), None)
+    if console is not None:
+        handler.setFormatter(console.formatter)
+    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None))
+    handler.flush()
 
 
 def _ended_without_result(study: optuna.Study) -> str:
