@@ -43,7 +43,7 @@ from optuna_pruning_sweeper.names import (
     key_of,
 )
 from optuna_pruning_sweeper.space import decoded
-from optuna_pruning_sweeper.study import read_location
+from optuna_pruning_sweeper.storage import read_location
 
 HISTORY_PNG, IMPORTANCE_PNG, PARETO_PNG = "search_history.png", "search_importance.png", "search_pareto.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}

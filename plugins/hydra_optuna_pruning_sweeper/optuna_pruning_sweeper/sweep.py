@@ -32,8 +32,8 @@ from optuna_pruning_sweeper.names import (
     TRIAL_ENV,
     key_of,
 )
+from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, trial_overrides
-from optuna_pruning_sweeper.study import Settings
 
 log = logging.getLogger(__name__)
 

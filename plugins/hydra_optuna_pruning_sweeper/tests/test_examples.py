@@ -20,7 +20,7 @@ from conftest import assert_ok, output
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 
-from optuna_pruning_sweeper.study import read_location
+from optuna_pruning_sweeper.storage import read_location
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example"
 Example = Callable[..., subprocess.CompletedProcess[str]]  # (app, *overrides) -> the finished run

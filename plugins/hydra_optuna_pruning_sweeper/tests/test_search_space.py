@@ -20,9 +20,11 @@ from hydra_plugins.optuna_pruning_sweeper import config
 from hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper import OptunaSweeper
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
-from optuna_pruning_sweeper.samplers import for_installed_optuna
+from optuna_pruning_sweeper.samplers import for_installed_optuna, make_sampler
+from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
-from optuna_pruning_sweeper.study import Location, Settings, make_sampler, open_study, read_location
+from optuna_pruning_sweeper.storage import Location, read_location
+from optuna_pruning_sweeper.study import open_study
 from optuna_pruning_sweeper.trial import open_trial
 
 NEEDS = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy", "torch")}

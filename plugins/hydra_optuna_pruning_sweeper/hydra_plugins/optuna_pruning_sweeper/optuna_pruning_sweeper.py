@@ -9,18 +9,14 @@ this module at every start-up, so it stays cheap: Optuna is imported only when a
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import shlex
 import sys
-import types
 import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra._internal.utils import _locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
@@ -34,7 +30,7 @@ from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_con
 if TYPE_CHECKING:  # Optuna is imported only when a search runs
     import optuna
 
-    from optuna_pruning_sweeper.study import Settings
+    from optuna_pruning_sweeper.settings import Settings
     from optuna_pruning_sweeper.sweep import Sweep
 
 log = logging.getLogger(__name__)
@@ -88,7 +84,7 @@ class OptunaSweeper(Sweeper):
 
     def _settings(self) -> Any:
         from optuna_pruning_sweeper.samplers import for_installed_optuna
-        from optuna_pruning_sweeper.study import Settings, directions_of
+        from optuna_pruning_sweeper.settings import Settings, directions_of
 
         sampler = self.keys["sampler"]
         if not isinstance(sampler, DictConfig):
@@ -166,6 +162,7 @@ class OptunaSweeper(Sweeper):
         return OmegaConf.to_container(legacy)
 
     def _search(self, arguments: list[str]) -> None:
+        from optuna_pruning_sweeper.hooks import check_configs, named_function
         from optuna_pruning_sweeper.space import enqueued_points
         from optuna_pruning_sweeper.study import open_study
         from optuna_pruning_sweeper.sweep import Sweep
@@ -189,7 +186,8 @@ class OptunaSweeper(Sweeper):
             lease.release()
 
     def _run(self, settings: Settings, study: optuna.Study, sweep_dir: Path, sweep: Sweep) -> None:
-        from optuna_pruning_sweeper.study import Location, trials_wanted
+        from optuna_pruning_sweeper.samplers import trials_wanted
+        from optuna_pruning_sweeper.storage import Location
         from optuna_pruning_sweeper.sweep import search
 
         n_trials = trials_wanted(settings, study, sweep.space)
@@ -301,62 +299,6 @@ def _composition_error(error: HydraException) -> SweeperError:
         f"The search space names something the configuration does not have: {reason} Check the keys "
         "and options of hydra.sweeper.params, the custom search space and the command line (see --cfg job)."
     )
-
-
-def _answer_to_upstreams_name() -> None:
-    """Make this sweeper answer to the class name upstream's configs give as their _target_
-    (configs copied from elsewhere, e.g. lightning-hydra-template's hparams_search, name it).
-    Hydra finds a plugin class by module and class name, and imports that module to make it:
-    so a stand-in module of that name, holding this class, unless upstream's is installed."""
-    package = "hydra_plugins.hydra_optuna_sweeper"
-    module = f"{package}.optuna_sweeper"
-    if package in sys.modules:
-        if getattr(sys.modules[package], "__file__", None) is not None:
-            return  # upstream's own, imported
-    elif importlib.util.find_spec(package) is not None:
-        return  # upstream's own, installed
-    alias = type("OptunaSweeper", (OptunaSweeper,), {"__module__": module, "__doc__": OptunaSweeper.__doc__})
-    for name in (package, module):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    sys.modules[module].OptunaSweeper = alias  # type: ignore[attr-defined]
-    globals()["UpstreamNamedSweeper"] = alias  # found by Hydra's plugin scan, which reads this module
-
-
-_answer_to_upstreams_name()
-
-
-def named_function(key: str, path: str | None) -> Any:
-    """The function hydra.sweeper.<key> names by its dotted path, imported now: a wrong path stops
-    the search before any trial."""
-    if not path:
-        return None
-    try:  # Hydra's own lookup (a module's function, or a class's static method), not its get_method: that logs first
-        function = _locate(path)
-        if not callable(function):
-            raise TypeError(f"{path} is a {type(function).__name__}, not a function")
-    except Exception as error:
-        raise SweeperError(
-            f"hydra.sweeper.{key}={path} cannot be used ({type(error).__name__}: {' '.join(str(error).split())}). "
-            "Give the dotted path of a function, e.g. mypackage.search.configure or app.Space.configure (a static "
-            "method; its module importable from where you run the app); see the sweeper's README for what it is "
-            "called with."
-        ) from None
-    return function
-
-
-def check_configs(path: str | None, configs: list[DictConfig]) -> None:
-    """hydra.sweeper.check_config: call the function it names with each config; what it raises
-    stops the search, before any trial, with its message."""
-    check = named_function("check_config", path)
-    if check is None:
-        return
-    for config in configs:
-        try:
-            check(config)
-        except Exception as error:
-            raise SweeperError(
-                " ".join(str(error).split()) or f"hydra.sweeper.check_config={path} raised {error!r}"
-            ) from None
 
 
 def _trial_command() -> str:
