@@ -5,12 +5,35 @@ imported before the first trial: a wrong path stops the search before anything r
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from hydra._internal.utils import _locate
 from omegaconf import DictConfig
 
 from optuna_pruning_sweeper.errors import SweeperError
+
+
+def _imported(path: str) -> Any:
+    """The object a dotted path names: the longest part of it that imports as a module (a module
+    beside the app's script too, whatever its file is called), then attributes of it (a function,
+    or a class's static method)."""
+    parts = path.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"'{path}' is not a dotted path of the form module.function")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        try:
+            found = importlib.import_module(module)
+        except (
+            ModuleNotFoundError
+        ) as error:  # this prefix is no module; one that its code imports is the module's own problem
+            if error.name is None or not (module == error.name or module.startswith(f"{error.name}.")):
+                raise
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    raise ModuleNotFoundError(f"No module named '{parts[0]}'")
 
 
 def named_function(key: str, path: str | None) -> Any:
@@ -18,8 +41,8 @@ def named_function(key: str, path: str | None) -> Any:
     the search before any trial."""
     if not path:
         return None
-    try:  # Hydra's own lookup (a module's function, or a class's static method), not its get_method: that logs first
-        function = _locate(path)
+    try:
+        function = _imported(path)
         if not callable(function):
             raise TypeError(f"{path} is a {type(function).__name__}, not a function")
     except Exception as error:

@@ -14,6 +14,7 @@ overrides carry its sampled values exactly as the study records them (floats in 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,7 +24,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, QuotedString, RangeSweep
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -32,6 +34,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
+from optuna_pruning_sweeper.compat import value_text
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS, SPACE_STRUCTURED, key_of
 
@@ -77,7 +80,7 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     one is a list or a dict, every category as its text in Hydra's grammar (Space.structured)."""
     choices = [value.text if isinstance(value, QuotedString) else value for value in values]
     if _is_structured(choices):
-        choices = [Override._get_value_element_as_str(value) for value in choices]
+        choices = [value_text(value) for value in choices]
     for value in choices:
         if value is not None and not isinstance(value, bool | int | float | str):
             raise SweeperError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
@@ -116,16 +119,24 @@ def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
 
 
 def _declared_int(config: DictConfig, key: str) -> bool:
-    """Whether the config's schema declares `key` an integer (a plain YAML value declares nothing)."""
+    """Whether the config's schema declares `key` an integer (a plain YAML value declares nothing),
+    as OmegaConf's own rules answer it: a copy of the key given a fraction, which an integer node
+    refuses and an untyped one takes. (A float or bool value is no integer's.)"""
     parent_key, _, leaf = key_of(key).rpartition(".")
     parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
-    if not isinstance(parent, DictConfig):
+    if not isinstance(parent, DictConfig) or leaf not in parent:  # a key the config lacks: launching names it
         return False
+    if isinstance(OmegaConf.select(config, key_of(key), default=None), bool | float):
+        return False
+    probe = copy.deepcopy(parent)
     try:
-        node = parent._get_node(leaf, throw_on_missing_key=False)
-    except Exception:  # a key the schema does not have: the launch-time check names it
+        with read_write(probe):  # Hydra's configs may be read-only
+            probe[leaf] = 0.5
+    except ValidationError:
+        return True
+    except OmegaConfBaseException:
         return False
-    return node is not None and node._metadata.ref_type is int
+    return False
 
 
 def _interval(key: str, sweep: IntervalSweep, config: DictConfig) -> BaseDistribution:
@@ -281,10 +292,19 @@ def _allowed(distribution: BaseDistribution) -> str:
 
 
 def _inside(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether the distribution holds `value`: a category among its choices, or a number within
+    its range and on its steps."""
     try:
-        return bool(distribution._contains(distribution.to_internal_repr(value)))
+        internal = distribution.to_internal_repr(value)
     except (TypeError, ValueError):  # a category that is not one of the choices, a string for a range
         return False
+    if isinstance(distribution, CategoricalDistribution):
+        return True
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    if not distribution.low <= internal <= distribution.high:
+        return False
+    steps = 0.0 if distribution.step is None else (internal - distribution.low) / distribution.step
+    return abs(steps - round(steps)) < 1e-8
 
 
 def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[str, Any]]:
@@ -303,7 +323,7 @@ def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[st
                 raise SweeperError(f"{where}: {key} is not a searched key; an enqueued trial sets searched keys only "
                                    f"(searched: {searched}). Fixed values go to every trial as they are.")  # fmt: skip
             if key in space.structured and isinstance(value, list | dict):
-                value = Override._get_value_element_as_str(value)
+                value = value_text(value)
             distribution = space.distributions[key]
             if not _inside(distribution, value):
                 raise SweeperError(f"{where}: {key}={value!r} is outside the search space; {key} takes "

@@ -9,6 +9,8 @@ one that raises optuna.TrialPruned was pruned; one that raises StopSearch stops 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ from optuna_pruning_sweeper.space import Space, trial_overrides
 log = logging.getLogger(__name__)
 
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+GRID_ATTRS = ("grid_id", "search_space")  # the grid sampler's system attributes of a trial
 Launch = Callable[[list[list[str]], int], Sequence[JobReturn]]  # (overrides per job, first job number)
 CustomSpace = Callable[[DictConfig, optuna.Trial], Mapping[str, Any] | None]
 
@@ -96,7 +99,23 @@ def retry_abandoned(study: optuna.Study) -> None:
             study.tell(trial.number, state=TrialState.FAIL)
         else:
             log.warning("Trial %d stopped an earlier search (StopSearch): asked again.", trial.number)
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+        _ask_again(study, trial)
+
+
+def _ask_again(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's recipe for a retry (its RetryFailedTrialCallback's): a waiting trial with the same
+    values, carrying the grid sampler's system attributes, by which it knows which point of its
+    grid a trial runs (without them, looking for them when one point is left, it stops the search
+    with a KeyError)."""
+    grid = {key: value for key, value in trial.system_attrs.items() if key in GRID_ATTRS}
+    retry = optuna.trial.create_trial(
+        state=TrialState.WAITING,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={RETRY_OF_ATTR: trial.number},
+        system_attrs=grid,
+    )
+    study.add_trial(retry)
 
 
 # ---- asking ----------------------------------------------------------------------------------
@@ -131,24 +150,9 @@ def _keep_fixed(trial: optuna.Trial, space: Space) -> None:
             trial.set_user_attr(key, value)
 
 
-def _carry_grid_id(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Optuna's grid sampler knows which grid point a trial runs by its system attributes; a trial
-    asked again in place of one a dead search left running must carry those of the trial it
-    replaces, or the sampler, looking for them when one point is left, stops the search with a
-    KeyError. (Optuna keeps them through its storage API only.)"""
-    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
-    if retry_of is None or not isinstance(study.sampler, optuna.samplers.GridSampler):
-        return
-    replaced = study.get_trials(deepcopy=False)[retry_of].system_attrs
-    for key in ("grid_id", "search_space"):
-        if key in replaced:
-            trial.storage.set_trial_system_attr(trial._trial_id, key, replaced[key])
-
-
 def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
     """A new trial and its overrides: the space's values, then the custom search space's."""
     trial = study.ask(sweep.space.distributions)
-    _carry_grid_id(study, trial)
     try:
         _keep_fixed(trial, sweep.space)
         extra = _custom_values(sweep, trial)
@@ -200,6 +204,20 @@ def _objective(value: Any, directions: Sequence[str]) -> list[float]:
     )
 
 
+def _raised(job: JobReturn) -> Exception | None:
+    """What a failed job's task raised: JobReturn.return_value raises it, after a line of its own
+    on stderr ("Error executing job with overrides: ..."), which says less than the trial's
+    message and is kept out of the user's stderr."""
+    if job.status is not JobStatus.FAILED:
+        return None
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            job.return_value  # noqa: B018  (the property raises the task's exception)
+        except Exception as error:
+            return error
+    return None
+
+
 def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
     """How the trial ended. A bad return value raises SweeperError: the task needs fixing."""
     if job.status is JobStatus.COMPLETED:
@@ -207,10 +225,10 @@ def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
         if any(math.isnan(v) for v in values):
             return Outcome(TrialState.FAIL, message=f"the task returned {job.return_value!r}")
         return Outcome(TrialState.COMPLETE, values)
-    error = job._return_value  # the task's exception (return_value would raise it and print to stderr)
+    error = _raised(job)
     if isinstance(error, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, message=str(error))
-    if not isinstance(error, BaseException):
+    if error is None:
         return Outcome(TrialState.FAIL, message=f"the job ended with status {job.status.name}")
     text = " ".join(str(error).split())
     if isinstance(error, StopSearch):

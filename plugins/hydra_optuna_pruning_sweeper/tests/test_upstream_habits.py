@@ -131,6 +131,7 @@ def test_a_search_stopped_by_failures_says_why_on_stderr(tmp_path: Path) -> None
     assert f"trial {trials[1]}: ValueError: x=1 is too large" in said, said
     assert any("max_failure_rate=0.0" in paragraph for paragraph in said), said
     assert "max_failure_rate" not in result.stdout, result.stdout  # stdout keeps the trials' own lines
+    assert "Error executing job" not in result.stderr, result.stderr  # Hydra's line per failed job says less
 
 
 def test_a_search_in_which_no_trial_completed_exits_1(tmp_path: Path) -> None:
