@@ -54,7 +54,7 @@ class TrialRow:
     number: int
     state: str
     values: list[float] | None  # the objectives; a pruned trial's last reported value
-    steps: int | None  # the last step the trial reported (an epoch of lenet_fmnist train)
+    steps: int | None  # the last step the trial reported (e.g. the epoch a training task reached)
     seconds: float | None  # the job's wall time: Hydra wrote its config, then its last file
     run_dir: str
     overrides: list[str]
