@@ -9,9 +9,13 @@ What a task uses (the rest is the sweeper's):
   resumed one asks the trial again;
 - `SweeperError`: what the sweeper stops with (also what a `check_config` function may raise).
 
-Modules: names (the search's names), space (the search space from Hydra's override grammar),
-study (storage, sampler, pruner, creating or continuing the study), sweep (the loop), trial (the
-trial's side), summary (search.md, search.csv, optimization_results.yaml, figures), files.
+Modules: names (the search's names), settings (hydra.sweeper.* checked), space (the search space
+from Hydra's override grammar), samplers and pruners (made from their configs), storage (where
+the study is) and journal (its default file), study (creating or continuing the study), lease
+(one search per study), hooks (the app's functions the sweeper calls), sweep (the loop), retries
+(which trials count, which a resume asks again), trial (the trial's side), summary (search.md,
+search.csv, optimization_results.yaml, figures), urls, files, compat (Hydra's private parts it
+uses, wrapped once).
 """
 
 from optuna_pruning_sweeper.errors import StopSearch, SweeperError

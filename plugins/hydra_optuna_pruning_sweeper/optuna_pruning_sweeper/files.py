@@ -12,9 +12,19 @@ from typing import IO, Any
 from optuna_pruning_sweeper.errors import SweeperError
 
 
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory: a rename is an entry of its directory, on disk only once that is synced."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through `write` into a temporary file beside `path`, fsync it, then rename it over
-    `path`; a file system that refuses (a full disk, no permission) is a SweeperError."""
+    """Write through `write` into a temporary file beside `path`, fsync it, rename it over `path`
+    and fsync the directory, so that the rename too survives a power cut; a file system that
+    refuses (a full disk, no permission) is a SweeperError."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +36,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
+        _sync_directory(path.parent)
     except OSError as error:
         raise SweeperError(f"Cannot write {path}: {error.strerror or error}.") from None
     finally:

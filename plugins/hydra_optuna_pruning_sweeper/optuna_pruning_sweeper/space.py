@@ -3,7 +3,8 @@
 - a comma list or `choice(...)`: categorical, each value keeping its type (`choice(1, 2)` gives the
   ints 1 and 2, `true,false` booleans, `relu,tanh` strings; config groups too);
 - `range(start, stop, step)`: a stepped int range, or a float one when any bound or the step is a
-  float; `stop` is excluded, as in Hydra's range(); `shuffle(...)` makes it categorical;
+  float, from `start` to `stop` included, as upstream reads it; `shuffle(range(...))` makes
+  categories of Hydra's range() (`stop` excluded), as upstream does;
 - `interval(a, b)`: a float range; `int(interval(a, b))`: an int range; `tag(log, ...)`: log scale;
 - a plain value: passed to every trial as it is.
 
@@ -13,6 +14,7 @@ overrides carry its sampled values exactly as the study records them (floats in 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +24,8 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, QuotedString, RangeSweep
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -31,6 +34,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
+from optuna_pruning_sweeper.compat import value_text
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import SPACE_CUSTOM, SPACE_FIXED, SPACE_PARAMS, SPACE_STRUCTURED, key_of
 
@@ -76,7 +80,7 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     one is a list or a dict, every category as its text in Hydra's grammar (Space.structured)."""
     choices = [value.text if isinstance(value, QuotedString) else value for value in values]
     if _is_structured(choices):
-        choices = [Override._get_value_element_as_str(value) for value in choices]
+        choices = [value_text(value) for value in choices]
     for value in choices:
         if value is not None and not isinstance(value, bool | int | float | str):
             raise SweeperError(f"{key}: the category {value!r} is a {type(value).__name__}; categories are numbers, "
@@ -84,39 +88,55 @@ def _choice(key: str, values: Sequence[Any]) -> CategoricalDistribution:
     return CategoricalDistribution(list(dict.fromkeys(choices)))
 
 
+def _steps(sweep: RangeSweep) -> int:
+    """How many values range(start, stop, step) holds with `stop` included when a step lands on it,
+    counted in decimals: summed floats drift (0.1 + 0.2 != 0.3)."""
+    start, stop, step = (Decimal(str(v)) for v in (sweep.start, sweep.stop, sweep.step))
+    return max(0, int((stop - start) // step) + 1)
+
+
 def _range(key: str, sweep: RangeSweep) -> BaseDistribution:
-    """Hydra's range: `stop` excluded; a float step, start or stop makes a float range."""
+    """Upstream's range: from `start` to `stop` included, in steps (ints, or floats where a bound or
+    the step is a float); under shuffle(), the categories of Hydra's range, `stop` excluded, as
+    upstream lists them."""
     if sweep.step == 0:
         raise SweeperError(
             f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}): a step of 0 never reaches the end. Give a step "
             f"that is not 0, e.g. range({sweep.start}, {sweep.stop}, 1), or interval(a, b) for a continuous range."
         )
-    values = list(replace(sweep, shuffle=False).range())
     if sweep.shuffle:
-        return _choice(key, values)
-    if len(values) < 2:
-        raise SweeperError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds {len(values)} value(s); "
-                        "a range to search needs at least two.")  # fmt: skip
+        return _choice(key, list(replace(sweep, shuffle=False).range()))
+    count = _steps(sweep)
+    if count == 0:
+        raise SweeperError(f"{key}=range({sweep.start}, {sweep.stop}, step={sweep.step}) holds no value: a step of "
+                           f"{sweep.step} never goes from {sweep.start} to {sweep.stop}.")  # fmt: skip
     step = abs(sweep.step)
-    low = min(values)
+    last = Decimal(str(sweep.start)) + Decimal(str(sweep.step)) * (count - 1)
+    low, high = sorted((Decimal(str(sweep.start)), last))
     if any(isinstance(v, float) for v in (sweep.start, sweep.stop, sweep.step)):
-        # The last value as a decimal multiple of the step: summed floats drift (0.7000000000000001).
-        high = float(Decimal(str(low)) + Decimal(str(step)) * (len(values) - 1))
-        return FloatDistribution(float(low), high, step=float(step))
-    return IntDistribution(int(low), int(max(values)), step=int(step))
+        return FloatDistribution(float(low), float(high), step=float(step))
+    return IntDistribution(int(low), int(high), step=int(step))
 
 
 def _declared_int(config: DictConfig, key: str) -> bool:
-    """Whether the config's schema declares `key` an integer (a plain YAML value declares nothing)."""
+    """Whether the config's schema declares `key` an integer (a plain YAML value declares nothing),
+    as OmegaConf's own rules answer it: a copy of the key given a fraction, which an integer node
+    refuses and an untyped one takes. (A float or bool value is no integer's.)"""
     parent_key, _, leaf = key_of(key).rpartition(".")
     parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
-    if not isinstance(parent, DictConfig):
+    if not isinstance(parent, DictConfig) or leaf not in parent:  # a key the config lacks: launching names it
         return False
+    if isinstance(OmegaConf.select(config, key_of(key), default=None), bool | float):
+        return False
+    probe = copy.deepcopy(parent)
     try:
-        node = parent._get_node(leaf, throw_on_missing_key=False)
-    except Exception:  # a key the schema does not have: the launch-time check names it
+        with read_write(probe):  # Hydra's configs may be read-only
+            probe[leaf] = 0.5
+    except ValidationError:
+        return True
+    except OmegaConfBaseException:
         return False
-    return node is not None and node._metadata.ref_type is int
+    return False
 
 
 def _interval(key: str, sweep: IntervalSweep, config: DictConfig) -> BaseDistribution:
@@ -179,11 +199,6 @@ def parse_space(
             fixed[key] = str(override.input_line)
         else:
             fixed[key] = f"{key}={override.get_value_element_as_str()}"
-    if not distributions and custom is None:
-        raise SweeperError(
-            "The search space is empty: give at least one parameter to search, e.g. x=interval(-5, 5) or "
-            "activation=relu,tanh, on the command line or in hydra.sweeper.params (or a custom_search_space)."
-        )
     return Space(distributions, list(fixed.values()), custom, structured=frozenset(structured))
 
 
@@ -277,10 +292,19 @@ def _allowed(distribution: BaseDistribution) -> str:
 
 
 def _inside(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether the distribution holds `value`: a category among its choices, or a number within
+    its range and on its steps."""
     try:
-        return bool(distribution._contains(distribution.to_internal_repr(value)))
+        internal = distribution.to_internal_repr(value)
     except (TypeError, ValueError):  # a category that is not one of the choices, a string for a range
         return False
+    if isinstance(distribution, CategoricalDistribution):
+        return True
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    if not distribution.low <= internal <= distribution.high:
+        return False
+    steps = 0.0 if distribution.step is None else (internal - distribution.low) / distribution.step
+    return abs(steps - round(steps)) < 1e-8
 
 
 def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[str, Any]]:
@@ -299,7 +323,7 @@ def enqueued_points(space: Space, entries: Sequence[Any] | None) -> list[dict[st
                 raise SweeperError(f"{where}: {key} is not a searched key; an enqueued trial sets searched keys only "
                                    f"(searched: {searched}). Fixed values go to every trial as they are.")  # fmt: skip
             if key in space.structured and isinstance(value, list | dict):
-                value = Override._get_value_element_as_str(value)
+                value = value_text(value)
             distribution = space.distributions[key]
             if not _inside(distribution, value):
                 raise SweeperError(f"{where}: {key}={value!r} is outside the search space; {key} takes "

@@ -43,7 +43,7 @@ from optuna_pruning_sweeper.names import (
     key_of,
 )
 from optuna_pruning_sweeper.space import decoded
-from optuna_pruning_sweeper.study import read_location
+from optuna_pruning_sweeper.storage import read_location
 
 HISTORY_PNG, IMPORTANCE_PNG, PARETO_PNG = "search_history.png", "search_importance.png", "search_pareto.png"
 _STATE = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed"}
@@ -54,7 +54,7 @@ class TrialRow:
     number: int
     state: str
     values: list[float] | None  # the objectives; a pruned trial's last reported value
-    steps: int | None  # the last step the trial reported (an epoch of lenet_fmnist train)
+    steps: int | None  # the last step the trial reported (e.g. the epoch a training task reached)
     seconds: float | None  # the job's wall time: Hydra wrote its config, then its last file
     run_dir: str
     overrides: list[str]
@@ -267,19 +267,34 @@ def csv_text(study: optuna.Study, table: list[TrialRow]) -> str:
     return buffer.getvalue()
 
 
-def results_yaml(study: optuna.Study) -> str | None:
-    """optimization_results.yaml as upstream's sweeper writes it; None before any trial completed."""
+def results(study: optuna.Study) -> dict[str, Any] | None:
+    """What optimization_results.yaml holds, as upstream's sweeper writes it: the best trial's
+    params and value, or the Pareto set; None before any trial completed."""
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     structured = study.user_attrs.get(SPACE_ATTR, {}).get(SPACE_STRUCTURED, [])
     if len(study.directions) == 1:
         best = study.best_trial
-        params = decoded(best.params, structured)
-        results: dict[str, Any] = {"name": "optuna", "best_params": params, "best_value": best.value}
-    else:
-        solutions = [{"params": decoded(t.params, structured), "values": t.values} for t in study.best_trials]
-        results = {"name": "optuna", "solutions": solutions}
-    return OmegaConf.to_yaml(OmegaConf.create(results))
+        return {"name": "optuna", "best_params": decoded(best.params, structured), "best_value": best.value}
+    solutions = [{"params": decoded(t.params, structured), "values": t.values} for t in study.best_trials]
+    return {"name": "optuna", "solutions": solutions}
+
+
+def results_yaml(study: optuna.Study) -> str | None:
+    """optimization_results.yaml's text; None before any trial completed."""
+    found = results(study)
+    return None if found is None else OmegaConf.to_yaml(OmegaConf.create(found))
+
+
+def result_lines(found: dict[str, Any]) -> list[str]:
+    """The lines upstream's sweeper logs when a search ends, in its words, which people and scripts
+    read: the best parameters and value, or the Pareto set's size and each solution."""
+    if "best_params" in found:
+        return [f"Best parameters: {found['best_params']}", f"Best value: {found['best_value']}"]
+    solutions = found["solutions"]
+    return [f"Number of Pareto solutions: {len(solutions)}"] + [
+        f"    Values: {solution['values']}, Params: {solution['params']}" for solution in solutions
+    ]
 
 
 def write_results(sweep_dir: Path, study: optuna.Study) -> None:

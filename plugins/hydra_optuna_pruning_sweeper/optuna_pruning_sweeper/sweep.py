@@ -9,6 +9,8 @@ one that raises optuna.TrialPruned was pruned; one that raises StopSearch stops 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -19,25 +21,24 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from optuna_pruning_sweeper.errors import StopSearch, SweeperError
 from optuna_pruning_sweeper.names import (
     ERROR_ATTR,
     OVERRIDES_ATTR,
     RESUME_OVERRIDE,
-    RETRY_OF_ATTR,
     RUN_DIR_ATTR,
     STOPPED_ATTR,
     TRIAL_ENV,
     key_of,
 )
+from optuna_pruning_sweeper.retries import ended, retry_abandoned
+from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, trial_overrides
-from optuna_pruning_sweeper.study import Settings
 
 log = logging.getLogger(__name__)
 
-ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 Launch = Callable[[list[list[str]], int], Sequence[JobReturn]]  # (overrides per job, first job number)
 CustomSpace = Callable[[DictConfig, optuna.Trial], Mapping[str, Any] | None]
 
@@ -62,41 +63,6 @@ class Outcome:
     values: list[float] | None = None
     message: str = ""  # why it failed or was pruned
     stopped: bool = False  # its task raised StopSearch (a full disk): the search stops, resume asks it again
-
-
-def _asked_again(trial: FrozenTrial) -> bool:
-    """Whether a resumed search asks the trial's values again instead of counting it: a dead
-    search left it running, or its task raised StopSearch."""
-    return trial.state is TrialState.RUNNING or bool(trial.user_attrs.get(STOPPED_ATTR))
-
-
-def _retried(trials: list[FrozenTrial]) -> set[int]:
-    """The numbers of the trials whose values were asked again."""
-    return {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
-
-
-def ended(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: complete, pruned or failed, but not those asked again
-    (their new trials count)."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    return sum(t.state in ENDED and not _asked_again(t) and t.number not in retried for t in trials)
-
-
-def retry_abandoned(study: optuna.Study) -> None:
-    """Ask again the values of the trials a dead search left running (marked failed) and of those
-    whose task raised StopSearch (a full disk), once each."""
-    trials = study.get_trials(deepcopy=False)
-    retried = _retried(trials)
-    for trial in trials:
-        if not _asked_again(trial) or trial.number in retried:
-            continue
-        if trial.state is TrialState.RUNNING:
-            log.warning("Trial %d was left running by an earlier search: marked failed, asked again.", trial.number)
-            study.tell(trial.number, state=TrialState.FAIL)
-        else:
-            log.warning("Trial %d stopped an earlier search (StopSearch): asked again.", trial.number)
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
 
 
 # ---- asking ----------------------------------------------------------------------------------
@@ -131,24 +97,9 @@ def _keep_fixed(trial: optuna.Trial, space: Space) -> None:
             trial.set_user_attr(key, value)
 
 
-def _carry_grid_id(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Optuna's grid sampler knows which grid point a trial runs by its system attributes; a trial
-    asked again in place of one a dead search left running must carry those of the trial it
-    replaces, or the sampler, looking for them when one point is left, stops the search with a
-    KeyError. (Optuna keeps them through its storage API only.)"""
-    retry_of = trial.user_attrs.get(RETRY_OF_ATTR)
-    if retry_of is None or not isinstance(study.sampler, optuna.samplers.GridSampler):
-        return
-    replaced = study.get_trials(deepcopy=False)[retry_of].system_attrs
-    for key in ("grid_id", "search_space"):
-        if key in replaced:
-            trial.storage.set_trial_system_attr(trial._trial_id, key, replaced[key])
-
-
 def ask(study: optuna.Study, sweep: Sweep) -> tuple[optuna.Trial, list[str]]:
     """A new trial and its overrides: the space's values, then the custom search space's."""
     trial = study.ask(sweep.space.distributions)
-    _carry_grid_id(study, trial)
     try:
         _keep_fixed(trial, sweep.space)
         extra = _custom_values(sweep, trial)
@@ -200,6 +151,20 @@ def _objective(value: Any, directions: Sequence[str]) -> list[float]:
     )
 
 
+def _raised(job: JobReturn) -> Exception | None:
+    """What a failed job's task raised: JobReturn.return_value raises it, after a line of its own
+    on stderr ("Error executing job with overrides: ..."), which says less than the trial's
+    message and is kept out of the user's stderr."""
+    if job.status is not JobStatus.FAILED:
+        return None
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            job.return_value  # noqa: B018  (the property raises the task's exception)
+        except Exception as error:
+            return error
+    return None
+
+
 def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
     """How the trial ended. A bad return value raises SweeperError: the task needs fixing."""
     if job.status is JobStatus.COMPLETED:
@@ -207,10 +172,10 @@ def outcome(job: JobReturn, directions: Sequence[str]) -> Outcome:
         if any(math.isnan(v) for v in values):
             return Outcome(TrialState.FAIL, message=f"the task returned {job.return_value!r}")
         return Outcome(TrialState.COMPLETE, values)
-    error = job._return_value  # the task's exception (return_value would raise it and print to stderr)
+    error = _raised(job)
     if isinstance(error, optuna.TrialPruned):
         return Outcome(TrialState.PRUNED, message=str(error))
-    if not isinstance(error, BaseException):
+    if error is None:
         return Outcome(TrialState.FAIL, message=f"the job ended with status {job.status.name}")
     text = " ".join(str(error).split())
     if isinstance(error, StopSearch):
@@ -324,8 +289,16 @@ def search(settings: Settings, study: optuna.Study, sweep: Sweep, n_trials: int)
         if len(failures) / size > settings.max_failure_rate:
             raise SweeperError(
                 f"{len(failures)} of the {size} trial(s) of the last batch failed, more than "
-                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. "
-                f"{said}. The study keeps every trial: fix the cause and run the same command with "
-                f"{RESUME_OVERRIDE} (or allow failures with a larger max_failure_rate)."
+                f"hydra.sweeper.max_failure_rate={settings.max_failure_rate} allows; the search stops. The study "
+                f"keeps every trial: fix the cause and run the same command with {RESUME_OVERRIDE} (or allow "
+                "failures with a larger max_failure_rate). Why they failed:\n\n" + "\n\n".join(causes(failures))
             )
     return failed
+
+
+def causes(failures: Sequence[tuple[int, Outcome]]) -> list[str]:
+    """One paragraph per error the failed trials' tasks raised, naming the trials it failed."""
+    trials: dict[str, list[str]] = {}
+    for number, result in failures:
+        trials.setdefault(result.message, []).append(str(number))
+    return [f"{'trial' if len(n) == 1 else 'trials'} {', '.join(n)}: {message}" for message, n in trials.items()]

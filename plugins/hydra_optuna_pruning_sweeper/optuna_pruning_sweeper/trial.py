@@ -21,7 +21,7 @@ from optuna_pruning_sweeper.urls import absolute
 if TYPE_CHECKING:
     import optuna
 
-    from optuna_pruning_sweeper.study import Location
+    from optuna_pruning_sweeper.storage import Location
 
 
 @functools.cache
@@ -29,7 +29,7 @@ def open_trial(location: Location, sweep_dir: Path, number: int) -> optuna.Trial
     """Trial `number` of the study at `location` (opened once per process)."""
     import optuna
 
-    from optuna_pruning_sweeper.study import make_pruner
+    from optuna_pruning_sweeper.pruners import make_pruner
 
     storage = location.open(sweep_dir)
     with location.problems(sweep_dir):
@@ -53,7 +53,8 @@ def current_trial(steps: int | None = None) -> optuna.Trial | None:
     number = hydra_cfg.job.env_set.get(TRIAL_ENV)
     if number is None:
         return None
-    from optuna_pruning_sweeper.study import Location, make_pruner
+    from optuna_pruning_sweeper.pruners import make_pruner
+    from optuna_pruning_sweeper.storage import Location
 
     started_in = Path(hydra_cfg.runtime.cwd)
     sweep_dir = started_in / str(hydra_cfg.sweep.dir)

@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -39,3 +40,10 @@ def test_its_own_venv_holds_neither_torch_nor_lenet_fmnist() -> None:
         pytest.skip("this venv is lenet_fmnist's; the sweeper's own (made by .ci/run) checks itself")
     for module in FOREIGN:
         assert importlib.util.find_spec(module) is None, f"{module} is importable in the sweeper's own venv"
+
+
+def test_no_module_of_the_package_names_the_repositorys_app() -> None:
+    """The sweeper is for any Hydra app: its code speaks of none (lenet_fmnist is one user)."""
+    package = Path(__file__).resolve().parents[1]
+    sources = [*(package / "optuna_pruning_sweeper").glob("*.py"), *(package / "hydra_plugins").rglob("*.py")]
+    assert sources and [str(p) for p in sources if "lenet" in p.read_text().lower()] == []

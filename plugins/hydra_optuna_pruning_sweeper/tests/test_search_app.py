@@ -18,7 +18,7 @@ from conftest import assert_ok, output
 from live_dashboard import processes, start_dashboard, wait_until  # noqa: F401  (processes: a fixture)
 from omegaconf import OmegaConf
 
-from optuna_pruning_sweeper.study import read_location
+from optuna_pruning_sweeper.storage import read_location
 
 APP = Path(__file__).resolve().parent / "search_app" / "app.py"
 

@@ -20,8 +20,11 @@ from hydra_plugins.optuna_pruning_sweeper import config
 from hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper import OptunaSweeper
 from optuna_pruning_sweeper.errors import SweeperError
 from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
+from optuna_pruning_sweeper.samplers import for_installed_optuna, make_sampler
+from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
-from optuna_pruning_sweeper.study import Location, Settings, make_sampler, open_study, read_location
+from optuna_pruning_sweeper.storage import Location, read_location
+from optuna_pruning_sweeper.study import open_study
 from optuna_pruning_sweeper.trial import open_trial
 
 NEEDS = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy", "torch")}
@@ -55,12 +58,12 @@ def test_the_grammar_keeps_types_as_upstream_documents_it() -> None:
     ).distributions  # fmt: skip
     assert found["a"] == CategoricalDistribution([1, 2])  # ints stay ints
     assert found["b"] == CategoricalDistribution(["1", 2, True])  # a quoted '1' stays a string
-    assert found["c"] == IntDistribution(1, 3)  # Hydra's range excludes its stop
-    assert found["d"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert found["c"] == IntDistribution(1, 4)  # upstream's range reaches its stop
+    assert found["d"] == FloatDistribution(0.0, 1.0, step=0.25)
     assert found["e"] == FloatDistribution(-5.5, 5.5)  # a float range whatever the key held
     assert found["f"] == IntDistribution(0, 2)
     assert found["g"] == FloatDistribution(0.001, 1.0, log=True)
-    assert found["h"] == CategoricalDistribution([1, 2, 3])
+    assert found["h"] == CategoricalDistribution([1, 2, 3])  # upstream's shuffle lists Hydra's range, stop excluded
     assert found["i"] == CategoricalDistribution(["relu", "tanh"])
 
 
@@ -150,12 +153,92 @@ def test_each_sampler_option_carries_optunas_defaults_and_makes_its_sampler(name
         pytest.importorskip(package)
     node = config.SAMPLERS[name]
     conf = OmegaConf.structured(node)
-    target = optuna.samplers
-    sampler_class = getattr(target, conf._target_.rsplit(".", 1)[1])
+    sampler_class = getattr(optuna.samplers, SUCCESSOR.get(name, conf._target_.rsplit(".", 1)[1]))
     signature = inspect.signature(sampler_class).parameters
     for field in dataclasses.fields(node):
         if not field.name.startswith("_"):
-            assert field.default == signature[field.name].default, f"{name}.{field.name}"
+            argument = {"n_ehvi_candidates": "n_ei_candidates"}.get(field.name, field.name)  # motpe's, as TPE's
+            assert field.default == signature[argument].default, f"{name}.{field.name}"
     space = space_of("x=choice(1, 2)", "y=range(0, 3)")
-    made = make_sampler({**OmegaConf.to_container(conf), "seed": 1}, space, 0)
+    made = make_sampler(for_installed_optuna({**OmegaConf.to_container(conf), "seed": 1}), space, 0)
     assert isinstance(made, sampler_class)
+
+
+# Every key of every sampler config of upstream's 1.3 config.py, with the value its docs print
+# (`--cfg hydra -p hydra.sweeper`), and qmc's of upstream's later config.
+UPSTREAM_SAMPLER_KEYS: dict[str, dict[str, Any]] = {
+    "tpe": {
+        "seed": 123, "consider_prior": True, "prior_weight": 1.0, "consider_magic_clip": True,
+        "consider_endpoints": False, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
+        "warn_independent_sampling": True,
+    },
+    "random": {"seed": 123},
+    "cmaes": {
+        "seed": 123, "x0": None, "sigma0": None, "independent_sampler": None, "warn_independent_sampling": True,
+        "consider_pruned_trials": False, "restart_strategy": None, "inc_popsize": 2, "use_separable_cma": False,
+        "source_trials": None,
+    },
+    "nsgaii": {
+        "seed": 123, "population_size": 50, "mutation_prob": None, "crossover_prob": 0.9, "swapping_prob": 0.5,
+        "constraints_func": None,
+    },
+    "motpe": {
+        "seed": 123, "consider_prior": True, "prior_weight": 1.0, "consider_magic_clip": True,
+        "consider_endpoints": False, "n_startup_trials": 10, "n_ehvi_candidates": 24,
+    },
+    "qmc": {
+        "seed": 123, "qmc_type": "sobol", "scramble": False, "independent_sampler": None,
+        "warn_asynchronous_seeding": True, "warn_independent_sampling": True,
+    },
+    "grid": {},
+}  # fmt: skip
+SUCCESSOR = {"motpe": "TPESampler"}  # Optuna 4 removed MOTPESampler
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # Optuna's word on its deprecated arguments
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("name", sorted(UPSTREAM_SAMPLER_KEYS))
+def test_every_sampler_key_upstream_documents_is_taken(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Composed as Hydra composes a config that sets them all, then made into the sampler: Optuna
+    takes every key (none of them is one Optuna has removed)."""
+    for package in NEEDS.get(name, ()):
+        pytest.importorskip(package)
+    node = OmegaConf.merge(OmegaConf.structured(config.SAMPLERS[name]), UPSTREAM_SAMPLER_KEYS[name])
+    made = make_sampler(
+        for_installed_optuna(OmegaConf.to_container(node)), space_of("x=choice(1, 2)", "y=range(0, 3)"), 0
+    )
+    target = SUCCESSOR.get(name, node._target_.rsplit(".", 1)[1])
+    assert type(made) is getattr(optuna.samplers, target)
+    assert "no effect" not in caplog.text, caplog.text
+
+
+class TPEOfAnOptunaWithoutPriorWeight(optuna.samplers.TPESampler):
+    """TPE as an Optuna that removed prior_weight would make it."""
+
+    def __init__(self, *, seed: int | None = None, n_startup_trials: int = 10) -> None:
+        super().__init__(seed=seed, n_startup_trials=n_startup_trials)
+
+
+def test_a_key_optuna_removed_is_ignored_with_a_one_line_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A documented key the sampler no longer takes: set, it has no effect and one line says so;
+    left at null, nothing is said. A key nobody documents is still refused."""
+    target = f"{__name__}.{TPEOfAnOptunaWithoutPriorWeight.__name__}"
+    node = {"_target_": target, "seed": 1, "prior_weight": 2.0, "consider_prior": None}
+    made = make_sampler(for_installed_optuna(node), space_of("x=choice(1, 2)"), 0)
+    assert isinstance(made, TPEOfAnOptunaWithoutPriorWeight)
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line.startswith("hydra.sweeper.sampler.prior_weight=2.0 has no effect:") and "\n" not in line, line
+    with pytest.raises(SweeperError, match="cannot be made"):
+        make_sampler(for_installed_optuna({**node, "prior_wieght": 2.0}), space_of("x=choice(1, 2)"), 0)
+
+
+def test_a_sampler_argument_that_is_an_object_is_a_node_of_its_own() -> None:
+    """As upstream's sweeper (made by Hydra's recursive instantiate) took it: e.g. CMA-ES's
+    independent sampler, `independent_sampler: {_target_: optuna.samplers.RandomSampler}`."""
+    pytest.importorskip("cmaes")
+    node = OmegaConf.merge(
+        OmegaConf.structured(config.SAMPLERS["cmaes"]),
+        {"independent_sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 3}},
+    )
+    made = make_sampler(OmegaConf.to_container(node), space_of("x=interval(0, 1)"), 0)
+    assert isinstance(made, optuna.samplers.CmaEsSampler)

@@ -23,6 +23,11 @@ from optuna_pruning_sweeper.names import PrunerName
 class TPESamplerConf:
     _target_: str = "optuna.samplers.TPESampler"
     seed: Optional[int] = None  # noqa: UP045
+    # Upstream documents these three; Optuna 5 takes them but calls them deprecated (null: Optuna's
+    # default, without its warning).
+    consider_prior: Optional[bool] = None  # noqa: UP045
+    prior_weight: Optional[float] = None  # noqa: UP045
+    consider_magic_clip: Optional[bool] = None  # noqa: UP045
     n_startup_trials: int = 10  # random trials before TPE models the finished ones
     n_ei_candidates: int = 24
     multivariate: Optional[bool] = None  # noqa: UP045  # model the parameters jointly
@@ -44,6 +49,9 @@ class CmaEsSamplerConf:  # needs the package cmaes (the `samplers` extra)
     seed: Optional[int] = None  # noqa: UP045
     x0: Optional[Dict[str, Any]] = None  # noqa: UP006, UP045
     sigma0: Optional[float] = None  # noqa: UP045
+    # A sampler for what CMA-ES cannot sample, as a node: {_target_: optuna.samplers.RandomSampler}.
+    independent_sampler: Optional[Any] = None  # noqa: UP045
+    source_trials: Optional[Any] = None  # noqa: UP045  # FrozenTrials to warm-start from (null: none)
     n_startup_trials: int = 1
     warn_independent_sampling: bool = True
     consider_pruned_trials: bool = False
@@ -63,6 +71,20 @@ class NSGAIISamplerConf:  # several objectives
     mutation_prob: Optional[float] = None  # noqa: UP045
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
+    # A function (trial) -> constraint values, as a node: {_target_: mymodule.constraints, _partial_: true}.
+    constraints_func: Optional[Any] = None  # noqa: UP045
+
+
+@dataclass
+class MOTPESamplerConf:  # removed in Optuna 4: the sweeper makes its successor, TPE (several objectives too)
+    _target_: str = "optuna.samplers.MOTPESampler"
+    seed: Optional[int] = None  # noqa: UP045
+    consider_prior: Optional[bool] = None  # noqa: UP045
+    prior_weight: Optional[float] = None  # noqa: UP045
+    consider_magic_clip: Optional[bool] = None  # noqa: UP045
+    consider_endpoints: Optional[bool] = None  # noqa: UP045
+    n_startup_trials: int = 10
+    n_ehvi_candidates: int = 24  # TPE's n_ei_candidates
 
 
 @dataclass
@@ -78,6 +100,7 @@ class QMCSamplerConf:  # needs scipy (the `samplers` extra)
     seed: Optional[int] = None  # noqa: UP045
     qmc_type: str = "sobol"
     scramble: bool = False
+    independent_sampler: Optional[Any] = None  # noqa: UP045  # as CMA-ES's
     warn_asynchronous_seeding: bool = True
     warn_independent_sampling: bool = True
 
@@ -96,6 +119,7 @@ SAMPLERS = {
     "random": RandomSamplerConf,
     "cmaes": CmaEsSamplerConf,
     "nsgaii": NSGAIISamplerConf,
+    "motpe": MOTPESamplerConf,
     "grid": GridSamplerConf,
     "qmc": QMCSamplerConf,
     "gp": GPSamplerConf,
@@ -109,7 +133,7 @@ class OptunaSweeperConf:
     _target_: str = "hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper.OptunaSweeper"
     _recursive_: bool = False  # the sweeper makes the sampler itself (its seed, its errors)
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])  # noqa: UP006
-    sampler: Any = MISSING  # hydra/sweeper/sampler: tpe, random, cmaes, nsgaii, grid, qmc, gp
+    sampler: Any = MISSING  # hydra/sweeper/sampler: tpe, random, cmaes, nsgaii, motpe, grid, qmc, gp
     direction: Any = "minimize"  # minimize | maximize, or a list of them: one per objective
     storage: Optional[str] = None  # noqa: UP045  # journal path or database URL; None: <sweep dir>/optuna.journal
     study_name: Optional[str] = None  # noqa: UP045  # None: the sweep directory's name

@@ -9,17 +9,14 @@ this module at every start-up, so it stays cheap: Optuna is imported only when a
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import shlex
 import sys
-import types
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra._internal.utils import _locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
@@ -27,13 +24,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import PrunerName
+from optuna_pruning_sweeper.names import RESULTS_FILE, SUMMARY_FILE, PrunerName
 from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_config
 
 if TYPE_CHECKING:  # Optuna is imported only when a search runs
     import optuna
 
-    from optuna_pruning_sweeper.study import Settings
+    from optuna_pruning_sweeper.settings import Settings
     from optuna_pruning_sweeper.sweep import Sweep
 
 log = logging.getLogger(__name__)
@@ -61,8 +58,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self._search(arguments)
-        except SweeperError as error:  # one paragraph, exit 1, no traceback: Hydra would print one
-            log.error("%s", error)
+        except SweeperError as error:  # exit 1 without a traceback: Hydra would print one
+            _log_on_stderr(error)
             raise SystemExit(1) from None
 
     def _n_jobs(self) -> int:
@@ -86,13 +83,14 @@ class OptunaSweeper(Sweeper):
         return n_jobs
 
     def _settings(self) -> Any:
-        from optuna_pruning_sweeper.study import Settings, directions_of
+        from optuna_pruning_sweeper.samplers import for_installed_optuna
+        from optuna_pruning_sweeper.settings import Settings, directions_of
 
         sampler = self.keys["sampler"]
         if not isinstance(sampler, DictConfig):
             raise SweeperError(
                 f"hydra.sweeper.sampler={sampler} is not allowed: the sampler is the config group "
-                "hydra/sweeper/sampler (tpe, random, cmaes, nsgaii, grid, qmc, gp), chosen with "
+                "hydra/sweeper/sampler (tpe, random, cmaes, nsgaii, motpe, grid, qmc, gp), chosen with "
                 "hydra/sweeper/sampler=NAME; its arguments are hydra.sweeper.sampler.KEY, e.g. .seed=0."
             )
         direction = self.keys["direction"]
@@ -106,7 +104,7 @@ class OptunaSweeper(Sweeper):
             pruner_warmup_epochs=self.keys["pruner_warmup_epochs"],
             storage=absolute(self.keys["storage"], Path.cwd()),  # trials may run elsewhere (hydra.job.chdir)
             study_name=self.keys["study_name"],
-            sampler=OmegaConf.to_container(sampler, resolve=True),
+            sampler=for_installed_optuna(OmegaConf.to_container(sampler, resolve=True)),
         )
         settings.check()
         return settings
@@ -127,23 +125,44 @@ class OptunaSweeper(Sweeper):
         from optuna_pruning_sweeper.space import legacy_distributions, parse_overrides, parse_space
 
         assert self.config is not None and self.hydra_context is not None
-        legacy = self.keys.get("search_space")
-        if legacy:
-            log.warning(
-                "hydra.sweeper.search_space is deprecated (Hydra 1.1's form); it is read, but write the space "
-                "as hydra.sweeper.params in the override grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5)."
-            )
+        legacy = self._legacy_space()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         params = [f"{key}={value}" for key, value in (self.keys.get("params") or {}).items()]
         space = parse_space(
             parse_overrides([*params, *arguments], parser),
             self.config,
             self.keys.get("custom_search_space"),
-            legacy_distributions(OmegaConf.to_container(legacy)) if legacy else None,
+            legacy_distributions(legacy) if legacy is not None else None,
         )
+        if not space.distributions and space.custom is None:  # as upstream: a way to check a set-up first
+            log.info("No parameter to search: every trial runs the configuration as it is.")
         return replace(space, neutral=frozenset({"resume", *self._unnamed()}))
 
+    def _legacy_space(self) -> dict[str, Any] | None:
+        """hydra.sweeper.search_space, Hydra 1.1's deprecated form of the space, warned about as
+        upstream warns (a Python UserWarning whenever it is set, which `-W` and warnings filters
+        govern); where params is set too, params alone is searched, as upstream does."""
+        legacy = self.keys.get("search_space")
+        if legacy is None:
+            return None
+        if self.keys.get("params") is not None:
+            warnings.warn(
+                "hydra.sweeper.search_space and hydra.sweeper.params are both set: the sweeper searches "
+                "hydra.sweeper.params only (search_space is Hydra 1.1's deprecated form of the space).",
+                UserWarning,
+                stacklevel=2,
+            )
+            return None
+        warnings.warn(
+            "hydra.sweeper.search_space is deprecated (Hydra 1.1's form); it is read, but write the space as "
+            "hydra.sweeper.params in the override grammar, e.g. x: interval(-5.5, 5.5), y: choice(-5, 0, 5).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return OmegaConf.to_container(legacy)
+
     def _search(self, arguments: list[str]) -> None:
+        from optuna_pruning_sweeper.hooks import check_configs, named_function
         from optuna_pruning_sweeper.space import enqueued_points
         from optuna_pruning_sweeper.study import open_study
         from optuna_pruning_sweeper.sweep import Sweep
@@ -167,7 +186,8 @@ class OptunaSweeper(Sweeper):
             lease.release()
 
     def _run(self, settings: Settings, study: optuna.Study, sweep_dir: Path, sweep: Sweep) -> None:
-        from optuna_pruning_sweeper.study import Location, trials_wanted
+        from optuna_pruning_sweeper.samplers import trials_wanted
+        from optuna_pruning_sweeper.storage import Location
         from optuna_pruning_sweeper.sweep import search
 
         n_trials = trials_wanted(settings, study, sweep.space)
@@ -190,8 +210,29 @@ class OptunaSweeper(Sweeper):
             self._summarise(sweep_dir, study, searched=False)
             raise
         self._summarise(sweep_dir, study, searched=True)
+        self._log_results(study, sweep_dir, failures)
+
+    def _log_results(self, study: optuna.Study, sweep_dir: Path, failures: int) -> None:
+        """The search's result in the lines upstream's sweeper ends with; a search in which no trial
+        completed has none, and stops (exit 1) saying where its trials' errors are."""
+        from optuna_pruning_sweeper import summary
+
+        found = summary.results(study)
+        if found is None:
+            listed = (
+                f"listed under 'Failed trials' in {Path.cwd() / sweep_dir / SUMMARY_FILE}"
+                if self.keys.get("summary", True)
+                else f"kept in the study (python -m optuna_pruning_sweeper.summary {sweep_dir} lists them)"
+            )
+            raise SweeperError(
+                f"No trial completed: {_ended_without_result(study)}, so the search has no best trial and writes no "
+                f"{RESULTS_FILE}. Each trial's error is logged above (Trial N failed: ...) and {listed}. Fix the "
+                "cause and search again in another hydra.sweep.dir."
+            )
         if failures:
             log.warning("%d trial(s) failed; search.md lists them.", failures)
+        for line in summary.result_lines(found):
+            log.info("%s", line)
 
     def _summarise(self, sweep_dir: Path, study: optuna.Study, searched: bool) -> None:
         """The summary (or with hydra.sweeper.summary=false, optimization_results.yaml alone). When
@@ -231,68 +272,33 @@ class OptunaSweeper(Sweeper):
             raise _composition_error(error) from None
 
 
+def _log_on_stderr(error: SweeperError) -> None:
+    """What stops the search, on stderr, where errors belong (a paragraph per cause), as one record
+    in the form of the log's lines around it (Hydra's console format, which writes to stdout: the
+    record goes to stderr alone, or it would be said twice)."""
+    handler = logging.StreamHandler(sys.stderr)
+    console = next((h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)), None)
+    if console is not None:
+        handler.setFormatter(console.formatter)
+    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None))
+    handler.flush()
+
+
+def _ended_without_result(study: optuna.Study) -> str:
+    """How the trials of a search without a complete trial ended: all failed, or failed and pruned."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    failed, pruned = (sum(t.state is state for t in trials) for state in (TrialState.FAIL, TrialState.PRUNED))
+    return f"all {failed} trials failed" if not pruned else f"{failed} trial(s) failed and {pruned} were pruned"
+
+
 def _composition_error(error: HydraException) -> SweeperError:
     reason = " ".join(str(error).split())
     return SweeperError(
         f"The search space names something the configuration does not have: {reason} Check the keys "
         "and options of hydra.sweeper.params, the custom search space and the command line (see --cfg job)."
     )
-
-
-def _answer_to_upstreams_name() -> None:
-    """Make this sweeper answer to the class name upstream's configs give as their _target_
-    (configs copied from elsewhere, e.g. lightning-hydra-template's hparams_search, name it).
-    Hydra finds a plugin class by module and class name, and imports that module to make it:
-    so a stand-in module of that name, holding this class, unless upstream's is installed."""
-    package = "hydra_plugins.hydra_optuna_sweeper"
-    module = f"{package}.optuna_sweeper"
-    if package in sys.modules:
-        if getattr(sys.modules[package], "__file__", None) is not None:
-            return  # upstream's own, imported
-    elif importlib.util.find_spec(package) is not None:
-        return  # upstream's own, installed
-    alias = type("OptunaSweeper", (OptunaSweeper,), {"__module__": module, "__doc__": OptunaSweeper.__doc__})
-    for name in (package, module):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    sys.modules[module].OptunaSweeper = alias  # type: ignore[attr-defined]
-    globals()["UpstreamNamedSweeper"] = alias  # found by Hydra's plugin scan, which reads this module
-
-
-_answer_to_upstreams_name()
-
-
-def named_function(key: str, path: str | None) -> Any:
-    """The function hydra.sweeper.<key> names by its dotted path, imported now: a wrong path stops
-    the search before any trial."""
-    if not path:
-        return None
-    try:  # Hydra's own lookup (a module's function, or a class's static method), not its get_method: that logs first
-        function = _locate(path)
-        if not callable(function):
-            raise TypeError(f"{path} is a {type(function).__name__}, not a function")
-    except Exception as error:
-        raise SweeperError(
-            f"hydra.sweeper.{key}={path} cannot be used ({type(error).__name__}: {' '.join(str(error).split())}). "
-            "Give the dotted path of a function, e.g. mypackage.search.configure or app.Space.configure (a static "
-            "method; its module importable from where you run the app); see the sweeper's README for what it is "
-            "called with."
-        ) from None
-    return function
-
-
-def check_configs(path: str | None, configs: list[DictConfig]) -> None:
-    """hydra.sweeper.check_config: call the function it names with each config; what it raises
-    stops the search, before any trial, with its message."""
-    check = named_function("check_config", path)
-    if check is None:
-        return
-    for config in configs:
-        try:
-            check(config)
-        except Exception as error:
-            raise SweeperError(
-                " ".join(str(error).split()) or f"hydra.sweeper.check_config={path} raised {error!r}"
-            ) from None
 
 
 def _trial_command() -> str:
