@@ -65,8 +65,10 @@ def train_command(run_dir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "lenet_fmnist", "train", *TRAIN, f"hydra.run.dir={run_dir}", *overrides]
 
 
-def data_overrides(args: argparse.Namespace, val_size: int) -> list[str]:
-    return [f"data.val_size={val_size}", *([f"data.root={args.data_root}"] if args.data_root else [])]
+def data_overrides(args: argparse.Namespace, val_size: int | None) -> list[str]:
+    """data.val_size (None: the run's own) and data.root (if given) as overrides."""
+    sized = [] if val_size is None else [f"data.val_size={val_size}"]
+    return [*sized, *([f"data.root={args.data_root}"] if args.data_root else [])]
 
 
 def epoch_figures(run_dir: Path) -> dict[str, Any]:
@@ -363,7 +365,12 @@ def parse_args() -> argparse.Namespace:
     add("--images", type=int, default=12_800, help="images per floor and conventional measurement (default: 12800)")
     add("--rounds", type=int, default=3, help="interleaved rounds; the median counts (default: 3)")
     add("--project-epochs", type=int, default=3, help="epochs of each project run; the median counts (default: 3)")
-    add("--val-size", type=int, default=10_000, help="data.val_size: the rest of 60,000 images trains (default: 10000)")
+    add(
+        "--val-size",
+        type=int,
+        default=None,
+        help="data.val_size: the rest of 60,000 images trains (default: the run's)",
+    )
     add("--threads", type=int, default=None, help="threads for every variant (default: each decides as it would)")
     add("--accuracy-epochs", type=int, default=0, help="also compare test accuracy after this many epochs")
     add("--accuracy-seeds", type=int, default=2)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lenet_fmnist.config import TrainConfig, compose, to_plain
 from lenet_fmnist.host.cpu import this_cpu
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.training import checkpoint
@@ -37,12 +38,7 @@ def write_teachers(directory: Path, count: int) -> list[Path]:
     for number in range(count):
         torch.manual_seed(number)
         model = LeNet5("relu", "max")
-        config = {
-            "activation": {"name": "relu"},
-            "pool": {"name": "max"},
-            "dropout": {"p": 0.0},
-            "data": {"val_size": 10_000, "split_seed": 0},
-        }
+        config = to_plain(compose("train", *TRAIN, schema=TrainConfig))  # the student's split, so no run refuses it
         path = directory / f"teacher{number}.pt"
         checkpoint.save(path, {"model": model.state_dict(), "config": config})
         paths.append(path)

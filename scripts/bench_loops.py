@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
+from bench import TRAIN
 from lenet_fmnist import data
-from lenet_fmnist.config import AugmentationConfig, SGDConfig, TrainConfig
+from lenet_fmnist.config import TrainConfig, compose
 from lenet_fmnist.inference.evaluate import Classifier, Evaluation
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.training.augment import Augmenter, normalise
@@ -41,9 +42,9 @@ from lenet_fmnist.training.step import Objective, ShardedStep, Updates
 from lenet_fmnist.training.trainer import Epochs, train_epoch
 from lenet_fmnist.workers import Workers
 
-AUGMENTATION = AugmentationConfig(flip=True, max_shift=2)
-SGD = SGDConfig(lr=0.01, momentum=0.9)
-SHARDS = TrainConfig.shards  # a default run's
+# The benchmark's recipe as the command composes it (bench.TRAIN): relu, max pool, SGD, flip + shift.
+RUN = compose("train", *TRAIN, schema=TrainConfig)
+AUGMENTATION, SGD, SHARDS = RUN.augmentation, RUN.optimizer, RUN.shards
 # After a DataLoader measurement stops, its workers go on preparing the batches they prefetch
 # (2 per worker); a pause lets them finish, so their work is not timed as the next measurement's.
 SETTLE_SECONDS = 1.0
@@ -212,8 +213,9 @@ def sharded_floor_runner(train: data.Split, batch_size: int, device: torch.devic
 def measure(variant: str, settings: dict[str, Any], device: torch.device, workers: Workers) -> dict[str, Any]:
     """Run one variant in this process under `settings` (bench.py's options); what it measured.
     `workers` compute the project's pieces (sharded-floor, accuracy)."""
-    fashion = data.load(settings["data_root"], settings["val_size"], 0)
-    train_idx, _ = data.split_indices(len(fashion.train.labels) + len(fashion.val.labels), settings["val_size"], 0)
+    val_size = RUN.data.val_size if settings["val_size"] is None else settings["val_size"]
+    fashion = data.load(settings["data_root"], val_size, 0)
+    train_idx, _ = data.split_indices(len(fashion.train.labels) + len(fashion.val.labels), val_size, 0)
     batch_size, images = settings["batch_size"], settings["images"]
     if variant in ("floor", "sharded-floor"):
         train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from lenet_fmnist import data
-from lenet_fmnist.config import PredictConfig, TrainConfig, register, to_plain, validate
+from lenet_fmnist.config import PredictConfig, TrainConfig, compose, register, to_plain, validate
 from lenet_fmnist.device import command_workers, select_device
 from lenet_fmnist.inference.evaluate import load_classifier
 from lenet_fmnist.inference.images import load_image
@@ -124,7 +124,7 @@ def cli_seconds(checkpoint_path: Path, folder: Path, run_dir: Path, threads: int
     return time.perf_counter() - start
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, help="best.pt of a run (default: an untrained model)")
     parser.add_argument("--images", type=int, default=2000, help="test images written as PNG (default: 2000)")
@@ -135,33 +135,39 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="predict's threads (default: the cores available)")
     parser.add_argument("--cli", action="store_true", help="also time the whole command once, start-up included")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/bench_predict.json"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    workers = command_workers(args.threads, select_device(args.device))
-    threads = workers.count
+
+def measure_sets(args: argparse.Namespace, base: Path, workers: Workers) -> dict[str, dict[str, float]]:
+    """Each set of files (PNG test images, and JPEG photos if asked) measured, by its name."""
     test = data.load_test(None)
-    results: dict[str, object] = {
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": threads,
-        "device": args.device, "batch_size": args.batch_size,
-    }  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        ckpt = args.checkpoint or untrained_checkpoint(base / "untrained.pt")
-        sets = {"png 28x28": write_pngs(test.images[: args.images].numpy(), base / "png")}
-        if args.photos:
-            sets["jpeg 640x480"] = write_photos(test.images[: args.photos].numpy(), base / "photos")
-        for name, paths in sets.items():
-            cfg = PredictConfig(
-                checkpoint=str(ckpt), images=str(paths[0].parent), batch_size=args.batch_size, device=args.device
-            )
-            rates = measure(paths, cfg, args.rounds, workers)
-            if args.cli:
-                seconds = cli_seconds(ckpt, paths[0].parent, base / f"cli-{len(results)}", args.threads)
-                rates["command, start-up included"] = len(paths) / seconds
-            results[f"{name} ({len(paths)} files)"] = rates
-            print(f"{name}, {len(paths)} files, {args.device}, {threads} thread(s), batch {args.batch_size}:")
-            for variant, rate in rates.items():
-                print(f"  {variant:<28} {rate:>10,.0f} images/s")
+    ckpt = args.checkpoint or untrained_checkpoint(base / "untrained.pt")
+    sets = {"png 28x28": write_pngs(test.images[: args.images].numpy(), base / "png")}
+    if args.photos:
+        sets["jpeg 640x480"] = write_photos(test.images[: args.photos].numpy(), base / "photos")
+    results = {}
+    for name, paths in sets.items():
+        overrides = (f"checkpoint={ckpt}", f"images={paths[0].parent}", f"batch_size={args.batch_size}")
+        cfg = compose("predict", *overrides, f"device={args.device}", schema=PredictConfig)
+        rates = measure(paths, cfg, args.rounds, workers)
+        if args.cli:
+            seconds = cli_seconds(ckpt, paths[0].parent, base / f"cli-{len(results)}", args.threads)
+            rates["command, start-up included"] = len(paths) / seconds
+        results[f"{name} ({len(paths)} files)"] = rates
+        print(f"{name}, {len(paths)} files, {args.device}, {workers.count} thread(s), batch {args.batch_size}:")
+        for variant, rate in rates.items():
+            print(f"  {variant:<28} {rate:>10,.0f} images/s")
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    with command_workers(args.threads, select_device(args.device)) as workers, tempfile.TemporaryDirectory() as tmp:
+        results: dict[str, object] = {
+            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "threads": workers.count, "device": args.device, "batch_size": args.batch_size,
+            **measure_sets(args, Path(tmp), workers),
+        }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Wrote {args.out}")

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import RandomErasing
 
 from conftest import random_images, transform_of
-from lenet_fmnist.config import AugmentationConfig
+from lenet_fmnist.config import TrainConfig, compose
 from lenet_fmnist.data import MEAN, STD
 from lenet_fmnist.training.augment import ERASE_RATIO, Augmenter, Erasing, augment, normalise
 
@@ -266,12 +266,13 @@ def test_the_erasing_probability(erased: tuple[torch.Tensor, ...]) -> None:
 def test_erasing_off_draws_nothing_and_changes_nothing() -> None:
     """erase_p = 0 (the default) builds no erasing; and erasing at p = 0 draws no number: the
     study's augmentation stays bit for bit what it was."""
-    assert Erasing.configured(AugmentationConfig(flip=True, max_shift=2)) is None
+    assert Erasing.configured(compose("train", "augmentation=standard", schema=TrainConfig).augmentation) is None
     images, generator = random_images(64, seed=16), seeded(16)
     before = generator.get_state()
     assert Erasing(0.0, 0.02, 0.25)(images, generator) is images
     assert torch.equal(generator.get_state(), before)
-    on = Erasing.configured(AugmentationConfig(erase_p=0.5, erase_min_area=0.1, erase_max_area=0.2))
+    erasing = ("augmentation.erase_p=0.5", "augmentation.erase_min_area=0.1", "augmentation.erase_max_area=0.2")
+    on = Erasing.configured(compose("train", "augmentation=standard", *erasing, schema=TrainConfig).augmentation)
     assert on == Erasing(0.5, 0.1, 0.2)
     # With erasing off, an Augmenter draws exactly what it drew before erasing existed.
     index = torch.arange(64)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lenet_fmnist.config import DistillConfig
+from lenet_fmnist.config import TrainConfig, compose
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.training import checkpoint, distill
@@ -91,7 +91,8 @@ def test_a_resume_with_changed_teachers_is_refused(tmp_path: Path) -> None:
     path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING)
 
     def configured() -> distill.Distillation | None:
-        return distill.configured(DistillConfig(teachers=[str(path)]), VALIDATING, torch.device("cpu"), 100)
+        cfg = compose("train", f"distill.teachers=[{path}]", schema=TrainConfig).distill
+        return distill.configured(cfg, VALIDATING, torch.device("cpu"), 100)
 
     saved = configured().teachers.record()
     distill.check_resume(saved, configured())  # unchanged: accepted
@@ -104,7 +105,8 @@ def test_a_resume_with_changed_teachers_is_refused(tmp_path: Path) -> None:
 
 
 def test_no_teachers_configured_means_no_distillation() -> None:
-    assert distill.configured(DistillConfig(), VALIDATING, torch.device("cpu"), 100) is None
+    cfg = compose("train", schema=TrainConfig).distill
+    assert distill.configured(cfg, VALIDATING, torch.device("cpu"), 100) is None
 
 
 def test_a_missing_teacher_is_named_before_anything_loads(tmp_path: Path) -> None:

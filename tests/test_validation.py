@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from lenet_fmnist import data
-from lenet_fmnist.config import DataConfig, SGDConfig, TrainConfig, to_plain
+from lenet_fmnist.config import TrainConfig, compose, to_plain
 from lenet_fmnist.run import validation
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.training.tensorboard_log import TensorBoardLog
@@ -42,7 +42,7 @@ def test_a_search_needs_validation() -> None:
 
 def write_board(run_dir: Path, val_size: int) -> EventAccumulator:
     """Two epochs and a test logged as train.py logs them, for a run with or without validation."""
-    config = to_plain(TrainConfig(optimizer=SGDConfig(lr=0.01), data=DataConfig(val_size=val_size)))
+    config = to_plain(compose("train", f"data.val_size={val_size}", schema=TrainConfig))
     board = TensorBoardLog(run_dir, config, start_epoch=1)
     for epoch in (1, 2):
         record = {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": 0.5, "images_per_second": 100.0}

@@ -1,18 +1,18 @@
 """Typed schema of every configuration, registered in Hydra's ConfigStore.
 
-The YAML files in conf/ hold the values and the comments that explain them; these dataclasses hold
-the types and the ranges. Their defaults repeat the YAML's so that a config built in Python (as
-scripts/bench.py does) means what the same command line means; tests/test_config.py fails when the two drift apart, for every command (train and its optimizers, eval, predict, export), and
-when a command's YAML holds a key its dataclass does not use. Hydra rejects a wrong option, a wrong type or an unknown key while it
-composes; `validate` then rejects values that are well typed but out of range, before any work.
-This module must not import torch: `--help` and config errors stay fast.
+The YAML files in conf/ hold the values and the comments that explain them, once; these
+dataclasses hold the types and the ranges, and no value (every field is MISSING until conf/ gives
+it). A config made in Python comes from conf/ too (`compose`). Hydra rejects a wrong option, a
+wrong type or an unknown key while it composes; `validate` then rejects values that are well typed
+but out of range, before any work. This module must not import torch: `--help` and config errors
+stay fast.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -58,21 +58,21 @@ def _check_name(name: str, expected: str) -> None:
 
 @dataclass
 class ActivationConfig:
-    name: Activation = Activation.tanh
+    name: Activation = MISSING
 
 
 @dataclass
 class PoolConfig:
-    name: Pool = Pool.avg
+    name: Pool = MISSING
 
 
 @dataclass
 class OptimizerConfig:
     name: str = MISSING
     lr: float = MISSING
-    weight_decay: float = 0.0
-    schedule: Schedule = Schedule.constant
-    warmup_epochs: int = 0
+    weight_decay: float = MISSING
+    schedule: Schedule = MISSING
+    warmup_epochs: int = MISSING
 
     def __post_init__(self) -> None:
         _require(self.lr > 0 and self.lr < float("inf"), "optimizer.lr", self.lr, "a finite number > 0")
@@ -82,9 +82,9 @@ class OptimizerConfig:
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    name: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
+    name: str = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,10 +94,10 @@ class SGDConfig(OptimizerConfig):
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    name: str = "adam"
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    name: str = MISSING
+    beta1: float = MISSING
+    beta2: float = MISSING
+    eps: float = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -109,10 +109,10 @@ class AdamConfig(OptimizerConfig):
 
 @dataclass
 class RMSpropConfig(OptimizerConfig):
-    name: str = "rmsprop"
-    alpha: float = 0.99
-    momentum: float = 0.0
-    eps: float = 1e-8
+    name: str = MISSING
+    alpha: float = MISSING
+    momentum: float = MISSING
+    eps: float = MISSING
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,7 +124,7 @@ class RMSpropConfig(OptimizerConfig):
 
 @dataclass
 class DropoutConfig:
-    p: float = 0.0
+    p: float = MISSING
 
     def __post_init__(self) -> None:
         _require(0 <= self.p < 1, "dropout.p", self.p, "in [0, 1)")
@@ -132,12 +132,12 @@ class DropoutConfig:
 
 @dataclass
 class AugmentationConfig:
-    flip: bool = False
-    max_shift: int = 0
-    test_flip: bool = False
-    erase_p: float = 0.0
-    erase_min_area: float = 0.02
-    erase_max_area: float = 0.25
+    flip: bool = MISSING
+    max_shift: int = MISSING
+    test_flip: bool = MISSING
+    erase_p: float = MISSING
+    erase_min_area: float = MISSING
+    erase_max_area: float = MISSING
 
     def __post_init__(self) -> None:
         _require(0 <= self.max_shift <= 8, "augmentation.max_shift", self.max_shift, "in [0, 8] pixels")
@@ -156,7 +156,7 @@ class AugmentationConfig:
 
 @dataclass
 class EMAConfig:
-    decay: float | None = None
+    decay: float | None = MISSING
 
     def __post_init__(self) -> None:
         _require(self.decay is None or 0 < self.decay < 1, "ema.decay", self.decay, "null (no average) or in (0, 1)")
@@ -164,9 +164,9 @@ class EMAConfig:
 
 @dataclass
 class DistillConfig:
-    teachers: list[str] = field(default_factory=list)
-    alpha: float = 0.5
-    temperature: float = 4.0
+    teachers: list[str] = MISSING
+    alpha: float = MISSING
+    temperature: float = MISSING
 
     def __post_init__(self) -> None:
         _require(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "in [0, 1] (the soft targets' share of the loss)")
@@ -177,13 +177,13 @@ class DistillConfig:
 class DataRootConfig:
     """Where the data is: all that `eval` and `export` need (the test set is fixed)."""
 
-    root: str | None = None
+    root: str | None = MISSING
 
 
 @dataclass
 class DataConfig(DataRootConfig):
-    val_size: int = 10_000
-    split_seed: int = 0
+    val_size: int = MISSING
+    split_seed: int = MISSING
 
     def __post_init__(self) -> None:
         _require(self.val_size >= 0, "data.val_size", self.val_size, ">= 0 (0: no validation)")
@@ -199,23 +199,23 @@ def _check_threads(threads: int | None) -> None:
 
 @dataclass
 class TrainConfig:
-    activation: ActivationConfig = field(default_factory=ActivationConfig)
-    pool: PoolConfig = field(default_factory=PoolConfig)
+    activation: ActivationConfig = MISSING
+    pool: PoolConfig = MISSING
     optimizer: OptimizerConfig = MISSING
-    dropout: DropoutConfig = field(default_factory=DropoutConfig)
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    label_smoothing: float = 0.0
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    shards: int = 2
-    threads: int | None = None
-    resume: bool = False
+    dropout: DropoutConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    data: DataConfig = MISSING
+    ema: EMAConfig = MISSING
+    distill: DistillConfig = MISSING
+    label_smoothing: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    shards: int = MISSING
+    threads: int | None = MISSING
+    resume: bool = MISSING
 
     def __post_init__(self) -> None:
         _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
@@ -232,10 +232,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     checkpoint: str = MISSING
-    data: DataRootConfig = field(default_factory=DataRootConfig)
-    eval_batch_size: int = 1000
-    device: str = "auto"
-    threads: int | None = None
+    data: DataRootConfig = MISSING
+    eval_batch_size: int = MISSING
+    device: str = MISSING
+    threads: int | None = MISSING
 
     def __post_init__(self) -> None:
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
@@ -297,6 +297,19 @@ def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
     return typed
 
 
+def compose(command: str, *overrides: str, schema: type[Schema]) -> Schema:
+    """The validated config of `command OVERRIDES` as the command line composes it from conf/ (for
+    code that builds a config in Python: scripts, tests). Outside any Hydra app or compose context."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from lenet_fmnist.cli import config_dir  # conf/, wherever the package is installed
+
+    register()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return validate(hydra_compose(command, overrides=list(overrides)), schema)
+
+
 def to_plain(cfg: Any) -> dict:
     """The resolved configuration as plain Python values (enums as strings), fit for
     checkpoints, JSON and TensorBoard."""
@@ -323,13 +336,13 @@ _INVERT = ("auto", "true", "false")
 class PredictConfig:
     checkpoint: str = MISSING
     images: str = MISSING
-    top_k: int = 3
+    top_k: int = MISSING
     # A string, not an enum: Hydra reads `invert=true` as a boolean, which arrives here as "True".
-    invert: str = "auto"
-    batch_size: int = 1000
-    figure_images: int = 64
-    device: str = "auto"
-    threads: int | None = None
+    invert: str = MISSING
+    batch_size: int = MISSING
+    figure_images: int = MISSING
+    device: str = MISSING
+    threads: int | None = MISSING
 
     def __post_init__(self) -> None:
         _require(1 <= self.top_k <= 10, "top_k", self.top_k, "an integer from 1 to 10 (there are 10 classes)")
@@ -344,13 +357,13 @@ class PredictConfig:
 @dataclass
 class ExportConfig:
     checkpoint: str = MISSING
-    format: ExportFormat = ExportFormat.onnx
-    input: ExportInput = ExportInput.float32
-    out: str | None = None
-    overwrite: bool = False
-    check_images: int = 1000
-    data: DataRootConfig = field(default_factory=DataRootConfig)
-    threads: int | None = None
+    format: ExportFormat = MISSING
+    input: ExportInput = MISSING
+    out: str | None = MISSING
+    overwrite: bool = MISSING
+    check_images: int = MISSING
+    data: DataRootConfig = MISSING
+    threads: int | None = MISSING
 
     def __post_init__(self) -> None:
         _require(self.check_images >= 1, "check_images", self.check_images, ">= 1")

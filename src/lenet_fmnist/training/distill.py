@@ -60,7 +60,7 @@ def splits_seen(state: dict[str, Any]) -> list[tuple[int, int]]:
     checkpoint `state`: its own, then its teachers', theirs, and so on (a distilled teacher carries
     what its own teachers saw)."""
     data = state.get("config", {}).get("data", {})
-    own = (data.get("val_size", 10_000), data.get("split_seed", 0))
+    own = (data["val_size"], data["split_seed"])
     inherited = [tuple(pair) for pair in state.get(CHECKPOINT_KEY, {}).get("splits", [])]
     return [own, *(pair for pair in inherited if pair != own)]
 
