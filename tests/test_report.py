@@ -3,10 +3,12 @@ report; and its statistics."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ import yaml
 
 from conftest import CLI
 from lenet_fmnist.cli import config_dir, main
-from lenet_fmnist.report import analysis, figures, runs, stats, writer
+from lenet_fmnist.report import analysis, figures, runs, search_summary, stats, writer
 from lenet_fmnist.run import validation
+from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.files import SEARCH_FILE
 
 VAL_IMAGES = 32
 
@@ -116,16 +120,17 @@ def test_report_refuses_bad_directories_with_one_paragraph(
 
 def fake_run(
     directory: Path,
-    num: int,
     seed: int,
     test_acc: float,
-    status: str = "completed",
-    warnings: tuple[str, ...] = (),
+    recorded: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     **groups: str,
 ) -> None:
-    """A run directory as train.py and Hydra leave it, with chosen numbers; `extra` adds config
-    keys. With extra data.val_size=0 it has no validation: null val figures, none per epoch."""
+    """A run directory as train.py and Hydra leave it, with chosen numbers; its job number is its
+    name's leading number, as in a sweep. `recorded` replaces metrics.json's values (status,
+    warnings); `extra` adds config keys. With extra data.val_size=0 it has no validation: null val
+    figures, none per epoch."""
+    num = int(directory.name.split("_", 1)[0])
     chosen = {"activation": "relu", "pool": "max", "optimizer": "sgd", **groups}
     (directory / ".hydra").mkdir(parents=True)
     config = {
@@ -146,9 +151,9 @@ def fake_run(
          **({"val_acc": test_acc * fraction, "val_loss": 1.0 / epoch} if validated else {})}
         for epoch, fraction in ((1, 0.5), (2, 0.995), (3, 1.0))
     ]  # fmt: skip
-    metrics = {"status": status, "train_acc": test_acc, "val_acc": test_acc if validated else None,
+    metrics = {"status": "completed", "train_acc": test_acc, "val_acc": test_acc if validated else None,
                "val_loss": 0.3 if validated else None, "test_acc": test_acc, "test_loss": 0.3, "best_epoch": 3,
-               "epochs_completed": 3, "warnings": list(warnings), "history": history}  # fmt: skip
+               "epochs_completed": 3, "warnings": [], "history": history, **(recorded or {})}  # fmt: skip
     if not validated:
         metrics["validation"] = validation.describe(0, 256)
     (directory / "metrics.json").write_text(json.dumps(metrics))
@@ -161,7 +166,7 @@ def test_factorial_main_effects_are_paired_over_the_other_factors_and_seeds(tmp_
         for activation in ("relu", "tanh"):
             for pool in ("max", "avg"):
                 value = 0.80 + 0.05 * (activation == "tanh") - 0.02 * (pool == "avg") + 0.001 * seed
-                fake_run(tmp_path / f"{num}_run", num, seed, value, activation=activation, pool=pool)
+                fake_run(tmp_path / f"{num}_run", seed, value, activation=activation, pool=pool)
                 num += 1
     found = runs.load_all([tmp_path])
     configs = analysis.configurations(found)
@@ -178,9 +183,9 @@ def test_one_factor_at_a_time_and_unfinished_runs(tmp_path: Path) -> None:
     num = 0
     for seed in (0, 1, 2):
         for groups, value in (({}, 0.90), ({"activation": "tanh"}, 0.88), ({"optimizer": "adam"}, 0.91)):
-            fake_run(tmp_path / f"{num}_run", num, seed, value + 0.002 * seed, **groups)
+            fake_run(tmp_path / f"{num}_run", seed, value + 0.002 * seed, **groups)
             num += 1
-    fake_run(tmp_path / f"{num}_run", num, 3, math.nan, status="diverged", activation="tanh")
+    fake_run(tmp_path / f"{num}_run", 3, math.nan, {"status": "diverged"}, activation="tanh")
     found = runs.load_all([tmp_path])
     configs = analysis.configurations(found)
     result = analysis.analyse("x", configs, analysis.group_keys(found))
@@ -196,8 +201,8 @@ def test_one_factor_at_a_time_and_unfinished_runs(tmp_path: Path) -> None:
 
 
 def test_runs_with_warnings_are_marked_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fake_run(tmp_path / "0_run", 0, 0, 0.9)
-    fake_run(tmp_path / "1_run", 1, 1, 0.1, warnings=("Not learning: at chance.",))
+    fake_run(tmp_path / "0_run", 0, 0.9)
+    fake_run(tmp_path / "1_run", 1, 0.1, {"warnings": ["Not learning: at chance."]})
     assert main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| 2 completed (1 with warnings) |" in printed
@@ -233,7 +238,7 @@ def test_effects_carry_raw_and_holm_adjusted_p_values(tmp_path: Path) -> None:
     num = 0
     for seed in (0, 1, 2):
         for groups, value in (({}, 0.90), ({"activation": "tanh"}, 0.88), ({"optimizer": "adam"}, 0.9005)):
-            fake_run(tmp_path / f"{num}_run", num, seed, value + 0.002 * seed**2, **groups)
+            fake_run(tmp_path / f"{num}_run", seed, value + 0.002 * seed**2, **groups)
             num += 1
     found = runs.load_all([tmp_path])
     result = analysis.adjust_for_multiplicity(
@@ -255,7 +260,7 @@ def final_fits_and_held_out(directory: Path) -> None:
     images), three seeds each; the final fits test 0.01 better."""
     for num, (seed, val_size) in enumerate((seed, size) for seed in (0, 1, 2) for size in (10, 0)):
         value = 0.80 + 0.01 * (val_size == 0) + 0.002 * seed
-        fake_run(directory / f"{num}_run", num, seed, value, extra={"data": {"val_size": val_size}})
+        fake_run(directory / f"{num}_run", seed, value, extra={"data": {"val_size": val_size}})
 
 
 def test_runs_without_validation_read_n_a_and_are_never_averaged(
@@ -308,8 +313,8 @@ def test_the_curves_say_which_level_had_no_validation(tmp_path: Path, monkeypatc
 def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path: Path) -> None:
     """An experiment file may choose an option and set values of its own (experiment=best chooses
     `dropout: none` and sets p): the column must not name the option alone."""
-    fake_run(tmp_path / "0_sgd", 0, 0, 0.80)
-    fake_run(tmp_path / "1_faster", 1, 0, 0.81, extra={"optimizer": {"name": "sgd", "lr": 0.1}})
+    fake_run(tmp_path / "0_sgd", 0, 0.80)
+    fake_run(tmp_path / "1_faster", 0, 0.81, extra={"optimizer": {"name": "sgd", "lr": 0.1}})
     found = runs.load_all([tmp_path])
     configs, groups = analysis.configurations(found), analysis.group_keys(found)
     analysis.label(configs, groups, config_dir())  # conf/optimizer/sgd.yaml: lr 0.01
@@ -323,12 +328,61 @@ def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path
 def test_a_gpu_run_and_a_cpu_run_of_one_seed_are_two_configurations(tmp_path: Path) -> None:
     """A GPU computes other bits than a CPU: the same config and seed on each are two runs of two
     configurations, not one seed run twice."""
-    fake_run(tmp_path / "0_cpu", 0, 0, 0.80)
-    fake_run(tmp_path / "1_gpu", 1, 0, 0.81)
+    fake_run(tmp_path / "0_cpu", 0, 0.80)
+    fake_run(tmp_path / "1_gpu", 0, 0.81)
     metrics = json.loads((tmp_path / "1_gpu" / "metrics.json").read_text())
     (tmp_path / "1_gpu" / "metrics.json").write_text(json.dumps({**metrics, "device": "cuda:1"}))
     configs = analysis.configurations(runs.load_all([tmp_path]))
     assert [[run.path.name for run in config.runs] for config in configs] == [["0_cpu"], ["1_gpu"]]
     assert analysis.duplicates(configs) == []
-    fake_run(tmp_path / "2_cpu_again", 2, 0, 0.80)  # control: the same seed on the CPU twice is a duplicate
+    fake_run(tmp_path / "2_cpu_again", 0, 0.80)  # control: the same seed on the CPU twice is a duplicate
     assert len(analysis.duplicates(analysis.configurations(runs.load_all([tmp_path])))) == 1
+
+
+# ---- the report's own dependencies -------------------------------------------------------------
+
+
+def imported_modules(path: Path) -> list[str]:
+    """Every module a source file imports, at its top or inside a function."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module or "")
+    return names
+
+
+def test_the_report_imports_nothing_of_the_training_side() -> None:
+    """The report reads run directories: it needs neither torch nor the training and search glue
+    (lenet_fmnist.launch, lenet_fmnist.training), not even inside a function."""
+    forbidden = ("torch", "torchvision", "lenet_fmnist.launch", "lenet_fmnist.training")
+    found = [
+        f"{path.name}: {name}"
+        for path in sorted(Path(writer.__file__).parent.glob("*.py"))
+        for name in imported_modules(path)
+        if any(name == prefix or name.startswith(prefix + ".") for prefix in forbidden)
+    ]
+    assert found == []
+
+
+def test_a_search_directory_without_the_sweeper_is_one_paragraph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper's package is optional: a search directory's summary then asks for it, once
+    report.md is written."""
+    fake_run(tmp_path / "0_run", 0, 0.9)
+    (tmp_path / SEARCH_FILE).write_text("{}")
+    monkeypatch.setitem(sys.modules, "optuna_pruning_sweeper", None)  # as if not installed
+    assert main(["report", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "holds a hyperparameter search; its summary needs the sweeper: pip install" in captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_the_sweepers_refusal_reads_as_one_paragraph(tmp_path: Path) -> None:
+    pytest.importorskip("optuna_pruning_sweeper.summary", reason="needs the sweeper (the `search` extra)")
+    with pytest.raises(UserError, match=r"holds no search\.json: it is not a search directory") as raised:
+        search_summary.write(tmp_path)
+    assert raised.value.__suppress_context__ and "\n" not in str(raised.value)

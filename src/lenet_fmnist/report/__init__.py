@@ -4,8 +4,8 @@
 - analysis.py: group runs into configurations and compare the levels of each factor;
 - stats.py: means, standard deviations and Student t intervals;
 - figures.py: the curves (matplotlib);
-- writer.py: report.md, report.csv and the `report` command (a search directory's search.md comes
-  from the sweeper's package, through lenet_fmnist.launch.search_trial).
+- writer.py: report.md, report.csv and the `report` command;
+- search_summary.py: a search directory's search.md, from the sweeper's package when installed.
 
 Nothing here imports torch (a test checks it): a report does not wait for it.
 """

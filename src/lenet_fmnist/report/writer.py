@@ -17,8 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist.launch.search_trial import write_summary
-from lenet_fmnist.report import analysis, runs, stats
+from lenet_fmnist.report import analysis, runs, search_summary, stats
 from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
 from lenet_fmnist.report.runs import COMPLETED, Run
 from lenet_fmnist.run.errors import UserError
@@ -367,5 +366,5 @@ def main(argv: list[str], config_dir: Path) -> int:
     sys.stdout.write(f"Wrote {markdown_path}, {csv_path} and {len(pngs)} figure(s).\n")
     for directory in options.directories:
         if (directory / SEARCH_FILE).is_file():
-            sys.stdout.write(f"Wrote {write_summary(directory)} and search.csv (a hyperparameter search).\n")
+            sys.stdout.write(f"Wrote {search_summary.write(directory)} and search.csv (a hyperparameter search).\n")
     return 0
