@@ -224,6 +224,33 @@ def test_t_quantiles_and_welch_interval_match_tables() -> None:
     assert not stats.welch_interval([1.0], [1.0, 2.0]).defined
 
 
+# (t, df): ordinary p-values, a fractional df (Welch), a tiny t, and far tails that `2 (1 - CDF)` loses.
+T_CASES = [
+    (0.0, 5), (1e-8, 3), (0.1, 3), (-2.0, 3), (1.0, 1), (2.5, 4.7), (3.464, 2), (2.228, 10), (7.0, 0.5),
+    (5.0, 1000), (30.0, 3.2), (100.0, 10), (40.0, 30), (50.0, 100), (1e3, 2), (1e6, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("t", "df"), T_CASES)
+def test_two_sided_p_matches_scipy_to_the_far_tails(t: float, df: float) -> None:
+    scipy_t = pytest.importorskip("scipy.stats").t
+    assert stats.two_sided_p(t, df) == pytest.approx(2.0 * scipy_t.sf(abs(t), df), rel=1e-12, abs=0.0)
+
+
+def test_two_sided_p_without_scipy() -> None:
+    # Closed forms: at 1 df (Cauchy) p = (2 / pi) atan(1 / |t|); at 2 df p = 1 - |t| / sqrt(2 + t^2).
+    assert stats.two_sided_p(1.0, 1) == pytest.approx(0.5, rel=1e-14)
+    assert stats.two_sided_p(1e6, 1) == pytest.approx(2.0 / math.pi * math.atan(1e-6), rel=1e-12)
+    root = math.sqrt(2.0 + 1e6)  # 1 - 1e3 / root without its cancellation
+    assert stats.two_sided_p(1e3, 2) == pytest.approx(2.0 / (root * (root + 1e3)), rel=1e-12)
+    assert stats.two_sided_p(-1e3, 2) == stats.two_sided_p(1e3, 2)
+    assert stats.two_sided_p(2.228, 10) == pytest.approx(0.05, abs=1e-4)  # the tables' t(0.975, 10)
+    assert stats.two_sided_p(40.0, 30) == pytest.approx(1.3726045194406e-27, rel=1e-12)  # was 0.0
+    assert stats.two_sided_p(0.0, 3) == 1.0 and stats.two_sided_p(math.inf, 3) == 0.0
+    # An interval's p is that p: t of about 1.7e9 at 2 df, 3e-19, no longer rounded to 0.
+    assert 0.0 < stats.paired_interval([1.0, 1.0 + 1e-9, 1.0 - 1e-9]).p < 1e-17
+
+
 def test_holm_adjusts_step_down_and_keeps_order() -> None:
     # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, then 0.04 raised to 0.06.
     adjusted = stats.holm([0.01, 0.04, 0.03, 0.005, math.nan])
