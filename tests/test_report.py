@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ import yaml
 
 from conftest import CLI
 from lenet_fmnist.cli import config_dir, main
-from lenet_fmnist.report import analysis, figures, runs, search_summary, stats, writer
+from lenet_fmnist.report import figures, measures, runs, search_summary, stats, writer
+from lenet_fmnist.report.configurations import configurations, duplicates, group_keys
+from lenet_fmnist.report.effects import adjust_for_multiplicity, analyse
+from lenet_fmnist.report.labels import label
 from lenet_fmnist.run import validation
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import SEARCH_FILE
@@ -169,8 +173,8 @@ def test_factorial_main_effects_are_paired_over_the_other_factors_and_seeds(tmp_
                 fake_run(tmp_path / f"{num}_run", seed, value, activation=activation, pool=pool)
                 num += 1
     found = runs.load_all([tmp_path])
-    configs = analysis.configurations(found)
-    result = analysis.analyse("x", configs, analysis.group_keys(found))
+    configs = configurations(found)
+    result = analyse("x", configs, group_keys(found))
     assert result.design == "factorial" and result.factors == ["activation", "pool"]
     effects = {(c.factor, level.label): level.effects["test_acc"] for c in result.comparisons for level in c.levels[1:]}
     assert effects.keys() == {("activation", "tanh"), ("pool", "avg")}
@@ -187,8 +191,8 @@ def test_one_factor_at_a_time_and_unfinished_runs(tmp_path: Path) -> None:
             num += 1
     fake_run(tmp_path / f"{num}_run", 3, math.nan, {"status": "diverged"}, activation="tanh")
     found = runs.load_all([tmp_path])
-    configs = analysis.configurations(found)
-    result = analysis.analyse("x", configs, analysis.group_keys(found))
+    configs = configurations(found)
+    result = analyse("x", configs, group_keys(found))
     assert result.design == "one factor at a time"
     by_factor = {comparison.factor: comparison for comparison in result.comparisons}
     assert [level.label for level in by_factor["activation"].levels] == ["relu", "tanh"]
@@ -197,7 +201,28 @@ def test_one_factor_at_a_time_and_unfinished_runs(tmp_path: Path) -> None:
     assert len(tanh.runs) == 4 and len(tanh.completed) == 3  # the diverged run is counted, not averaged
     assert tanh.effects["test_acc"].estimate == pytest.approx(-0.02)
     assert configs[1].status_text() == "3 completed, 1 diverged"
-    assert analysis.run_metrics(found[0])["epochs_to_99"] == 2.0
+    assert measures.run_metrics(found[0])["epochs_to_99"] == 2.0
+
+
+def test_each_runs_figures_are_computed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tables, the paired effects of a factorial, the figures and the CSV all read each run's
+    figures: measures.run_metrics runs once per run however many of them read it."""
+    for num in range(8):
+        activation, pool, seed = ("relu", "tanh")[num % 2], ("max", "avg")[num // 2 % 2], num // 4
+        fake_run(tmp_path / f"{num}_run", seed, 0.8 + 0.001 * num, activation=activation, pool=pool)
+    computed: Counter[str] = Counter()
+    unpatched = measures.run_metrics
+
+    def counted(run: runs.Run) -> dict[str, float]:
+        computed[run.path.name] += 1
+        return unpatched(run)
+
+    monkeypatch.setattr(measures, "run_metrics", counted)
+    assert main(["report", str(tmp_path)]) == 0
+    assert "## Experiment `x` (factorial)" in (tmp_path / "report.md").read_text()
+    assert computed == Counter({f"{num}_run": 1 for num in range(8)})
 
 
 def test_runs_with_warnings_are_marked_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -268,9 +293,7 @@ def test_effects_carry_raw_and_holm_adjusted_p_values(tmp_path: Path) -> None:
             fake_run(tmp_path / f"{num}_run", seed, value + 0.002 * seed**2, **groups)
             num += 1
     found = runs.load_all([tmp_path])
-    result = analysis.adjust_for_multiplicity(
-        analysis.analyse("x", analysis.configurations(found), analysis.group_keys(found))
-    )
+    result = adjust_for_multiplicity(analyse("x", configurations(found), group_keys(found)))
     levels = [level for comparison in result.comparisons for level in comparison.levels[1:]]
     raw = [level.effects["test_acc"].p for level in levels]
     assert [level.holm["test_acc"] for level in levels] == pytest.approx(stats.holm(raw))
@@ -295,7 +318,7 @@ def test_runs_without_validation_read_n_a_and_are_never_averaged(
 ) -> None:
     final_fits_and_held_out(tmp_path)
     found = runs.load_all([tmp_path])
-    configs = analysis.configurations(found)
+    configs = configurations(found)
     held_out, final_fit = configs
     assert held_out.validated and not final_fit.validated
     assert final_fit.values("val_acc") == [] and final_fit.values("epochs_to_99") == []
@@ -325,7 +348,7 @@ def test_runs_without_validation_read_n_a_and_are_never_averaged(
 
 def test_the_curves_say_which_level_had_no_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     final_fits_and_held_out(tmp_path)
-    configs = analysis.configurations(runs.load_all([tmp_path]))
+    configs = configurations(runs.load_all([tmp_path]))
     drawn: list[Any] = []
     monkeypatch.setattr(figures, "_save", lambda figure, path: drawn.append(figure) or path)
     figures.level_curves(
@@ -343,12 +366,12 @@ def test_an_option_whose_values_a_run_changed_is_marked_with_the_values(tmp_path
     fake_run(tmp_path / "0_sgd", 0, 0.80)
     fake_run(tmp_path / "1_faster", 0, 0.81, extra={"optimizer": {"name": "sgd", "lr": 0.1}})
     found = runs.load_all([tmp_path])
-    configs, groups = analysis.configurations(found), analysis.group_keys(found)
-    analysis.label(configs, groups, config_dir())  # conf/optimizer/sgd.yaml: lr 0.01
+    configs, groups = configurations(found), group_keys(found)
+    label(configs, groups, config_dir())  # conf/optimizer/sgd.yaml: lr 0.01
     assert [config.labels["optimizer"] for config in configs] == ["sgd", "sgd (changed)"]
     assert [config.labels["settings"] for config in configs] == ["", "optimizer.lr=0.1"]
-    (alone,) = analysis.configurations(runs.load_all([tmp_path / "1_faster"]))
-    analysis.label([alone], groups, config_dir())  # no other configuration to stand out from
+    (alone,) = configurations(runs.load_all([tmp_path / "1_faster"]))
+    label([alone], groups, config_dir())  # no other configuration to stand out from
     assert (alone.labels["optimizer"], alone.labels["settings"]) == ("sgd (changed)", "optimizer.lr=0.1")
 
 
@@ -359,11 +382,11 @@ def test_a_gpu_run_and_a_cpu_run_of_one_seed_are_two_configurations(tmp_path: Pa
     fake_run(tmp_path / "1_gpu", 0, 0.81)
     metrics = json.loads((tmp_path / "1_gpu" / "metrics.json").read_text())
     (tmp_path / "1_gpu" / "metrics.json").write_text(json.dumps({**metrics, "device": "cuda:1"}))
-    configs = analysis.configurations(runs.load_all([tmp_path]))
+    configs = configurations(runs.load_all([tmp_path]))
     assert [[run.path.name for run in config.runs] for config in configs] == [["0_cpu"], ["1_gpu"]]
-    assert analysis.duplicates(configs) == []
+    assert duplicates(configs) == []
     fake_run(tmp_path / "2_cpu_again", 0, 0.80)  # control: the same seed on the CPU twice is a duplicate
-    assert len(analysis.duplicates(analysis.configurations(runs.load_all([tmp_path])))) == 1
+    assert len(duplicates(configurations(runs.load_all([tmp_path])))) == 1
 
 
 # ---- the report's own dependencies -------------------------------------------------------------

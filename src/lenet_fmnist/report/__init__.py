@@ -1,11 +1,15 @@
 """The report side: read finished (and unfinished) runs and turn them into the study's answers.
 
 - runs.py: find run directories and read what each recorded;
-- analysis.py: group runs into configurations and compare the levels of each factor;
-- stats.py: means, standard deviations and Student t intervals;
+- measures.py: each run's figures (accuracies, losses, speed, convergence), computed once per run;
+- configurations.py: runs grouped into configurations, seeds pooled;
+- labels.py: each configuration's name: its options, and the settings where it stands out;
+- design.py: an experiment's design (one factor, one at a time, full grid) read off its configurations;
+- effects.py: each factor's levels against the base, with intervals and Holm-adjusted p-values;
+- stats.py: means, standard deviations, Student t intervals and p-values (no scipy);
 - figures.py: the curves (matplotlib);
-- writer.py: report.md, report.csv and the `report` command;
-- search_summary.py: a search directory's search.md, from the sweeper's package when installed.
+- search_summary.py: a search directory's search.md, from the sweeper's package when installed;
+- writer.py: report.md, report.csv and the `report` command.
 
 Nothing here imports torch (a test checks it): a report does not wait for it.
 """

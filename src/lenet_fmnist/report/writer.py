@@ -1,8 +1,8 @@
 """The `report` command: the study's table, effects and figures from the runs under some directories.
 
 `python -m lenet_fmnist report DIR [DIR ...]` writes report.md, report.csv and PNG figures into
-the first DIR and prints the table. Reading runs, the statistics and the figures live in runs.py,
-analysis.py, stats.py and figures.py; this module puts them into words, tables and files.
+the first DIR and prints the table. Reading runs, the analysis, the statistics and the figures live in
+the other modules of the package; this module puts them into words, tables and files.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lenet_fmnist.report import analysis, runs, search_summary, stats
-from lenet_fmnist.report.analysis import Comparison, Configuration, ExperimentAnalysis
+from lenet_fmnist.report import configurations, effects, labels, runs, search_summary, stats
+from lenet_fmnist.report.configurations import Configuration
+from lenet_fmnist.report.effects import Comparison, ExperimentAnalysis, Level
+from lenet_fmnist.report.measures import EFFECT_METRICS, METRICS, VALIDATION_METRICS
 from lenet_fmnist.report.runs import COMPLETED, Run
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import SEARCH_FILE
@@ -43,15 +45,15 @@ class Report:
 
 def build(directories: list[Path], options: Path) -> Report:
     """The report of the runs under `directories`; `options` is the config directory whose group
-    files (options/<group>/<option>.yaml) name what each run chose (analysis.label)."""
+    files (options/<group>/<option>.yaml) name what each run chose (labels.label)."""
     found = runs.load_all(directories)
-    groups = analysis.group_keys(found)
-    configs = analysis.configurations(found)
-    analysis.label(configs, groups, options)
+    groups = configurations.group_keys(found)
+    configs = configurations.configurations(found)
+    labels.label(configs, groups, options)
     names = list(dict.fromkeys(config.experiment for config in configs))
     experiments = [
-        analysis.adjust_for_multiplicity(
-            analysis.analyse(name, [config for config in configs if config.experiment == name], groups)
+        effects.adjust_for_multiplicity(
+            effects.analyse(name, [config for config in configs if config.experiment == name], groups)
         )
         for name in names
     ]
@@ -69,10 +71,10 @@ def _format(values: list[float], decimals: int) -> str:
     return f"{stats.mean(values):.{decimals}f} ± {stats.std(values):.{decimals}f}"
 
 
-def _figure(holder: Configuration | analysis.Level, metric: str) -> str:
+def _figure(holder: Configuration | Level, metric: str) -> str:
     """A configuration's or a level's metric as mean ± std; n/a for a validation figure of runs
     without validation."""
-    if metric in analysis.VALIDATION_METRICS and not holder.validated:
+    if metric in VALIDATION_METRICS and not holder.validated:
         return NOT_VALIDATED
     return _format(holder.values(metric), _DECIMALS.get(metric, 4))
 
@@ -114,18 +116,18 @@ def _config_label(config: Configuration, groups: list[str]) -> str:
 
 def configurations_table(report: Report) -> str:
     columns = _columns(report)
-    header = [*columns, "n", "runs", *(heading for _, heading in analysis.METRICS)]
+    header = [*columns, "n", "runs", *(heading for _, heading in METRICS)]
     rows = []
     for config in report.configurations:
         labels = [config.experiment, *(config.labels.get(column, "") for column in columns[1:])]
-        figures = [_figure(config, metric) for metric, _ in analysis.METRICS]
+        figures = [_figure(config, metric) for metric, _ in METRICS]
         rows.append([*labels, str(len(config.completed)), config.status_text(), *figures])
     return _table(header, rows)
 
 
 def _effects_table(comparisons: list[Comparison]) -> str:
     header = ["factor", "level", "n", "runs"]
-    for _, heading in analysis.EFFECT_METRICS:
+    for _, heading in EFFECT_METRICS:
         header += [heading, f"Δ {heading} vs base [95% CI]", "p", "Holm p"]
     rows = []
     for comparison in comparisons:
@@ -133,9 +135,9 @@ def _effects_table(comparisons: list[Comparison]) -> str:
         for index, level in enumerate(comparison.levels):
             row = [comparison.factor, level.label + (" (base)" if index == 0 else ""), str(len(level.completed))]
             row.append(", ".join(config.status_text() for config in level.configurations))
-            for metric, _ in analysis.EFFECT_METRICS:
+            for metric, _ in EFFECT_METRICS:
                 effect = level.effects.get(metric)
-                if metric in analysis.VALIDATION_METRICS and not (level.validated and base.validated):
+                if metric in VALIDATION_METRICS and not (level.validated and base.validated):
                     row += [_figure(level, metric), *[NOT_VALIDATED if effect else "—"] * 3]
                     continue
                 row += [_format(level.values(metric), 4), _format_interval(effect)]
@@ -212,7 +214,7 @@ def _notes(report: Report) -> list[str]:
         parts += ["", "## Runs with warnings", "", "Counted in the means above; marked in the *runs* column.", ""]
         rows = [[_relative(run.path, report.directories[0]), " ".join(run.warnings)] for run in warned]
         parts.append(_table(["run", "warnings"], rows))
-    duplicates = analysis.duplicates(report.configurations)
+    duplicates = configurations.duplicates(report.configurations)
     if duplicates:
         parts += ["", "## Repeated runs", "", "Counted as separate runs in the means above:", ""]
         parts += [f"- {note}" for note in duplicates]
@@ -259,7 +261,7 @@ def markdown(report: Report, figures: list[tuple[str, str]]) -> str:
 def csv_text(report: Report) -> str:
     columns = _columns(report)
     header = [*columns, "n", "runs", "statuses"]
-    for metric, _ in analysis.METRICS:
+    for metric, _ in METRICS:
         header += [f"{metric}_mean", f"{metric}_std"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -267,7 +269,7 @@ def csv_text(report: Report) -> str:
     for config in report.configurations:
         row: list[object] = [config.experiment, *(config.labels.get(column, "") for column in columns[1:])]
         row += [len(config.completed), len(config.runs), config.status_text()]
-        for metric, _ in analysis.METRICS:
+        for metric, _ in METRICS:
             values = config.values(metric)
             row += [stats.mean(values) if values else "", stats.std(values) if len(values) > 1 else ""]
         writer.writerow(row)
