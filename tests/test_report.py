@@ -18,7 +18,7 @@ import yaml
 
 from conftest import CLI
 from lenet_fmnist.cli import config_dir, main
-from lenet_fmnist.report import figures, measures, runs, search_summary, stats, writer
+from lenet_fmnist.report import analysis, figures, measures, runs, search_summary, stats, tables, writer
 from lenet_fmnist.report.configurations import configurations, duplicates, group_keys
 from lenet_fmnist.report.effects import adjust_for_multiplicity, analyse
 from lenet_fmnist.report.labels import label
@@ -298,7 +298,7 @@ def test_effects_carry_raw_and_holm_adjusted_p_values(tmp_path: Path) -> None:
     raw = [level.effects["test_acc"].p for level in levels]
     assert [level.holm["test_acc"] for level in levels] == pytest.approx(stats.holm(raw))
     assert min(raw) < 0.05 and max(raw) > 0.5  # tanh's -0.02 stands out, adam's +0.0005 does not
-    table = writer._effects_table(result.comparisons)
+    table = tables.effects_table(result.comparisons)
     assert "| Holm p |" in table and f"{stats.holm(raw)[raw.index(min(raw))]:.3f} *" in table
 
 
@@ -326,7 +326,7 @@ def test_runs_without_validation_read_n_a_and_are_never_averaged(
     assert main(["report", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "3 run(s) had no validation (data.val_size=0): their validation figures read n/a" in printed
-    table = writer.configurations_table(writer.build([tmp_path], config_dir()))
+    table = tables.configurations_table(analysis.build([tmp_path], config_dir()))
     header, _, base_row, fit_row = table.splitlines()
     columns = [cell.strip() for cell in header.strip("|").split("|")]
     fit = dict(zip(columns, (cell.strip() for cell in fit_row.strip("|").split("|")), strict=True))
