@@ -13,11 +13,13 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from lenet_fmnist.report import measures
 from lenet_fmnist.run.endings import REPORT_NAMES, UNFINISHED, Status
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import HYDRA_CONFIG, HYDRA_RUNTIME, METRICS_FILE, SWEEP_CONFIG, is_run_directory
@@ -52,6 +54,12 @@ class Run:
     def warnings(self) -> list[str]:
         """What the run warned about (e.g. that it was not learning); metrics.json's `warnings`."""
         return [str(warning) for warning in self.metrics.get("warnings") or []]
+
+    @cached_property
+    def measures(self) -> dict[str, float]:
+        """Its figures for the report (measures.METRICS), computed once: every configuration, level,
+        pairing and table that holds the run reads them from here."""
+        return measures.run_metrics(self)
 
 
 def find(directories: list[Path]) -> list[Path]:
