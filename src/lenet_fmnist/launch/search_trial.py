@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lenet_fmnist.run.endings import TrialEnd, ending_of
@@ -100,18 +99,3 @@ def epoch_reporter(cfg: TrainConfig) -> EpochCallback | None:
             )
 
     return report
-
-
-def write_summary(directory: Path) -> Path:
-    """search.md, search.csv and the figures of a search directory, for `lenet_fmnist report`."""
-    try:
-        from optuna_pruning_sweeper import SweeperError, summary
-    except ImportError:
-        raise UserError(
-            f"{directory} holds a hyperparameter search; its summary needs the sweeper: pip install "
-            "'lenet-fmnist[search]' ./plugins/hydra_optuna_pruning_sweeper. report.md above covers its runs."
-        ) from None
-    try:
-        return summary.write(directory)
-    except SweeperError as error:
-        raise UserError(str(error)) from None
