@@ -166,31 +166,23 @@ def seconds_per_image(run: Runner, images: int) -> float:
     return (time.perf_counter() - started) / images
 
 
+# Makes a loop to compare, for a seed: its runner and the model it trains.
+LoopMaker = Callable[[int], tuple[Runner, torch.nn.Module]]
+
+
 def accuracy_check(
-    root: Path,
-    fashion: data.FashionMNISTData,
-    train_idx: torch.Tensor,
-    epochs: int,
-    seeds: int,
-    device: torch.device,
-    workers: Workers,
+    loops: dict[str, LoopMaker], images: int, test: data.Split, epochs: int, seeds: int
 ) -> dict[str, list[float]]:
-    """Test accuracy after `epochs` epochs at batch 64: the conventional loop against the project's."""
-    test_images, test_labels = fashion.test.images.to(device), fashion.test.labels.to(device)
-    train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
-    results: dict[str, list[float]] = {"conventional": [], "project": []}
+    """Test accuracy after `epochs` epochs of `images` images, of each of `loops` per seed."""
+    results: dict[str, list[float]] = {name: [] for name in loops}
     for seed in range(seeds):
-        for name in results:
+        for name, make in loops.items():
             torch.manual_seed(seed)
-            if name == "conventional":
-                run, model = conventional_runner(conventional_loader(root, 64, 0, train_idx), device)
-            else:
-                run, model = project_runner(train, 64, device, workers, seed)
+            run, model = make(seed)
             for _ in range(epochs):
-                run(len(train_idx))
-            results[name].append(
-                Evaluation(1000)(Classifier(model, False, uint8_input=True), test_images, test_labels)[1]
-            )
+                run(images)
+            classifier = Classifier(model, False, uint8_input=True)
+            results[name].append(Evaluation(1000)(classifier, test.images, test.labels)[1])
     return results
 
 
@@ -227,8 +219,14 @@ def measure(variant: str, settings: dict[str, Any], device: torch.device, worker
     with tempfile.TemporaryDirectory() as tmp:
         root = torchvision_root(fashion.source, Path(tmp))
         if variant == "accuracy":
+            train = data.Split(fashion.train.images.to(device), fashion.train.labels.to(device))
+            test = data.Split(fashion.test.images.to(device), fashion.test.labels.to(device))
+            loops: dict[str, LoopMaker] = {  # at batch 64, each as it draws its own order and augmentation
+                "conventional": lambda _: conventional_runner(conventional_loader(root, 64, 0, train_idx), device),
+                "project": lambda seed: project_runner(train, 64, device, workers, seed),
+            }
             epochs, seeds = settings["accuracy_epochs"], settings["accuracy_seeds"]
-            return {"epochs": epochs, **accuracy_check(root, fashion, train_idx, epochs, seeds, device, workers)}
+            return {"epochs": epochs, **accuracy_check(loops, len(train_idx), test, epochs, seeds)}
         workers = int(variant.removeprefix("conventional-w"))
         run, _ = conventional_runner(conventional_loader(root, batch_size, workers, train_idx), device)
         return {"seconds_per_image": seconds_per_image(run, images)}

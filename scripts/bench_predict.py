@@ -35,8 +35,9 @@ import torch
 from PIL import Image
 
 from lenet_fmnist import data
-from lenet_fmnist.config import PredictConfig, TrainConfig, compose, register, to_plain, validate
+from lenet_fmnist.config import TrainConfig, compose, register, to_plain, validate
 from lenet_fmnist.device import command_workers, select_device
+from lenet_fmnist.inference.config import PredictConfig
 from lenet_fmnist.inference.evaluate import load_classifier
 from lenet_fmnist.inference.images import load_image
 from lenet_fmnist.inference.predict import predict_files, probabilities

@@ -21,7 +21,7 @@ from lenet_fmnist.training import distill
 from test_experiments import choices, job_config, sweep_jobs
 
 FRESH_SEEDS = ["25", "26", "27", "28", "29"]  # no search or earlier recipe used them (docs/results.md, step 7)
-TEACHERS_DIR = "outputs/best/teachers"
+TEACHERS_DIR = "outputs/sweeps/best_teachers"
 
 
 def _teacher_names() -> list[str]:

@@ -20,18 +20,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from lenet_fmnist import config
 from lenet_fmnist.cli import config_dir
-from lenet_fmnist.config import (
-    AdamConfig,
-    EvalConfig,
-    ExportConfig,
-    ExportFormat,
-    ExportInput,
-    PredictConfig,
-    RMSpropConfig,
-    SGDConfig,
-    TrainConfig,
-    validate,
-)
+from lenet_fmnist.config import AdamConfig, RMSpropConfig, SGDConfig, TrainConfig, validate
+from lenet_fmnist.inference.config import EvalConfig, ExportConfig, ExportFormat, ExportInput, PredictConfig
 from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, flatten
 from lenet_fmnist.run.errors import UserError
 

@@ -167,3 +167,38 @@ def test_ci_runs_the_readmes_test_command_verbatim() -> None:
         line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")
     ]
     assert ci_commands[-1].strip() == tests
+
+
+def layout_paths(text: str) -> list[str]:
+    """The paths docs/development.md's layout names: on each line, the words before the first gap
+    of two spaces; an indented line's are inside the last directory above it that is less indented."""
+    paths: list[str] = []
+    parents: list[tuple[int, str]] = []  # (indent, directory) of the enclosing directories
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        names = line.strip().split("  ")[0].split()
+        parents = [(level, directory) for level, directory in parents if level < indent]
+        base = parents[-1][1] if parents else ""
+        paths += [base + name for name in names]
+        if names[-1].endswith("/"):
+            parents.append((indent, base + names[-1]))
+    return paths
+
+
+def test_every_path_of_the_layout_exists() -> None:
+    """The layout in docs/development.md is the tree as it is: each module and directory it names."""
+    lines = (ROOT / "docs" / "development.md").read_text(encoding="utf-8").splitlines()
+    ((_, _, tree),) = _code_blocks_after(lines, "## Layout")
+    named = layout_paths(tree)
+    assert "src/lenet_fmnist/run/admission.py" in named and "conf/hydra/launcher/" in named
+    missing = [path for path in named if not (ROOT / path).exists()]
+    assert not missing, f"docs/development.md's layout names paths that do not exist: {missing}"
+    modules = {str(path.relative_to(ROOT)) for path in (ROOT / "src" / "lenet_fmnist").rglob("*.py")}
+    unlisted = sorted(
+        module for module in modules
+        if not module.endswith("__init__.py") and "/report/" not in module and module not in named
+        and not module.endswith("__main__.py")
+    )  # fmt: skip
+    assert not unlisted, f"modules the layout does not name: {unlisted}"

@@ -142,7 +142,7 @@ def test_factorial_is_the_full_72_configuration_grid_over_three_seeds(hydra_conf
 
 # Each ablation of the recipe, the one setting it changes and its value there (conf/ablation/):
 # an ingredient off, or distillation on.
-TEACHERS = [f"outputs/best/teachers/{name}/checkpoints/best.pt" for name in ("trial37", "trial33", "trial14")]
+TEACHERS = [f"outputs/sweeps/best_teachers/{name}/checkpoints/best.pt" for name in ("trial37", "trial33", "trial14")]
 ABLATIONS = {
     "with_distillation": ("distill.teachers", TEACHERS),
     "no_label_smoothing": ("label_smoothing", 0.0),

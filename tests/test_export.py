@@ -18,7 +18,7 @@ import torch
 
 from conftest import CLI, assert_ok, output, snapshot, synthetic_split
 from lenet_fmnist import data
-from lenet_fmnist.config import ExportFormat, ExportInput
+from lenet_fmnist.inference.config import ExportFormat, ExportInput
 from lenet_fmnist.inference.evaluate import Classifier, Evaluation, load_classifier
 from lenet_fmnist.inference.export import TOLERANCE, onnx_bytes, self_check
 from lenet_fmnist.run.files import LOCK_FILE

@@ -34,7 +34,7 @@ Commands:
                                      classify your own images (predictions.csv, predictions.png)
   export checkpoint=PATH [format=onnx|torchscript] [input=float32|uint8] [out=DIR]
                                      check, then write model.onnx or model.pt and a JSON sidecar
-                                       into outputs/export/<date>_<time>/ (or out=DIR)
+                                       into outputs/export/<date>_<time>-<µs>/ (or out=DIR)
 
 {experiments}
 
@@ -100,7 +100,8 @@ def _train(cfg: object, run_dir: Path) -> float | None:
 
 
 def _eval(cfg: object, run_dir: Path) -> None:
-    from lenet_fmnist.config import EvalConfig, validate
+    from lenet_fmnist.config import validate
+    from lenet_fmnist.inference.config import EvalConfig
 
     typed = validate(cfg, EvalConfig)
     from lenet_fmnist.inference import evaluate
@@ -109,7 +110,8 @@ def _eval(cfg: object, run_dir: Path) -> None:
 
 
 def _predict(cfg: object, run_dir: Path) -> None:
-    from lenet_fmnist.config import PredictConfig, validate
+    from lenet_fmnist.config import validate
+    from lenet_fmnist.inference.config import PredictConfig
 
     typed = validate(cfg, PredictConfig)
     from lenet_fmnist.inference.images import find_images
@@ -121,7 +123,8 @@ def _predict(cfg: object, run_dir: Path) -> None:
 
 
 def _export(cfg: object, run_dir: Path) -> None:
-    from lenet_fmnist.config import ExportConfig, validate
+    from lenet_fmnist.config import validate
+    from lenet_fmnist.inference.config import ExportConfig
 
     typed = validate(cfg, ExportConfig)
     from lenet_fmnist.inference import export

@@ -44,14 +44,14 @@ class Schedule(Enum):
     cosine = "cosine"
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
 
 
 def _check_name(name: str, expected: str) -> None:
     # The optimizer's knobs come with its group option, so its name is chosen there, not here.
-    _require(
+    require(
         name == expected, "optimizer.name", name, f"{expected!r}; choose optimizers with optimizer=sgd|adam|rmsprop"
     )
 
@@ -75,9 +75,9 @@ class OptimizerConfig:
     warmup_epochs: int = MISSING
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0 and self.lr < float("inf"), "optimizer.lr", self.lr, "a finite number > 0")
-        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
-        _require(self.warmup_epochs >= 0, "optimizer.warmup_epochs", self.warmup_epochs, ">= 0")
+        require(self.lr > 0 and self.lr < float("inf"), "optimizer.lr", self.lr, "a finite number > 0")
+        require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay, ">= 0")
+        require(self.warmup_epochs >= 0, "optimizer.warmup_epochs", self.warmup_epochs, ">= 0")
 
 
 @dataclass
@@ -88,7 +88,7 @@ class SGDConfig(OptimizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
+        require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
         _check_name(self.name, "sgd")
 
 
@@ -102,9 +102,9 @@ class AdamConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_name(self.name, "adam")
-        _require(0 <= self.beta1 < 1, "optimizer.beta1", self.beta1, "in [0, 1)")
-        _require(0 <= self.beta2 < 1, "optimizer.beta2", self.beta2, "in [0, 1)")
-        _require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
+        require(0 <= self.beta1 < 1, "optimizer.beta1", self.beta1, "in [0, 1)")
+        require(0 <= self.beta2 < 1, "optimizer.beta2", self.beta2, "in [0, 1)")
+        require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
 
 
 @dataclass
@@ -117,9 +117,9 @@ class RMSpropConfig(OptimizerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_name(self.name, "rmsprop")
-        _require(0 <= self.alpha < 1, "optimizer.alpha", self.alpha, "in [0, 1)")
-        _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
-        _require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
+        require(0 <= self.alpha < 1, "optimizer.alpha", self.alpha, "in [0, 1)")
+        require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "in [0, 1)")
+        require(self.eps > 0, "optimizer.eps", self.eps, "> 0")
 
 
 @dataclass
@@ -127,7 +127,7 @@ class DropoutConfig:
     p: float = MISSING
 
     def __post_init__(self) -> None:
-        _require(0 <= self.p < 1, "dropout.p", self.p, "in [0, 1)")
+        require(0 <= self.p < 1, "dropout.p", self.p, "in [0, 1)")
 
 
 @dataclass
@@ -140,12 +140,12 @@ class AugmentationConfig:
     erase_max_area: float = MISSING
 
     def __post_init__(self) -> None:
-        _require(0 <= self.max_shift <= 8, "augmentation.max_shift", self.max_shift, "in [0, 8] pixels")
-        _require(0 <= self.erase_p <= 1, "augmentation.erase_p", self.erase_p, "in [0, 1] (0: no erasing)")
+        require(0 <= self.max_shift <= 8, "augmentation.max_shift", self.max_shift, "in [0, 8] pixels")
+        require(0 <= self.erase_p <= 1, "augmentation.erase_p", self.erase_p, "in [0, 1] (0: no erasing)")
         for key in ("erase_min_area", "erase_max_area"):
             value = getattr(self, key)
-            _require(0 < value < 1, f"augmentation.{key}", value, "in (0, 1), a fraction of the image's area")
-        _require(
+            require(0 < value < 1, f"augmentation.{key}", value, "in (0, 1), a fraction of the image's area")
+        require(
             self.erase_min_area <= self.erase_max_area,
             "augmentation.erase_max_area",
             self.erase_max_area,
@@ -159,7 +159,7 @@ class EMAConfig:
     decay: float | None = MISSING
 
     def __post_init__(self) -> None:
-        _require(self.decay is None or 0 < self.decay < 1, "ema.decay", self.decay, "null (no average) or in (0, 1)")
+        require(self.decay is None or 0 < self.decay < 1, "ema.decay", self.decay, "null (no average) or in (0, 1)")
 
 
 @dataclass
@@ -169,8 +169,8 @@ class DistillConfig:
     temperature: float = MISSING
 
     def __post_init__(self) -> None:
-        _require(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "in [0, 1] (the soft targets' share of the loss)")
-        _require(self.temperature > 0, "distill.temperature", self.temperature, "> 0")
+        require(0 <= self.alpha <= 1, "distill.alpha", self.alpha, "in [0, 1] (the soft targets' share of the loss)")
+        require(self.temperature > 0, "distill.temperature", self.temperature, "> 0")
 
 
 @dataclass
@@ -186,15 +186,15 @@ class DataConfig(DataRootConfig):
     split_seed: int = MISSING
 
     def __post_init__(self) -> None:
-        _require(self.val_size >= 0, "data.val_size", self.val_size, ">= 0 (0: no validation)")
+        require(self.val_size >= 0, "data.val_size", self.val_size, ">= 0 (0: no validation)")
 
 
-def _check_device(device: str) -> None:
-    _require(bool(_DEVICE_PATTERN.fullmatch(device)), "device", device, "auto, cpu, cuda or cuda:N")
+def check_device(device: str) -> None:
+    require(bool(_DEVICE_PATTERN.fullmatch(device)), "device", device, "auto, cpu, cuda or cuda:N")
 
 
-def _check_threads(threads: int | None) -> None:
-    _require(threads is None or threads >= 1, "threads", threads, "null (automatic) or >= 1")
+def check_threads(threads: int | None) -> None:
+    require(threads is None or threads >= 1, "threads", threads, "null (automatic) or >= 1")
 
 
 @dataclass
@@ -218,35 +218,21 @@ class TrainConfig:
     resume: bool = MISSING
 
     def __post_init__(self) -> None:
-        _require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
-        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(
-            1 <= self.shards <= self.batch_size, "shards", self.shards, f"from 1 to batch_size ({self.batch_size})"
-        )
-        _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
-        _check_device(self.device)
-        _check_threads(self.threads)
-
-
-@dataclass
-class EvalConfig:
-    checkpoint: str = MISSING
-    data: DataRootConfig = MISSING
-    eval_batch_size: int = MISSING
-    device: str = MISSING
-    threads: int | None = MISSING
-
-    def __post_init__(self) -> None:
-        _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
-        _check_device(self.device)
-        _check_threads(self.threads)
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(1 <= self.shards <= self.batch_size, "shards", self.shards, f"from 1 to batch_size ({self.batch_size})")
+        require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+        check_device(self.device)
+        check_threads(self.threads)
 
 
 def register() -> None:
     """Make the schemas known to Hydra; conf/*.yaml name them in their defaults lists."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
+    from lenet_fmnist.inference.config import EvalConfig, ExportConfig, PredictConfig  # they use this module
+
     store.store(name="eval_schema", node=EvalConfig)
     store.store(name="predict_schema", node=PredictConfig)
     store.store(name="export_schema", node=ExportConfig)
@@ -314,57 +300,3 @@ def to_plain(cfg: Any) -> dict:
     """The resolved configuration as plain Python values (enums as strings), fit for
     checkpoints, JSON and TensorBoard."""
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]
-
-
-# predict and export
-
-
-class ExportFormat(Enum):
-    onnx = "onnx"
-    torchscript = "torchscript"
-
-
-class ExportInput(Enum):
-    float32 = "float32"  # N x 1 x 28 x 28, normalised as in training
-    uint8 = "uint8"  # N x 28 x 28 grey pixels 0-255; the graph normalises
-
-
-_INVERT = ("auto", "true", "false")
-
-
-@dataclass
-class PredictConfig:
-    checkpoint: str = MISSING
-    images: str = MISSING
-    top_k: int = MISSING
-    # A string, not an enum: Hydra reads `invert=true` as a boolean, which arrives here as "True".
-    invert: str = MISSING
-    batch_size: int = MISSING
-    figure_images: int = MISSING
-    device: str = MISSING
-    threads: int | None = MISSING
-
-    def __post_init__(self) -> None:
-        _require(1 <= self.top_k <= 10, "top_k", self.top_k, "an integer from 1 to 10 (there are 10 classes)")
-        self.invert = str(self.invert).lower()
-        _require(self.invert in _INVERT, "invert", self.invert, "auto, true or false")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(self.figure_images >= 0, "figure_images", self.figure_images, ">= 0 (0: no predictions.png)")
-        _check_device(self.device)
-        _check_threads(self.threads)
-
-
-@dataclass
-class ExportConfig:
-    checkpoint: str = MISSING
-    format: ExportFormat = MISSING
-    input: ExportInput = MISSING
-    out: str | None = MISSING
-    overwrite: bool = MISSING
-    check_images: int = MISSING
-    data: DataRootConfig = MISSING
-    threads: int | None = MISSING
-
-    def __post_init__(self) -> None:
-        _require(self.check_images >= 1, "check_images", self.check_images, ">= 1")
-        _check_threads(self.threads)

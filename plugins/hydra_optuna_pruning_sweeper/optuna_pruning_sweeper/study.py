@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +116,22 @@ def _created(
     return study
 
 
-def open_study(
-    settings: Settings,
-    sweep_dir: Path,
-    space: Space,
-    resume: bool,
-    command: str,
-    enqueue: Sequence[dict[str, Any]] = (),
-) -> tuple[optuna.Study, Lease]:
-    """Create the sweep directory's study, with the trials `enqueue` asks first, or continue it when
-    resumed, and take its lease (one search per study); refuse, writing nothing, what _refuse
-    refuses. The caller releases the lease."""
+@dataclass(frozen=True)
+class StudyRequest:
+    """What a search asks of its study: the sweep directory's, made afresh or continued (`resume`),
+    recording `command` (what runs one trial alone), with the trials `enqueue` asks first."""
+
+    sweep_dir: Path
+    resume: bool
+    command: str
+    enqueue: Sequence[dict[str, Any]] = ()
+
+
+def open_study(settings: Settings, space: Space, request: StudyRequest) -> tuple[optuna.Study, Lease]:
+    """Create the sweep directory's study, with the trials the request enqueues asked first, or
+    continue it when resumed, and take its lease (one search per study); refuse, writing nothing,
+    what _refuse refuses. The caller releases the lease."""
+    sweep_dir, resume, command, enqueue = request.sweep_dir, request.resume, request.command, request.enqueue
     wanted, saved = _wanted(settings, sweep_dir)
     sampler = make_sampler(settings.sampler, space, 0)  # a sampler that cannot be made stops before any write
     journal, where = wanted.journal(sweep_dir), wanted.describe(sweep_dir)

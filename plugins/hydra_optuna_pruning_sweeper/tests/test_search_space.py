@@ -24,7 +24,7 @@ from optuna_pruning_sweeper.samplers import for_installed_optuna, make_sampler
 from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
 from optuna_pruning_sweeper.storage import Location, read_location
-from optuna_pruning_sweeper.study import open_study
+from optuna_pruning_sweeper.study import StudyRequest, open_study
 from optuna_pruning_sweeper.trial import open_trial
 
 NEEDS = {"cmaes": ("cmaes",), "qmc": ("scipy",), "gp": ("scipy", "torch")}
@@ -46,7 +46,7 @@ def settings(**changes: Any) -> Settings:
 def open_ended(tmp_path: Path, space: Space, resume: bool = False) -> optuna.Study:
     """open_study as by a search that has since ended: its lease released (these tests play
     several searches in one process)."""
-    study, lease = open_study(settings(), tmp_path, space, resume, "python app.py")
+    study, lease = open_study(settings(), space, StudyRequest(tmp_path, resume, "python app.py"))
     lease.release()
     return study
 
@@ -121,14 +121,14 @@ def test_a_journal_damaged_before_its_last_line_is_refused(tmp_path: Path) -> No
     journal = tmp_path / JOURNAL_FILE
     journal.write_bytes(b"not a record\n" + journal.read_bytes())
     with pytest.raises(SweeperError, match=r"optuna.journal cannot be used .*line 1 of the journal is damaged"):
-        open_study(settings(), tmp_path, space, True, "python app.py")
+        open_study(settings(), space, StudyRequest(tmp_path, True, "python app.py"))
 
 
 def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_its_journal(tmp_path: Path) -> None:
     space = space_of("x=interval(0, 1)")
     open_ended(tmp_path, space)
     with pytest.raises(SweeperError) as refused:
-        open_study(settings(), tmp_path, space, False, "python app.py")
+        open_study(settings(), space, StudyRequest(tmp_path, False, "python app.py"))
     assert f"in {tmp_path / JOURNAL_FILE} already holds" in str(refused.value) and "None" not in str(refused.value)
 
 

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lenet_fmnist import data
-from lenet_fmnist.config import EvalConfig
 from lenet_fmnist.device import command_workers, select_device
+from lenet_fmnist.inference.config import EvalConfig
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.run.files import EVAL_FILE
 from lenet_fmnist.run.storage import write_json

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from lenet_fmnist import data
-from lenet_fmnist.config import ExportConfig, ExportFormat, ExportInput
 from lenet_fmnist.device import configure_threads
+from lenet_fmnist.inference.config import ExportConfig, ExportFormat, ExportInput
 from lenet_fmnist.inference.evaluate import Classifier, load_classifier
 from lenet_fmnist.run.admission import claim_output
 from lenet_fmnist.run.errors import UserError

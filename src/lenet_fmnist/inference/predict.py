@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from lenet_fmnist import data
-from lenet_fmnist.config import PredictConfig
 from lenet_fmnist.device import command_workers, select_device
+from lenet_fmnist.inference.config import PredictConfig
 from lenet_fmnist.inference.evaluate import Classifier, load_classifier
 from lenet_fmnist.inference.images import BadImage, Prepared, load_image
 from lenet_fmnist.model import CHANNELS_LAST

@@ -164,7 +164,7 @@ class OptunaSweeper(Sweeper):
     def _search(self, arguments: list[str]) -> None:
         from optuna_pruning_sweeper.hooks import check_configs, named_function
         from optuna_pruning_sweeper.space import enqueued_points
-        from optuna_pruning_sweeper.study import open_study
+        from optuna_pruning_sweeper.study import StudyRequest, open_study
         from optuna_pruning_sweeper.sweep import Sweep
 
         assert self.config is not None
@@ -179,7 +179,7 @@ class OptunaSweeper(Sweeper):
         check_configs(self.keys.get("check_config"), corners)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         resume = bool(OmegaConf.select(self.config, "resume", default=False))
-        study, lease = open_study(settings, sweep_dir, space, resume, _trial_command(), enqueue)
+        study, lease = open_study(settings, space, StudyRequest(sweep_dir, resume, _trial_command(), enqueue))
         try:
             self._run(settings, study, sweep_dir, Sweep(space, self._launch, self.config, self._shortened(), custom))
         finally:
