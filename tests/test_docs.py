@@ -202,3 +202,39 @@ def test_every_path_of_the_layout_exists() -> None:
         and not module.endswith("__main__.py")
     )  # fmt: skip
     assert not unlisted, f"modules the layout does not name: {unlisted}"
+
+
+_ROW = re.compile(r"^\| `([\w.]+)` \| ([^|]*) \|")
+
+
+def documented_defaults(text: str) -> dict[str, str]:
+    """`key: default` of every table row of docs/configuration.md written as `| \\`key\\` | default | ...`."""
+    return {match.group(1): match.group(2).strip() for line in text.splitlines() if (match := _ROW.match(line))}
+
+
+def as_written(value: object) -> str:
+    """A composed config value as the docs' tables write it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f"`{value}`"
+    return str(value)
+
+
+def test_the_documented_defaults_are_conf_s() -> None:
+    """docs/configuration.md repeats a training run's defaults in its tables: each must be conf/'s."""
+    from lenet_fmnist.config import TrainConfig, compose, to_plain
+    from lenet_fmnist.run.config_keys import flatten
+
+    composed = flatten(to_plain(compose("train", schema=TrainConfig)))
+    written = documented_defaults((ROOT / "docs" / "configuration.md").read_text(encoding="utf-8"))
+    compared = {key: default for key, default in written.items() if key in composed}
+    assert {"epochs", "shards", "data.val_size", "ema.decay", "distill.alpha"} <= compared.keys()
+    wrong = {
+        key: (default, as_written(composed[key]))
+        for key, default in compared.items()
+        if default != as_written(composed[key])
+    }
+    assert not wrong, f"docs/configuration.md's defaults (written, conf/'s): {wrong}"

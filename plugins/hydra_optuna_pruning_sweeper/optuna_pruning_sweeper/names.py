@@ -16,6 +16,7 @@ RESULTS_FILE = "optimization_results.yaml"  # the best trial or the Pareto set, 
 SUMMARY_FILE, TABLE_FILE = "search.md", "search.csv"
 
 HYDRA_CONFIG = ".hydra/config.yaml"  # what Hydra composed for a job, written before it starts
+SWEEP_CONFIG = "multirun.yaml"  # what Hydra composed for a sweep, in the sweep directory
 
 # The sweeper names each trial's number in `hydra.job.env_set` under this key: part of the job's
 # Hydra config (so it reaches the job through every launcher) but not of its own config, so the

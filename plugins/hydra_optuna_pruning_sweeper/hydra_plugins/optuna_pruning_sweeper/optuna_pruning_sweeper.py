@@ -24,7 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import RESULTS_FILE, SUMMARY_FILE, PrunerName
+from optuna_pruning_sweeper.names import RESULTS_FILE, SUMMARY_FILE, SWEEP_CONFIG, PrunerName
 from optuna_pruning_sweeper.urls import absolute, has_clear_password, masked_config
 
 if TYPE_CHECKING:  # Optuna is imported only when a search runs
@@ -191,8 +191,8 @@ class OptunaSweeper(Sweeper):
         from optuna_pruning_sweeper.sweep import search
 
         n_trials = trials_wanted(settings, study, sweep.space)
-        if not (sweep_dir / "multirun.yaml").exists():  # a resumed search keeps the first one's
-            OmegaConf.save(masked_config(self.config), sweep_dir / "multirun.yaml")
+        if not (sweep_dir / SWEEP_CONFIG).exists():  # a resumed search keeps the first one's
+            OmegaConf.save(masked_config(self.config), sweep_dir / SWEEP_CONFIG)
         if has_clear_password(self.config):
             log.warning(
                 "hydra.sweeper.storage holds a password: the sweeper's files show it as ***, but Hydra writes every "
