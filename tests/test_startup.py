@@ -1,5 +1,6 @@
-"""Start-up: what a training run imports before its first step, and the picture drawn here instead
-of importing torchvision (whose import pulls in torch._dynamo: seconds of every run and sweep job)."""
+"""Start-up: what a training run imports before its first step, the picture drawn here instead
+of importing torchvision (whose import pulls in torch._dynamo: seconds of every run and sweep job),
+and the TensorBoard event file, opened after the first epoch rather than before the first step."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from lenet_fmnist.training.tensorboard_log import TensorBoardLog, image_grid
 
 # What the training path imports (the command line imports the trainer once the config is valid).
 TRAINING_PATH = "import lenet_fmnist.cli, lenet_fmnist.training.trainer"
-# Not before the first step: torchvision never; matplotlib draws the test's confusion matrix, after training.
-NOT_IMPORTED = ("torchvision", "matplotlib")
+# Not before the first step: torchvision never; TensorBoard's writer (and PIL, its PNGs) after the first
+# epoch; matplotlib draws the test's confusion matrix, after training.
+NOT_IMPORTED = ("torchvision", "tensorboard", "PIL", "matplotlib")
 
 
-def test_the_training_path_imports_neither_torchvision_nor_matplotlib() -> None:
+def test_the_training_path_imports_neither_torchvision_nor_tensorboard() -> None:
     code = f"{TRAINING_PATH}\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in {NOT_IMPORTED!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -45,13 +47,36 @@ def test_image_grid_is_torchvisions_make_grid(count: int, columns: int, size: tu
     assert mine.shape == theirs.shape and torch.equal(mine, theirs)
 
 
-def test_the_samples_reach_tensorboard_as_the_grid(tmp_path: Path) -> None:
-    images = torch.randint(0, 256, (70, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    board = TensorBoardLog(tmp_path, to_plain(TrainConfig(optimizer=SGDConfig(lr=0.01))), start_epoch=1)
-    board.samples(images)
-    board.close()
-    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+def _events(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
+    return events
+
+
+def _new_board(run_dir: Path, images: torch.Tensor) -> TensorBoardLog:
+    """A new run's log, as a run starts it: the config, then the samples, before the first step."""
+    board = TensorBoardLog(run_dir, to_plain(TrainConfig(optimizer=SGDConfig(lr=0.01))), start_epoch=1)
+    board.samples(images)
+    return board
+
+
+def test_the_event_file_opens_after_the_first_epoch_with_all_that_came_before(tmp_path: Path) -> None:
+    images = torch.randint(0, 256, (70, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    board = _new_board(tmp_path, images)
+    assert not list(tmp_path.iterdir()), "nothing is written before the first step"
+    board.epoch(1, {"train_loss": 1.0, "train_acc": 0.5, "images_per_second": 100.0}, lr=0.01)
+    events = _events(tmp_path)  # flushed at the epoch's end, before close
     (logged,) = events.Images("inputs/augmented")
     picture = np.asarray(Image.open(io.BytesIO(logged.encoded_image_string)).convert("RGB"))
     assert np.array_equal(picture, image_grid(images[:64]).permute(1, 2, 0).numpy())  # the first 64, lossless PNG
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert [e.step for e in events.Scalars("loss/train")] == [1]
+    board.close()
+
+
+def test_a_run_stopped_in_its_first_epoch_still_leaves_its_event_file(tmp_path: Path) -> None:
+    images = torch.zeros((3, 28, 28), dtype=torch.uint8)
+    _new_board(tmp_path, images).close()
+    events = _events(tmp_path)
+    assert len(events.Images("inputs/augmented")) == 1
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
