@@ -4,6 +4,7 @@ and the TensorBoard event file, opened after the first epoch rather than before 
 
 from __future__ import annotations
 
+import argparse
 import io
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from conftest import REPO
 from lenet_fmnist.config import SGDConfig, TrainConfig, to_plain
 from lenet_fmnist.training.tensorboard_log import TensorBoardLog, image_grid
 
@@ -80,3 +82,20 @@ def test_a_run_stopped_in_its_first_epoch_still_leaves_its_event_file(tmp_path: 
     events = _events(tmp_path)
     assert len(events.Images("inputs/augmented")) == 1
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+@pytest.mark.slow
+def test_bench_times_the_first_step_beside_a_bare_import_of_torch(plain_data: Path) -> None:
+    """scripts/bench.py --startup on the synthetic data, one round: the ratio the start-up target is
+    stated in, from a real run's "Training starts" line (timings themselves are never asserted)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench  # a script, not a package
+
+    args = argparse.Namespace(rounds=1, val_size=256, data_root=str(plain_data))
+    result = bench.startup(args)
+    assert set(result) == {
+        "help_seconds", "import_torch_seconds", "import_torch_dynamo_seconds", "seconds_to_first_step",
+        "peak_rss_mib", "first_step_vs_import_torch",
+    }  # fmt: skip
+    assert result["first_step_vs_import_torch"] == result["seconds_to_first_step"] / result["import_torch_seconds"]
+    assert all(value > 0 for value in result.values())
