@@ -195,35 +195,59 @@ PEAK_RSS_WRAPPER = (
 )
 
 
-def startup(args: argparse.Namespace) -> dict[str, float]:
-    """Seconds from command to `--help` output and to the first training step of a default run,
-    and the run's peak resident memory."""
-    python, env = sys.executable, user_env()
+# The yardstick of start-up, timed beside the run: a bare `import torch`, and `import torch._dynamo`
+# with it, which torch.optim imports when the run builds its optimizer (torch's _disable_dynamo).
+BARE_IMPORTS = {"import_torch_seconds": "import torch", "import_torch_dynamo_seconds": "import torch, torch._dynamo"}
+
+
+def seconds_of(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([python, "-m", "lenet_fmnist", "--help"], check=True, capture_output=True, env=env)
-    help_seconds = time.perf_counter() - started
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    return time.perf_counter() - started
+
+
+def first_step(args: argparse.Namespace, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from command to a default one-epoch run's first training step, and its peak
+    resident memory (MiB)."""
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
-        command = [python, "-m", "lenet_fmnist", "train", "epochs=1", f"hydra.run.dir={run_dir}/run"]
+        command = [sys.executable, "-m", "lenet_fmnist", "train", "epochs=1", f"hydra.run.dir={run_dir}/run"]
         command += data_overrides(args, args.val_size)
         process = subprocess.Popen(
-            [python, "-c", PEAK_RSS_WRAPPER, *command],
+            [sys.executable, "-c", PEAK_RSS_WRAPPER, *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
         )
-        first_step, peak_kib = None, None
+        seconds, peak_kib = None, None
         assert process.stdout is not None
         for line in process.stdout:
-            if first_step is None and "Training starts" in line:
-                first_step = time.perf_counter() - started
+            if seconds is None and "Training starts" in line:
+                seconds = time.perf_counter() - started
             if line.startswith("peak_rss_kib "):
                 peak_kib = int(line.split()[1])  # Linux: KiB
         process.wait()
-    if process.returncode or first_step is None or peak_kib is None:
+    if process.returncode or seconds is None or peak_kib is None:
         raise SystemExit(f"the default run failed (exit {process.returncode})")
-    return {"help_seconds": help_seconds, "seconds_to_first_step": first_step, "peak_rss_mib": peak_kib / 1024}
+    return seconds, peak_kib / 1024
+
+
+def startup(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds from command to `--help` output and to a default run's first training step, beside
+    the bare imports (BARE_IMPORTS) in `args.rounds` interleaved rounds (medians: on a shared
+    machine only these ratios mean anything), and the run's peak resident memory."""
+    env = user_env()
+    help_seconds = seconds_of([sys.executable, "-m", "lenet_fmnist", "--help"], env)
+    samples: dict[str, list[float]] = {key: [] for key in (*BARE_IMPORTS, "seconds_to_first_step", "peak_rss_mib")}
+    for _ in range(args.rounds):
+        for key, code in BARE_IMPORTS.items():
+            samples[key].append(seconds_of([sys.executable, "-c", code], env))
+        for key, value in zip(("seconds_to_first_step", "peak_rss_mib"), first_step(args, env), strict=True):
+            samples[key].append(value)
+    medians = {key: statistics.median(values) for key, values in samples.items()}
+    ratio = medians["seconds_to_first_step"] / medians["import_torch_seconds"]
+    return {"help_seconds": help_seconds, **medians, "first_step_vs_import_torch": ratio}
 
 
 # ---- runs side by side ------------------------------------------------------------------------
@@ -345,8 +369,9 @@ def format_report(report: dict[str, Any]) -> str:
     if report["startup"]:
         s = report["startup"]
         lines.append(
-            f"start-up: --help {s['help_seconds']:.2f} s; default run: first training step after {s['seconds_to_first_step']:.2f} s, "
-            f"peak RSS {s['peak_rss_mib']:.0f} MiB"
+            f"start-up: --help {s['help_seconds']:.2f} s; default run: first training step after {s['seconds_to_first_step']:.2f} s "
+            f"({s['first_step_vs_import_torch']:.2f}x a bare `import torch`, {s['import_torch_seconds']:.2f} s; "
+            f"with torch._dynamo {s['import_torch_dynamo_seconds']:.2f} s), peak RSS {s['peak_rss_mib']:.0f} MiB"
         )
     return "\n".join(lines)
 
@@ -374,7 +399,11 @@ def parse_args() -> argparse.Namespace:
     add("--threads", type=int, default=None, help="threads for every variant (default: each decides as it would)")
     add("--accuracy-epochs", type=int, default=0, help="also compare test accuracy after this many epochs")
     add("--accuracy-seeds", type=int, default=2)
-    add("--startup", action="store_true", help="also time start-up and peak RSS of a default run")
+    add(
+        "--startup",
+        action="store_true",
+        help="also time start-up (beside `import torch`) and peak RSS of a default run",
+    )
     add("--data-root", default=None, help="directory of the four files (default: the usual places)")
     add("--out", type=Path, default=Path("outputs/bench/bench.json"))
     add("--side-by-side", action="store_true", help="only measure runs started at the same moment, per candidate")

@@ -171,7 +171,7 @@ def test_no_data_anywhere_and_no_network_is_a_clear_error(tmp_path: Path, monkey
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(data, "FashionMNIST", offline)
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", offline)  # data imports it only to download
     with pytest.raises(UserError) as error:
         data.locate(None)
     message = str(error.value)
@@ -195,3 +195,68 @@ def test_test_split_alone_does_not_read_the_training_file(tmp_path: Path) -> Non
     assert torch.equal(test.images, torch.from_numpy(images)) and torch.equal(
         test.labels, torch.from_numpy(labels).long()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Our IDX reader against torchvision's, which it replaces (torchvision is imported by tests only)
+
+
+def test_classes_are_torchvisions() -> None:
+    from torchvision.datasets import FashionMNIST
+
+    assert tuple(FashionMNIST.classes) == data.CLASSES
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["images", "labels"])
+def test_idx_reader_reads_what_torchvisions_reads(tmp_path: Path, labels: bool) -> None:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    images, classes = synthetic_split(50, 7)
+    path = write_idx(tmp_path / "file-idx-ubyte", classes if labels else images)
+    theirs = (read_label_file if labels else read_image_file)(str(path))
+    mine = data._read_idx(path, labels=labels)
+    assert mine.dtype == torch.uint8 and torch.equal(mine.to(theirs.dtype), theirs)  # their labels are int64
+    assert mine.numpy().flags.writeable  # a tensor of its own, not a view of the immutable bytes read
+
+
+@pytest.mark.parametrize(
+    ("name", "labels"), [("t10k-images-idx3-ubyte", False), ("t10k-labels-idx1-ubyte", True)], ids=["images", "labels"]
+)
+def test_real_files_read_as_torchvision_reads_them(tmp_path: Path, name: str, labels: bool) -> None:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    path = data._find_file(data.SYSTEM_DIR, name)
+    if path is None:
+        pytest.skip(f"no Fashion-MNIST in {data.SYSTEM_DIR}")
+    plain = tmp_path / name  # torchvision's reader takes plain files only
+    plain.write_bytes(_idx(path))
+    theirs = (read_label_file if labels else read_image_file)(str(plain))
+    assert torch.equal(data._read_idx(path, labels=labels).to(theirs.dtype), theirs)
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"\x00\x00\x08", "less than the 16-byte header"),
+        (b"\x00\x00\x08\x01" + b"\x00" * 12, r"magic number 00000801, not 00000803"),  # labels' dimensions
+        (b"\x00\x00\x0d\x03" + b"\x00" * 12, r"magic number 00000d03"),  # floats, not bytes
+        (b"\x01\x00\x08\x03" + b"\x00" * 12, r"magic number 01000803"),
+        (b"\x00\x00\x08\x03" + b"\x00\x00\x00\x02" + b"\x00\x00\x00\x01" * 2 + b"\x00", r"1 bytes of data .* need 2"),
+    ],
+    ids=["short", "dimensions", "type", "magic", "count"],
+)
+def test_parse_idx_says_what_is_wrong(raw: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        data.parse_idx(raw, dimensions=3)
+
+
+def test_damaged_gzip_stream_is_named(tmp_path: Path) -> None:
+    """A changed byte inside the compressed data: zlib's own error or gzip's CRC check, never a crash."""
+    write_dataset(tmp_path, train=40, test=20, gz=True)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    damaged = bytearray(path.read_bytes())
+    for position in range(60, len(damaged) - 8, 997):  # past the header and the file name, before the CRC
+        damaged[position] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))}.*truncated or corrupt"):
+        data.load(str(tmp_path), val_size=10, split_seed=0)

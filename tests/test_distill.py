@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +115,10 @@ def test_a_missing_teacher_is_named_before_anything_loads(tmp_path: Path) -> Non
     missing = str(tmp_path / "teachers" / "best.pt")
     with pytest.raises(UserError, match=rf"distill.teachers='{missing}' does not exist.*experiment=best_teachers"):
         distill.load([str(present), missing], VALIDATING, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) + 3], ids=["empty", "one-byte", "over-a-block"])
+def test_sha256_of_a_file_is_the_sha256_of_its_bytes(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(bytes(range(256)) * (size // 256) + bytes(size % 256))
+    assert distill.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()

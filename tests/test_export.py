@@ -4,6 +4,7 @@ unasked; bad input fails in one paragraph."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -131,6 +132,13 @@ def test_torchscript_export(torchscript: Path, tiny_run: Path, images: np.ndarra
     with torch.inference_mode():
         got = loaded(inputs).numpy()
     assert np.abs(got - reference_logits(tiny_run, images, test_flip=False)).max() < TOLERANCE
+
+
+def test_the_sidecar_names_the_checkpoint_by_its_sha256(torchscript: Path, tiny_run: Path) -> None:
+    best = tiny_run / "checkpoints" / "best.pt"
+    recorded = sidecar(torchscript / "model.pt")["checkpoint"]
+    assert recorded["path"] == str(best.resolve())
+    assert recorded["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
 
 
 def test_export_writes_the_weight_average(

@@ -12,9 +12,11 @@ test loss from the CSV's probabilities.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +28,15 @@ from PIL import Image
 
 from conftest import CLI, assert_ok, output, synthetic_split, write_idx
 from lenet_fmnist import data
+from lenet_fmnist.config import compose
+from lenet_fmnist.inference import predict as predict_module
+from lenet_fmnist.inference.config import PredictConfig
 from lenet_fmnist.inference.evaluate import Classifier, Evaluation, confusion_matrix
 from lenet_fmnist.inference.images import SIZE, BadImage, load_image, prepare
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training.augment import normalise
+from lenet_fmnist.workers import Workers
 from test_bad_input import assert_clear_failure
 
 COUNT = 64  # test images per variant
@@ -232,6 +238,83 @@ def test_a_jpeg_is_turned_upright_by_its_exif_orientation(tmp_path: Path) -> Non
 def test_images_that_hold_no_item(pixels: np.ndarray, pattern: str) -> None:
     with pytest.raises(BadImage, match=pattern):
         prepare(pixels.astype(np.float32), "auto")
+
+
+# ---------------------------------------------------------------------------------------------
+# The progress bar, in-process
+
+
+class RecordingBar:
+    """Stands in for tqdm: the options predict_files gives its bar, and each update with its thread."""
+
+    def __init__(self, **options: object) -> None:
+        self.options = options
+        self.updates: list[tuple[int, int]] = []
+
+    def __enter__(self) -> RecordingBar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def update(self, files: int) -> None:
+        self.updates.append((threading.get_ident(), files))
+
+
+def _some_files(folder: Path, good: int) -> list[Path]:
+    """`good` PNG files of framed synthetic images, and a text file named .png third."""
+    folder.mkdir()
+    paths = []
+    for index, image in enumerate(in_data_framing(synthetic_split(good, seed=2)[0])):
+        paths.append(folder / f"{index:02d}.png")
+        Image.fromarray(image).save(paths[-1])
+    paths.insert(2, folder / "notes.png")
+    paths[2].write_text("a shopping list, not a picture\n")
+    return paths
+
+
+def _no_model(pixels: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(len(pixels), 10)
+
+
+@pytest.mark.parametrize(("threads", "batch_size"), [(1, 5), (3, 1), (3, 2)])
+def test_the_progress_bar_advances_by_whole_chunks_from_the_callers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, batch_size: int
+) -> None:
+    bars: list[RecordingBar] = []
+
+    def recording_bar(**options: object) -> RecordingBar:
+        bars.append(RecordingBar(**options))
+        return bars[-1]
+
+    monkeypatch.setattr(predict_module, "tqdm", recording_bar)
+    paths = _some_files(tmp_path / "files", good=11)
+    cfg = compose("predict", "checkpoint=unused", "images=unused", f"batch_size={batch_size}", schema=PredictConfig)
+    with Workers(threads) as workers:
+        results, bad = predict_module.predict_files(_no_model, paths, cfg, torch.device("cpu"), workers)
+    assert [r.path for r in results] == paths[:2] + paths[3:] and [path for path, _ in bad] == [paths[2]]
+    (bar,) = bars
+    assert bar.options["total"] == 12 and bar.options["disable"] is None  # no bar where not a terminal
+    assert {thread for thread, _ in bar.updates} == {threading.get_ident()}
+    shown = np.cumsum([files for _, files in bar.updates])
+    assert shown[-1] == 12 and all(n % batch_size == 0 or n == 12 for n in shown)  # whole chunks
+    # In each case the caller's thread computes two chunks or more: the bar moves before the end.
+    assert np.count_nonzero([files for _, files in bar.updates]) >= 2
+
+
+def test_the_progress_bar_shows_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    paths = _some_files(tmp_path / "files", good=4)
+    cfg = compose("predict", "checkpoint=unused", "images=unused", "batch_size=2", schema=PredictConfig)
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr("sys.stderr", stream)
+        with Workers(2) as workers:
+            predict_module.predict_files(_no_model, paths, cfg, torch.device("cpu"), workers)
+        # tqdm redraws at most every 0.1 s and clears the bar when done (leave=False): its first drawing remains.
+        assert ("predict:" in stream.getvalue() and "/5 [" in stream.getvalue()) == shown, stream.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fashion-MNIST: find the four official IDX files, read them with torchvision, split off validation.
+"""Fashion-MNIST: find the four official IDX files, read them, split off validation.
 
 The result is three pairs of tensors (uint8 images N x 28 x 28, int64 labels N) that the trainer
 moves to its device once; nothing here runs per sample. With data.val_size=0 there is no
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
-import shutil
-import tempfile
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torchvision.datasets import FashionMNIST
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from lenet_fmnist.run.errors import UserError
 
@@ -29,7 +29,10 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-CLASSES = tuple(FashionMNIST.classes)
+# Label i is CLASSES[i] (the dataset's README; torchvision's FashionMNIST.classes, which a test compares).
+CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
 # Mean and std of the 60,000 training images' pixels scaled to [0, 1] (measured; the usual values).
 MEAN, STD = 0.2860406, 0.3530242
 
@@ -101,30 +104,49 @@ def locate(root: str | None) -> Path:
             return directory
     log.info("Fashion-MNIST not found locally; downloading it into %s", cache_dir())
     try:
+        # Imported here only: torchvision costs seconds of start-up that reading the files does not need.
+        from torchvision.datasets import FashionMNIST
+
         FashionMNIST(str(cache_dir()), train=True, download=True)
     except Exception as error:  # any network or disk failure means the same to the user
         raise UserError(f"Fashion-MNIST could not be found or downloaded ({error}). {_how_to_provide()}") from None
     return cached
 
 
+# An IDX file: two zero bytes, a type code, the number of dimensions, each dimension's size as a
+# big-endian uint32, then the values in C order. Fashion-MNIST's are unsigned bytes throughout.
+IDX_UBYTE = 0x08
+
+
+def parse_idx(raw: bytes, dimensions: int) -> np.ndarray:
+    """The uint8 array of an IDX file's bytes `raw`, which must have `dimensions` dimensions;
+    ValueError saying what is wrong otherwise (a short file, another type, bytes left over)."""
+    header = 4 + 4 * dimensions
+    if len(raw) < header:
+        raise ValueError(f"{len(raw)} bytes, less than the {header}-byte header")
+    zeros, code, ndim = struct.unpack_from(">HBB", raw)
+    if (zeros, code, ndim) != (0, IDX_UBYTE, dimensions):
+        raise ValueError(f"magic number {raw[:4].hex()}, not 0000{IDX_UBYTE:02x}{dimensions:02x}")
+    shape = struct.unpack_from(f">{dimensions}I", raw, 4)
+    if len(raw) != header + math.prod(shape):
+        raise ValueError(f"{len(raw) - header} bytes of data where the header's sizes {shape} need {math.prod(shape)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
 def _read_idx(path: Path, labels: bool) -> torch.Tensor:
-    """Read one IDX file (plain or gzip) with torchvision's reader; a bad file is a UserError."""
-    reader = read_label_file if labels else read_image_file
+    """Read one IDX file (plain or gzip): N x H x W images or N labels. A bad file is a UserError."""
+    kind = "label" if labels else "image"
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        if path.suffix != ".gz":
-            return reader(str(path))
-        # torchvision's reader takes plain files only; decompress into a private temporary file.
-        with tempfile.TemporaryDirectory() as tmp, gzip.open(path, "rb") as packed:
-            plain = Path(tmp) / path.stem
-            with open(plain, "wb") as out:
-                shutil.copyfileobj(packed, out)
-            return reader(str(plain))
-    except Exception as error:  # torchvision signals malformed files with asserts and view errors
-        kind = "label" if labels else "image"
+        with opener(path, "rb") as handle:
+            array = parse_idx(handle.read(), dimensions=1 if labels else 3)
+    # A damaged gzip stream raises BadGzipFile (an OSError), EOFError or zlib.error; parse_idx ValueError.
+    except (OSError, EOFError, zlib.error, ValueError) as error:
         raise UserError(
-            f"{path} is not a valid IDX {kind} file ({type(error).__name__}: {error or 'bad header'}). "
+            f"{path} is not a valid IDX {kind} file ({type(error).__name__}: {error}). "
             "It may be truncated or corrupt: replace it with the official Fashion-MNIST file."
         ) from None
+    return torch.from_numpy(array.copy())  # a writable copy: the bytes read are immutable
 
 
 def _read_split(directory: Path, split: str) -> Split:

@@ -14,7 +14,6 @@ files are only replaced with overwrite=true.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import logging
@@ -36,6 +35,7 @@ from lenet_fmnist.run.locking import unlock
 from lenet_fmnist.run.storage import write_atomic, write_json
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training.augment import normalise
+from lenet_fmnist.training.distill import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,6 @@ def _check_images(cfg: ExportConfig) -> tuple[torch.Tensor, Path]:
     return test.images[: cfg.check_images], directory
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def export_checkpoint(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
     """The `export` command: serialise, check, then write the model file and its sidecar into
     `run_dir`, this export's own directory, or into out=DIR, which it holds meanwhile (lock)."""
@@ -217,7 +213,7 @@ def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:
         "normalisation": {"mean": data.MEAN, "std": data.STD, "formula": "(pixel / 255 - mean) / std",
                           "inside_graph": cfg.input == ExportInput.uint8},
         "test_flip": classifier.test_flip,
-        "checkpoint": {"path": str(checkpoint_path), "sha256": _sha256(checkpoint_path), "epoch": state["epoch"],
+        "checkpoint": {"path": str(checkpoint_path), "sha256": sha256_of(checkpoint_path), "epoch": state["epoch"],
                        "weights": checkpoint.weights_used(state)},
         "config": state["config"],
         "torch": torch.__version__,

@@ -14,11 +14,13 @@ import csv
 import io
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lenet_fmnist import data
 from lenet_fmnist.device import command_workers, select_device
@@ -59,27 +61,66 @@ class Result:
     probabilities: torch.Tensor  # 10
 
 
+class ChunkProgress:
+    """A progress bar of the files done, advanced as the team's threads finish their chunks but
+    drawn by the thread that created it alone: tqdm's counter and its terminal are not for several
+    threads at once. Each thread reports its chunks; the caller's thread, between its own chunks
+    and once the map is over (`show`), moves the bar to what all of them have done."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar, self._caller = bar, threading.get_ident()
+        self._lock = threading.Lock()
+        self._done = self._shown = 0
+
+    def chunk_done(self, files: int) -> None:
+        with self._lock:
+            self._done += files
+        if threading.get_ident() == self._caller:
+            self.show()
+
+    def show(self) -> None:
+        """On the caller's thread: the bar up to the chunks done so far."""
+        with self._lock:
+            done = self._done
+        self.bar.update(done - self._shown)
+        self._shown = done
+
+
+def _predict_chunk(
+    classifier: Classifier, paths: list[Path], invert: str, device: torch.device
+) -> tuple[list[Result], list[tuple[Path, str]]]:
+    """Prepare and classify the files `paths`; the ones that cannot be used, with why."""
+    prepared: list[tuple[Path, Prepared]] = []
+    bad: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            prepared.append((path, load_image(path, invert)))
+        except BadImage as error:
+            bad.append((path, str(error)))
+    if not prepared:
+        return [], bad
+    pixels = torch.from_numpy(np.stack([item.pixels for _, item in prepared])).to(device)
+    probs = probabilities(classifier, pixels)
+    return [Result(path, item, p) for (path, item), p in zip(prepared, probs, strict=True)], bad
+
+
 def predict_files(
     classifier: Classifier, paths: list[Path], cfg: PredictConfig, device: torch.device, workers: Workers
 ) -> tuple[list[Result], list[tuple[Path, str]]]:
     """Prepare and classify `paths` in chunks of `cfg.batch_size`, computed by `workers` (a chunk
-    on one thread: decoding and classifying it); the files that cannot be used, with why."""
+    on one thread: decoding and classifying it), with a progress bar on a terminal (disable=None,
+    as train's); the files that cannot be used, with why."""
+    with tqdm(total=len(paths), desc="predict", unit="file", leave=False, disable=None) as bar:
+        progress = ChunkProgress(bar)
 
-    def chunk(start: int) -> tuple[list[Result], list[tuple[Path, str]]]:
-        prepared: list[tuple[Path, Prepared]] = []
-        bad: list[tuple[Path, str]] = []
-        for path in paths[start : start + cfg.batch_size]:
-            try:
-                prepared.append((path, load_image(path, cfg.invert)))
-            except BadImage as error:
-                bad.append((path, str(error)))
-        if not prepared:
-            return [], bad
-        pixels = torch.from_numpy(np.stack([item.pixels for _, item in prepared])).to(device)
-        probs = probabilities(classifier, pixels)
-        return [Result(path, item, p) for (path, item), p in zip(prepared, probs, strict=True)], bad
+        def chunk(start: int) -> tuple[list[Result], list[tuple[Path, str]]]:
+            files = paths[start : start + cfg.batch_size]
+            outcome = _predict_chunk(classifier, files, cfg.invert, device)
+            progress.chunk_done(len(files))
+            return outcome
 
-    chunks = workers.map(chunk, range(0, len(paths), cfg.batch_size))
+        chunks = workers.map(chunk, range(0, len(paths), cfg.batch_size))
+        progress.show()
     return [r for results, _ in chunks for r in results], [b for _, bad in chunks for b in bad]
 
 

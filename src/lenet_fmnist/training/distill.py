@@ -48,11 +48,10 @@ class TeacherFile:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The SHA-256 of a file, read in blocks (a checkpoint is not read whole into memory): the
+    project's one checksum, which export's sidecar records too."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def splits_seen(state: dict[str, Any]) -> list[tuple[int, int]]:

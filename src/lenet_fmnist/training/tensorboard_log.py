@@ -5,19 +5,24 @@ would open a sub-run per call), so `tensorboard --logdir outputs` lines up every
 in the HParams table. Events are flushed every epoch: a killed run keeps its curves. A run
 without validation (data.val_size=0) has no validation curves or HParams metrics, and a text
 entry, `validation`, that says so.
+
+The event file opens at the end of the first epoch (or at `close`, for a run stopped sooner), not
+before the first step: tensorboard's import and the PNG of the sample grid (PIL) cost start-up
+time that training need not wait for. What comes before (the hyperparameters, the samples) waits.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
-from torchvision.utils import make_grid
 
 from lenet_fmnist.run import validation
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 # The metrics the HParams table shows for each run; each is also written as a scalar.
 HPARAM_METRICS = ("accuracy/val", "accuracy/test", "loss/val", "loss/test")
@@ -60,16 +65,34 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
 
 class TensorBoardLog:
     def __init__(self, run_dir: Path, config: dict[str, Any], start_epoch: int) -> None:
+        self.run_dir, self.config, self.start_epoch = run_dir, config, start_epoch
+        self._writer: SummaryWriter | None = None
+        self._samples: torch.Tensor | None = None  # until the event file opens
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's event file, opened at its first use with what came before it."""
+        if self._writer is None:
+            self._writer = self._open()
+        return self._writer
+
+    def _open(self) -> SummaryWriter:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
         # purge_step drops events a resumed run wrote after its last checkpoint, so the curves
         # continue without duplicate steps.
-        resumed = start_epoch > 1
-        self.writer = SummaryWriter(str(run_dir), purge_step=start_epoch if resumed else None)
+        resumed = self.start_epoch > 1
+        writer = SummaryWriter(str(self.run_dir), purge_step=self.start_epoch if resumed else None)
         if not resumed:
-            for summary in hparams(hyperparameters(config), dict.fromkeys(hparam_metrics(config), 0.0)):
-                self.writer.file_writer.add_summary(summary)
-            if not validation.validates(config):
-                self.writer.add_text("validation", validation.describe(0))
-                self.writer.flush()
+            for summary in hparams(hyperparameters(self.config), dict.fromkeys(hparam_metrics(self.config), 0.0)):
+                writer.file_writer.add_summary(summary)
+            if not validation.validates(self.config):
+                writer.add_text("validation", validation.describe(0))
+        if self._samples is not None:
+            writer.add_image("inputs/augmented", image_grid(self._samples))
+        writer.flush()
+        return writer
 
     def epoch(self, epoch: int, record: dict[str, float], lr: float) -> None:
         """An epoch's curves; a record without validation (data.val_size=0) has no val_* keys."""
@@ -81,9 +104,13 @@ class TensorBoardLog:
         self.writer.flush()
 
     def samples(self, images: torch.Tensor) -> None:
-        """A grid of augmented training inputs (uint8 B x H x W), to see what the model sees."""
-        self.writer.add_image("inputs/augmented", make_grid(images[:64, None].cpu(), nrow=8, pad_value=255))
-        self.writer.flush()
+        """A grid of augmented training inputs (uint8 B x H x W), to see what the model sees;
+        drawn when the event file opens (a new run calls this before its first step)."""
+        if self._writer is None:
+            self._samples = images[:64].cpu().clone()  # as they are now: the images may be a view
+        else:
+            self._writer.add_image("inputs/augmented", image_grid(images[:64].cpu()))
+            self._writer.flush()
 
     def test(self, step: int, accuracy: float, loss: float, confusion: torch.Tensor, classes: tuple[str, ...]) -> None:
         self.writer.add_scalar("accuracy/test", accuracy, step)
@@ -93,6 +120,23 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def image_grid(images: torch.Tensor, columns: int = 8, padding: int = 2, fill: int = 255) -> torch.Tensor:
+    """uint8 B x H x W images side by side, `columns` to a row, `padding` pixels of `fill` around
+    each, as 3 x H' x W' RGB: the picture torchvision's make_grid(images[:, None], nrow=columns,
+    padding=padding, pad_value=fill) gives, drawn here because importing torchvision costs seconds."""
+    count, height, width = images.shape
+    if count == 1:  # make_grid gives a lone image as it is, without padding
+        return images.expand(3, height, width).clone()
+    across = min(columns, count)
+    down = math.ceil(count / across)
+    grid = images.new_full((down * (height + padding) + padding, across * (width + padding) + padding), fill)
+    for index, image in enumerate(images):
+        row, column = divmod(index, across)
+        top, left = padding + row * (height + padding), padding + column * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return grid.expand(3, *grid.shape).clone()
 
 
 def confusion_figure(confusion: torch.Tensor, classes: tuple[str, ...]) -> Any:
