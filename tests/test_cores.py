@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lenet_fmnist.host import cpu, threads
+from lenet_fmnist.host import cpu, load, threads
 from lenet_fmnist.host.load import busy_between, busy_cores, cpu_ticks
 from lenet_fmnist.host.registry import is_registered, other_runs, register, registered_while_running, unregister
 from lenet_fmnist.host.threads import Threads, fixed_threads, threads_for_load, training_threads, usable_cores
@@ -237,3 +237,14 @@ def test_a_registry_that_another_user_owns_is_not_used(runtime_dir: Path, caplog
     assert not is_registered()
     assert f"{planted} belongs to another user" in caplog.text
     assert not (planted / "runs").exists()
+
+
+def test_a_watch_begun_earlier_costs_no_more_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run begins watching the load before it loads its data: when the data took longer than
+    the sampling time, reading the load waits no more."""
+    watch = load.LoadWatch()
+    slept: list[float] = []
+    monkeypatch.setattr(load.time, "sleep", slept.append)
+    monkeypatch.setattr(load.time, "monotonic", lambda: watch.started + 5.0)  # 5 s of loading since
+    assert 0.0 <= watch.busy_cores(at_least=0.3) <= len(load.affinity_cores())
+    assert slept == [0.0]

@@ -40,16 +40,32 @@ def busy_between(before: CpuTicks, after: CpuTicks) -> float:
     return busy
 
 
+class LoadWatch:
+    """Watches the cores of this process's affinity that other programs keep busy, from its making
+    to `busy_cores`: a run starts it before loading its data, so the watching costs it no time."""
+
+    def __init__(self) -> None:
+        self.cpus, self.stat = affinity_cores(), Path("/proc/stat")
+        self.started, self.own = time.monotonic(), time.process_time()
+        try:
+            self.before: CpuTicks | None = cpu_ticks(self.stat.read_text(), self.cpus)
+        except (OSError, ValueError):
+            self.before = None  # no /proc/stat: nothing to watch
+
+    def busy_cores(self, at_least: float = SAMPLE_SECONDS) -> float:
+        """The cores other programs kept busy since the watch began, once it has watched for
+        `at_least` seconds (this process's own time left out); 0 where /proc/stat cannot be read."""
+        time.sleep(max(0.0, self.started + at_least - time.monotonic()))
+        try:
+            after = cpu_ticks(self.stat.read_text(), self.cpus)
+        except (OSError, ValueError):
+            return 0.0
+        if self.before is None:
+            return 0.0
+        own_cores = (time.process_time() - self.own) / (time.monotonic() - self.started)
+        return max(0.0, busy_between(self.before, after) - own_cores)
+
+
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
-    """Cores of this process's affinity that other programs keep busy, watched for `seconds`;
-    0 where /proc/stat cannot be read."""
-    cpus = affinity_cores()
-    stat = Path("/proc/stat")
-    try:
-        before, own, started = cpu_ticks(stat.read_text(), cpus), time.process_time(), time.monotonic()
-        time.sleep(seconds)
-        after = cpu_ticks(stat.read_text(), cpus)
-    except (OSError, ValueError):
-        return 0.0
-    own_cores = (time.process_time() - own) / (time.monotonic() - started)
-    return max(0.0, busy_between(before, after) - own_cores)
+    """Cores of this process's affinity that other programs keep busy, watched for `seconds` from now."""
+    return LoadWatch().busy_cores(seconds)

@@ -30,7 +30,7 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from lenet_fmnist.host.load import affinity_cores, busy_cores
+from lenet_fmnist.host.load import LoadWatch, affinity_cores, busy_cores
 from lenet_fmnist.host.registry import other_runs
 
 log = logging.getLogger(__name__)
@@ -91,14 +91,18 @@ def threads_for_load(cores: int, other_runs: list[int], busy: float) -> Threads:
     return Threads(count, "the cores are free")
 
 
-def training_threads(config: int | None, environ: Mapping[str, str] = os.environ) -> Threads:
-    """This run's thread count, decided now; watches the load for SAMPLE_SECONDS when it has to
-    (not under a CPU quota, where /proc/stat counts other tenants' work too)."""
+def training_threads(
+    config: int | None, environ: Mapping[str, str] = os.environ, watch: LoadWatch | None = None
+) -> Threads:
+    """This run's thread count, decided now; when it has to, it reads the load that `watch` (begun
+    earlier, as the run loaded its data) saw, or watches for SAMPLE_SECONDS from now (not under a
+    CPU quota, where /proc/stat counts other tenants' work too)."""
     cores = usable_cores()
     decided = fixed_threads(config, environ, cores)
     if decided is None:
         under_quota = cores < len(affinity_cores())
-        decided = threads_for_load(cores, other_runs(), 0.0 if under_quota else busy_cores())
+        busy = 0.0 if under_quota else watch.busy_cores() if watch is not None else busy_cores()
+        decided = threads_for_load(cores, other_runs(), busy)
     log.info("%s", decided)
     return decided
 

@@ -192,6 +192,22 @@ def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:
     )  # fmt: skip
     serialise = onnx_bytes if cfg.format == ExportFormat.onnx else torchscript_bytes
     payload = serialise(classifier, cfg.input)
+    check = _checked(cfg, payload, classifier)
+    record = _sidecar(cfg, model_path, classifier, state, check)
+    write_atomic(model_path, lambda handle: handle.write(payload))
+    try:
+        write_json(sidecar, record)
+    except BaseException:
+        if not cfg.overwrite:  # it was not there before: a model without its sidecar would refuse the next try
+            model_path.unlink(missing_ok=True)
+        raise
+    log.info("Wrote %s (%d bytes) and %s", model_path, len(payload), sidecar)
+    return record
+
+
+def _checked(cfg: ExportConfig, payload: bytes, classifier: Classifier) -> dict[str, Any]:
+    """The self-check of the serialised model against PyTorch (self_check), with where its test
+    images came from; a failed one stops the export before anything is written."""
     images, source = _check_images(cfg)
     check = self_check(cfg.format, payload, classifier, cfg.input, images)
     summary = (
@@ -202,8 +218,15 @@ def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:
     if not check["passed"]:
         raise UserError(f"Self-check FAILED, nothing was written: {summary}.")
     log.info("Self-check passed: %s.", summary)
+    return {**check, "data": str(source)}
+
+
+def _sidecar(
+    cfg: ExportConfig, model_path: Path, classifier: Classifier, state: dict[str, Any], check: dict[str, Any]
+) -> dict[str, Any]:
+    """The model's description, written beside it: what goes in and out, and where it came from."""
     checkpoint_path = Path(cfg.checkpoint).expanduser().resolve()
-    record = {
+    return {
         "file": model_path.name,
         "format": cfg.format.value,
         **({"opset": OPSET} if cfg.format == ExportFormat.onnx else {}),
@@ -217,14 +240,5 @@ def _export(cfg: ExportConfig, directory: Path) -> dict[str, Any]:
                        "weights": checkpoint.weights_used(state)},
         "config": state["config"],
         "torch": torch.__version__,
-        "self_check": {**check, "data": str(source)},
+        "self_check": check,
     }  # fmt: skip
-    write_atomic(model_path, lambda handle: handle.write(payload))
-    try:
-        write_json(sidecar, record)
-    except BaseException:
-        if not cfg.overwrite:  # it was not there before: a model without its sidecar would refuse the next try
-            model_path.unlink(missing_ok=True)
-        raise
-    log.info("Wrote %s (%d bytes) and %s", model_path, len(payload), sidecar)
-    return record

@@ -33,6 +33,7 @@ from lenet_fmnist import data
 from lenet_fmnist.config import TrainConfig, to_plain
 from lenet_fmnist.device import gpu_facts, select_device
 from lenet_fmnist.host.cpu import cpu_kernels, this_cpu
+from lenet_fmnist.host.load import LoadWatch
 from lenet_fmnist.host.registry import registered_while_running
 from lenet_fmnist.host.threads import ONE_GPU_THREAD, Threads, training_threads
 from lenet_fmnist.inference.evaluate import Classifier, Evaluation, confusion_matrix
@@ -255,11 +256,13 @@ def train(
     admitted = admission.admit(run_dir, config, str(device), load=checkpoint.load, start_if_unsaved=start_if_unsaved)
     if admitted.completed is not None:
         return admitted.completed
+    watch = LoadWatch()  # the load of other programs, watched while the data loads
     splits = data.load(cfg.data.root, cfg.data.val_size, cfg.data.split_seed).to(device)
     teachers = distill.configured(cfg.distill, config["data"], device, cfg.eval_batch_size)
     state = TrainingState(cfg, config, device, len(splits.train.labels), teachers)
     # Decided as late as possible, so that runs started a few seconds apart see each other.
-    ran = _circumstances(state, training_threads(cfg.threads) if device.type == "cpu" else ONE_GPU_THREAD)
+    threads = training_threads(cfg.threads, watch=watch) if device.type == "cpu" else ONE_GPU_THREAD
+    ran = _circumstances(state, threads)
     if admitted.saved is not None:
         _resume(state, admitted, ran.processor, run_dir)
     recorder = Recorder(run_dir, config, start_epoch=state.epoch + 1, ran=ran)
