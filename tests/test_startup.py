@@ -17,7 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import REPO
-from lenet_fmnist.config import SGDConfig, TrainConfig, to_plain
+from lenet_fmnist.config import TrainConfig, compose, to_plain
 from lenet_fmnist.training.tensorboard_log import TensorBoardLog, image_grid
 
 # What the training path imports (the command line imports the trainer once the config is valid).
@@ -57,7 +57,7 @@ def _events(run_dir: Path) -> EventAccumulator:
 
 def _new_board(run_dir: Path, images: torch.Tensor) -> TensorBoardLog:
     """A new run's log, as a run starts it: the config, then the samples, before the first step."""
-    board = TensorBoardLog(run_dir, to_plain(TrainConfig(optimizer=SGDConfig(lr=0.01))), start_epoch=1)
+    board = TensorBoardLog(run_dir, to_plain(compose("train", schema=TrainConfig)), start_epoch=1)
     board.samples(images)
     return board
 
