@@ -238,3 +238,15 @@ def test_the_documented_defaults_are_conf_s() -> None:
         if default != as_written(composed[key])
     }
     assert not wrong, f"docs/configuration.md's defaults (written, conf/'s): {wrong}"
+
+
+_REPO_PATH = re.compile(r"`((?:src|scripts|conf|tests|plugins|docs)/[A-Za-z0-9_./-]+)`")
+
+
+@pytest.mark.parametrize("path", [doc for doc in DOC_FILES if doc.name != "results.md"], ids=lambda p: p.name)
+def test_every_repository_path_a_page_names_exists(path: Path) -> None:
+    """A page that names `src/...`, `conf/...` or another path of the repository names one that is
+    there (docs/results.md names the files of past commits, each with its commit)."""
+    named = set(_REPO_PATH.findall(path.read_text(encoding="utf-8")))
+    missing = sorted(name for name in named if not (ROOT / name.split("#")[0]).exists())
+    assert not missing, f"{path.name} names paths that do not exist: {missing}"

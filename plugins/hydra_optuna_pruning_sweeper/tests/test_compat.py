@@ -44,9 +44,14 @@ def test_a_category_of_lists_keeps_hydras_text() -> None:
 def test_upstreams_class_name_is_this_sweeper_to_hydras_plugin_scan() -> None:
     """Without upstream's plugin installed, Hydra's scan finds a Sweeper under upstream's module
     and class name, and that name imports (Hydra makes a plugin of its _target_ so)."""
-    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None and not hasattr(
-        sys.modules.get("hydra_plugins.hydra_optuna_sweeper"), "__path__"
-    ):
+    # Loaded already (this package stands in for it as soon as it loads), it is upstream's only if
+    # it has a file; not loaded, only if it is there to find.
+    module = sys.modules.get("hydra_plugins.hydra_optuna_sweeper")
+    if module is not None:
+        installed = getattr(module, "__file__", None) is not None
+    else:
+        installed = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+    if installed:
         pytest.skip("upstream's plugin is installed: it answers to its own name")
     from hydra.utils import get_class
 
