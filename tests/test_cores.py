@@ -75,7 +75,7 @@ def test_without_them_the_load_decides(omp: str | None) -> None:
         (2, [], 1.0, Threads(1, "other programs keep 1.0 of 2 cores busy")),
         (2, [11, 12], 0.0, Threads(1, "2 other lenet_fmnist runs are training (pids 11, 12)")),  # never below one
         (2, [], 1.6, Threads(1, "other programs keep 1.6 of 2 cores busy")),
-        (8, [5], 2.7, Threads(5, "other programs keep 2.7 of 8 cores busy")),
+        (8, [5], 2.7, Threads(5, "1 other lenet_fmnist run is training (pid 5); 2.7 of 8 cores are busy")),
         (8, [5, 6, 7], 2.7, Threads(5, "3 other lenet_fmnist runs are training (pids 5, 6, 7)")),
     ],
 )

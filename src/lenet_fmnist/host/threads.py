@@ -78,17 +78,18 @@ def fixed_threads(config: int | None, environ: Mapping[str, str], cores: int) ->
 
 
 def threads_for_load(cores: int, other_runs: list[int], busy: float) -> Threads:
-    """The cores that neither the user's `other_runs` (their pids) nor other programs (`busy`
-    cores of the ones this process may use, this process's own time left out) keep busy."""
+    """The cores that neither the user's `other_runs` (their pids) nor other programs keep busy
+    (`busy`: the cores of the ones this process may use that all other processes, those runs
+    included, keep busy; this process's own time left out)."""
     busy_cores = int(busy + 0.5)
     count = max(1, cores - max(len(other_runs), busy_cores))
-    if busy_cores > len(other_runs):
-        return Threads(count, f"other programs keep {busy:.1f} of {cores} cores busy")
-    if other_runs:
-        many = len(other_runs) > 1
-        runs = f"{len(other_runs)} other lenet_fmnist run{'s are' if many else ' is'} training"
-        return Threads(count, f"{runs} (pid{'s' if many else ''} {', '.join(map(str, other_runs))})")
-    return Threads(count, "the cores are free")
+    share = f"{busy:.1f} of {cores} cores"
+    if not other_runs:
+        return Threads(count, f"other programs keep {share} busy" if busy_cores else "the cores are free")
+    many = len(other_runs) > 1
+    runs = f"{len(other_runs)} other lenet_fmnist run{'s are' if many else ' is'} training"
+    runs += f" (pid{'s' if many else ''} {', '.join(map(str, other_runs))})"
+    return Threads(count, f"{runs}; {share} are busy" if busy_cores > len(other_runs) else runs)
 
 
 def training_threads(
