@@ -8,7 +8,7 @@ follow the load) changes the speed, never a bit. On a GPU the whole batch is one
 threads do not touch a GPU's arithmetic.
 
 The batch's dropout masks are drawn before it is split (model.LeNet5.draw_dropout_masks), from
-the run's one generator in the caller's thread, so shards draw nothing in parallel.
+torch's global generator in the caller's thread, so shards draw nothing in parallel.
 """
 
 from __future__ import annotations
