@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import is_dir, user_path
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def _how_to_provide() -> str:
 def locate(root: str | None) -> Path:
     """The directory holding the four files: data.root, Debian's, the user cache, or a download."""
     if root is not None:
-        given = Path(root).expanduser()
-        if not given.is_dir():
+        given = user_path(root, "data.root")
+        if not is_dir(given):
             raise UserError(f"data.root={root!r} is not an existing directory. {_how_to_provide()}")
         for directory in (given, given / "FashionMNIST" / "raw"):
             if _holds_dataset(directory):

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import is_dir, is_file, user_path
 
 SIZE = 28  # Fashion-MNIST's images are SIZE x SIZE
 WORK_SIDE = 4 * SIZE  # longest side the item is looked for at: 4 px per output pixel
@@ -75,10 +76,10 @@ def _has_glob(pattern: str) -> bool:
 def find_images(spec: str) -> list[Path]:
     """The files `images=` names: a file, a folder's files (not its sub-folders; hidden files
     skipped), or a glob's matching files (`**` reaches into sub-folders). Sorted by name."""
-    path = Path(spec).expanduser()
-    if path.is_file():
+    path = user_path(spec, "images")
+    if is_file(path):
         return [path]
-    if path.is_dir():
+    if is_dir(path):
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             raise UserError(

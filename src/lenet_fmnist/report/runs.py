@@ -24,6 +24,7 @@ from lenet_fmnist.run.endings import REPORT_NAMES, UNFINISHED, Status
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import HYDRA_CONFIG, HYDRA_RUNTIME, METRICS_FILE, SWEEP_CONFIG, is_run_directory
 from lenet_fmnist.run.metrics_file import load_metrics
+from lenet_fmnist.run.paths import exists, is_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def find(directories: list[Path]) -> list[Path]:
     """Every run directory under `directories`, in a stable order. Raises UserError for a
     directory that does not exist and when there is no run at all."""
     for directory in directories:
-        if not directory.is_dir():
-            what = "is not a directory" if directory.exists() else "does not exist"
+        if not is_dir(directory):
+            what = "is not a directory" if exists(directory) else "does not exist"
             raise UserError(
                 f"{directory} {what}. Give the report one or more directories that hold training runs, "
                 "such as a sweep directory (outputs/sweeps/...) or outputs/ itself."
