@@ -156,6 +156,10 @@ def _read_split(directory: Path, split: str) -> Split:
     assert image_path is not None and label_path is not None  # locate() checked both
     images = _read_idx(image_path, labels=False)
     labels = _read_idx(label_path, labels=True)
+    if not len(images):
+        raise UserError(
+            f"{image_path} holds no images: it is not the Fashion-MNIST file (which holds 10,000 or 60,000)."
+        )
     if images.shape[1:] != (28, 28):
         raise UserError(f"{image_path} holds images of size {tuple(images.shape[1:])}; Fashion-MNIST's are 28 x 28.")
     if len(images) != len(labels):
