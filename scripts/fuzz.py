@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -206,6 +207,7 @@ def report(tallies: list[object], out: Path) -> str:
 
 def main(argv: list[str]) -> int:
     warnings.simplefilter("ignore")  # Pillow's and Hypothesis's notes on odd inputs, thousands of them
+    logging.getLogger("optuna_pruning_sweeper").setLevel(logging.ERROR)  # its warning per damaged journal, likewise
     options = arguments(argv)
     options.out = options.out.resolve()  # the cases run from a directory of their own
     if options.atheris:

@@ -184,6 +184,6 @@ def build(root: Path) -> World:
     _images(world.images)
     with guarded(world), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as log:
         code = main(world.train_args(world.run))
-    assert code == 0 and (world.run / "metrics.json").is_file(), log.getvalue()
-    _search(world.search)
+        assert code == 0 and (world.run / "metrics.json").is_file(), log.getvalue()
+        _search(world.search)
     return world
