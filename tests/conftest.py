@@ -563,6 +563,16 @@ def ema_run(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory)
     return trained_once(tmp_path_factory, "ema_run", cli, lambda run_dir: tiny_args(tiny_data, run_dir, *EMA_TRAINING))
 
 
+@pytest.fixture(scope="session")
+def fuzz_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The fuzz campaign's world (tests/fuzz/world.py: a tiny data set, a run trained on it, good
+    images, a small search), made once per session and shared by pytest-xdist's workers; the cases
+    work on copies."""
+    from fuzz import world
+
+    return world.at(made_once(tmp_path_factory, "fuzz_world", world.build))
+
+
 @pytest.fixture(scope="module")
 def hydra_conf() -> Iterator[None]:
     """Hydra's compose API on conf/, for the tests that compose configs without training."""

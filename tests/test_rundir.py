@@ -5,6 +5,7 @@ test_faults, test_train), with the facts a resume keeps."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from lenet_fmnist.host.cpu import processor
 from lenet_fmnist.run.admission import Admission, ResumeFacts, admit
 from lenet_fmnist.run.endings import Status
 from lenet_fmnist.run.errors import UserError
-from lenet_fmnist.run.files import HYDRA_CONFIG, LAST_CHECKPOINT, METRICS_FILE
+from lenet_fmnist.run.files import BEST_CHECKPOINT, HYDRA_CONFIG, LAST_CHECKPOINT, METRICS_FILE
 from lenet_fmnist.run.metrics_file import Circumstances, metrics_json, sweep_failures
 from lenet_fmnist.run.next_step import RESUME_WITH, RUN_AGAIN_WITH, next_step
 
@@ -91,6 +92,7 @@ def test_where_a_run_starts(tmp_path: Path) -> None:
     done = tmp_path / "done"
     (done / "checkpoints").mkdir(parents=True)
     (done / LAST_CHECKPOINT).write_bytes(b"")
+    (done / BEST_CHECKPOINT).write_bytes(b"")
     (done / METRICS_FILE).write_text(json.dumps({"status": "completed"}))
     with pytest.raises(UserError, match="already holds a run"):
         admit_here(done, {"resume": False})
@@ -102,12 +104,23 @@ def test_where_a_run_starts(tmp_path: Path) -> None:
 
 
 def saved_run(run_dir: Path, metrics: dict | None) -> Path:
-    """A run directory with a last.pt (its content unread here) and `metrics` as metrics.json."""
+    """A run directory with a last.pt and a best.pt (their content unread here) and `metrics` as
+    metrics.json."""
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / LAST_CHECKPOINT).write_bytes(b"")
+    (run_dir / BEST_CHECKPOINT).write_bytes(b"")
     if metrics is not None:
         (run_dir / METRICS_FILE).write_text(json.dumps(metrics))
     return run_dir
+
+
+def test_a_resume_without_best_pt_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    """best.pt is written with every epoch's last.pt and tested at the end: a run that lost it (by
+    hand) would resume, rewrite metrics.json and only then fail (fuzz regression run_edit/best-removed)."""
+    run_dir = saved_run(tmp_path / "run", {"status": "interrupted"})
+    (run_dir / BEST_CHECKPOINT).unlink()
+    with pytest.raises(UserError, match=rf"resume=true, but {re.escape(str(run_dir / BEST_CHECKPOINT))} is missing"):
+        admit(run_dir, {"resume": True}, "cpu", load=never)
 
 
 GPU = {"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "cuda": "12.8", "cudnn": 91002}

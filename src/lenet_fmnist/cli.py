@@ -96,7 +96,8 @@ def _train(cfg: object, run_dir: Path) -> float | None:
     # A trial of a hyperparameter search reports every epoch to its study, whose pruner may stop it.
     on_epoch = search_trial.epoch_reporter(typed) if sweep else None
     # A sweep run again with resume=true starts the jobs it never reached from scratch.
-    return train(typed, run_dir, on_epoch=on_epoch, start_if_unsaved=sweep)["val_acc"]
+    # .get: the metrics.json of a run completed before may have been edited by hand.
+    return train(typed, run_dir, on_epoch=on_epoch, start_if_unsaved=sweep).get("val_acc")
 
 
 def _eval(cfg: object, run_dir: Path) -> None:

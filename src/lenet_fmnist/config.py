@@ -23,6 +23,11 @@ from omegaconf.errors import OmegaConfBaseException
 from lenet_fmnist.run.errors import UserError
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# torch's seeds: a 64-bit integer, signed or not (torch.manual_seed raises outside this range).
+SEED_RANGE = (-(2**63), 2**64 - 1)
+# More threads than any machine's cores: a team that large only waits on itself (each thread is
+# started at once, so a mistyped count could otherwise exhaust the system's threads).
+MAX_THREADS = 1024
 
 
 class Activation(Enum):
@@ -47,6 +52,11 @@ class Schedule(Enum):
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{key}={value!r} is not allowed: {key} must be {allowed}.")
+
+
+def check_seed(key: str, seed: int) -> None:
+    low, high = SEED_RANGE
+    require(low <= seed <= high, key, seed, "an integer from -2**63 to 2**64 - 1 (a 64-bit seed)")
 
 
 def _check_name(name: str, expected: str) -> None:
@@ -187,6 +197,7 @@ class DataConfig(DataRootConfig):
 
     def __post_init__(self) -> None:
         require(self.val_size >= 0, "data.val_size", self.val_size, ">= 0 (0: no validation)")
+        check_seed("data.split_seed", self.split_seed)
 
 
 def check_device(device: str) -> None:
@@ -194,7 +205,12 @@ def check_device(device: str) -> None:
 
 
 def check_threads(threads: int | None) -> None:
-    require(threads is None or threads >= 1, "threads", threads, "null (automatic) or >= 1")
+    require(
+        threads is None or 1 <= threads <= MAX_THREADS,
+        "threads",
+        threads,
+        f"null (automatic) or from 1 to {MAX_THREADS}",
+    )
 
 
 @dataclass
@@ -223,6 +239,7 @@ class TrainConfig:
         require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         require(1 <= self.shards <= self.batch_size, "shards", self.shards, f"from 1 to batch_size ({self.batch_size})")
         require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
+        check_seed("seed", self.seed)
         check_device(self.device)
         check_threads(self.threads)
 
@@ -255,13 +272,32 @@ def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
     return unknown
 
 
+def _absent_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys of the schema that `node` holds no value for: left ??? (a required value not given) or
+    deleted with `~KEY` (OmegaConf would build the dataclass with ??? in their place)."""
+    schema = OmegaConf.get_type(node)
+    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else list(node)
+    absent = []
+    for name in names:
+        if name not in node or OmegaConf.is_missing(node, name):
+            absent.append(f"{prefix}{name}")
+        elif OmegaConf.is_dict(node._get_node(name)):
+            absent += _absent_keys(node[name], f"{prefix}{name}.")
+    return absent
+
+
 def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
     """Return the composed `cfg` as a `schema` instance, or raise UserError naming the bad value.
 
     Hydra's typed composition has already caught wrong options, types and misspelt keys; building
-    the dataclasses runs each `__post_init__` range check, and the key comparison catches keys
-    added with `+key=value`, which Hydra accepts even on a typed config.
+    the dataclasses runs each `__post_init__` range check, and the key comparisons catch keys
+    added with `+key=value` and deleted with `~key`, which Hydra accepts even on a typed config.
     """
+    if absent := _absent_keys(cfg):
+        raise UserError(
+            f"Invalid configuration: no value for {', '.join(absent)}. Give each as KEY=VALUE (a `~KEY` override "
+            "deletes a key's value; see `--cfg job` for the full tree)."
+        )
     try:
         typed = OmegaConf.to_object(cfg)
     except ValueError as error:

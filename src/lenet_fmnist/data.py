@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import is_dir, user_path
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def _how_to_provide() -> str:
 def locate(root: str | None) -> Path:
     """The directory holding the four files: data.root, Debian's, the user cache, or a download."""
     if root is not None:
-        given = Path(root).expanduser()
-        if not given.is_dir():
+        given = user_path(root, "data.root")
+        if not is_dir(given):
             raise UserError(f"data.root={root!r} is not an existing directory. {_how_to_provide()}")
         for directory in (given, given / "FashionMNIST" / "raw"):
             if _holds_dataset(directory):
@@ -155,6 +156,10 @@ def _read_split(directory: Path, split: str) -> Split:
     assert image_path is not None and label_path is not None  # locate() checked both
     images = _read_idx(image_path, labels=False)
     labels = _read_idx(label_path, labels=True)
+    if not len(images):
+        raise UserError(
+            f"{image_path} holds no images: it is not the Fashion-MNIST file (which holds 10,000 or 60,000)."
+        )
     if images.shape[1:] != (28, 28):
         raise UserError(f"{image_path} holds images of size {tuple(images.shape[1:])}; Fashion-MNIST's are 28 x 28.")
     if len(images) != len(labels):

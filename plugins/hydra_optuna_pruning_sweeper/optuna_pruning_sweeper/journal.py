@@ -54,8 +54,9 @@ def check_journal(path: Path) -> None:
     lines = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines[:-1], start=1):
         try:
-            if not isinstance(json.loads(line), dict):
-                raise ValueError("not a JSON record")
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("op_code"), int):
+                raise ValueError("not a journal record: a JSON object with an integer op_code")
         except ValueError as error:
             raise ValueError(f"line {number} of the journal is damaged ({error})") from None
 

@@ -107,7 +107,11 @@ class Lease:
         self._thread.start()
 
     def _renew(self, storage: BaseStorage) -> None:
-        study_id = storage.get_study_id_from_name(self.study.study_name)
+        try:
+            study_id = storage.get_study_id_from_name(self.study.study_name)
+        except Exception as error:  # in this thread it would print a traceback and end it all the same
+            log.warning("The search's lease on its study cannot be renewed (%s); it expires by itself.", error)
+            return
         while not self._stop.wait(RENEW_SECONDS):
             renewed = asdict(self.holder) | {"renewed": time.time()}
             try:

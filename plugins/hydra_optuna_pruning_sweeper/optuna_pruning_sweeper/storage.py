@@ -43,11 +43,11 @@ class Location:
 
     @contextlib.contextmanager
     def problems(self, sweep_dir: Path) -> Iterator[None]:
-        """Turn what a bad storage raises (OSError, a corrupt journal's JSON error, SQLAlchemy's
-        errors: the user's to fix) into a SweeperError naming it."""
+        """Turn what a bad storage raises (OSError, a corrupt journal's JSON error or missing key,
+        SQLAlchemy's errors: the user's to fix) into a SweeperError naming it."""
         try:
             yield
-        except (SweeperError, KeyError):  # KeyError: no such study, which the caller explains
+        except SweeperError:
             raise
         except Exception as error:
             raise SweeperError(
@@ -70,11 +70,10 @@ class Location:
 
     def load(self, sweep_dir: Path) -> optuna.Study:
         storage = self.open(sweep_dir)
-        try:
-            with self.problems(sweep_dir):
-                return optuna.load_study(study_name=self.study_name, storage=storage)
-        except KeyError:
-            raise SweeperError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.") from None
+        with self.problems(sweep_dir):  # a journal's record that lacks a key raises KeyError too: asked first
+            if not any(known.study_name == self.study_name for known in storage.get_all_studies()):
+                raise SweeperError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.")
+            return optuna.load_study(study_name=self.study_name, storage=storage)
 
 
 def read_location(sweep_dir: Path) -> Location | None:
@@ -83,6 +82,11 @@ def read_location(sweep_dir: Path) -> Location | None:
         return None
     try:
         saved = json.loads(path.read_text())
-        return Location(saved[STORAGE_KEY], saved[STUDY_NAME_KEY])
+        storage, study_name = saved[STORAGE_KEY], saved[STUDY_NAME_KEY]
+        if not (storage is None or isinstance(storage, str)) or not isinstance(study_name, str):
+            raise TypeError(
+                f"{STORAGE_KEY} must be null or text and {STUDY_NAME_KEY} text, not {storage!r} and {study_name!r}"
+            )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SweeperError(f"{path} cannot be read ({error}); it says where the search's study is stored.") from None
+    return Location(storage, study_name)

@@ -8,8 +8,11 @@ SQLAlchemy is imported only for a database URL, which needs it anyway.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from optuna_pruning_sweeper.errors import SweeperError
 
 STORAGE_KEY = "hydra.sweeper.storage"
 
@@ -23,10 +26,14 @@ def absolute(storage: str | None, cwd: Path) -> str | None:
     if storage is None:
         return None
     if not is_url(storage):
-        return str(cwd / Path(storage).expanduser())
-    from sqlalchemy.engine import make_url
-
-    url = make_url(storage)
+        try:
+            return str(cwd / Path(storage).expanduser())
+        except (RuntimeError, ValueError):  # ~user of a user this machine does not know, or a NUL byte in it
+            raise SweeperError(
+                f"{STORAGE_KEY}={storage!r} starts with the home directory of a user this machine does not know: "
+                "give the journal's path in full."
+            ) from None
+    url = _url(storage)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return storage
     if url.database.startswith("file:") or Path(url.database).is_absolute():
@@ -34,8 +41,32 @@ def absolute(storage: str | None, cwd: Path) -> str | None:
     return url.set(database=str(cwd / url.database)).render_as_string(hide_password=False)
 
 
+def _url(storage: str) -> Any:
+    """The database URL `storage` as SQLAlchemy reads it; SweeperError for one it cannot read."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage)
+    except (ArgumentError, ValueError) as error:  # ValueError: a port that is no number
+        raise SweeperError(
+            f"{STORAGE_KEY}={masked(storage)} is not a database URL SQLAlchemy can read ({error}): write it as "
+            "dialect+driver://user:password@host:port/database, e.g. sqlite:///study.db, or give a journal file's path."
+        ) from None
+
+
+def _printable(text: str) -> str:
+    """`text` with each character that prints nothing (a newline, a NUL) escaped, as repr() shows it."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def masked(storage: str) -> str:
-    """The storage with its password, if it has one, shown as ***."""
+    """The storage as shown to a reader: with its password, if it has one, as ***, and what does not
+    print escaped."""
+    return _printable(_masked(storage))
+
+
+def _masked(storage: str) -> str:
     if not is_url(storage):
         return storage
     from sqlalchemy.engine import make_url
@@ -43,7 +74,7 @@ def masked(storage: str) -> str:
 
     try:
         url = make_url(storage)
-    except ArgumentError:  # not a URL SQLAlchemy reads: opening it will say so; show nothing after "://"
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: opening it will say so; show nothing after "://"
         return storage.split("://", 1)[0] + "://***"
     return url.render_as_string(hide_password=True) if url.password else storage
 
@@ -53,7 +84,7 @@ def has_clear_password(config: DictConfig) -> bool:
     (e.g. ${oc.env:DB_PASSWORD}): Hydra writes every job's config, password included, to its
     .hydra/hydra.yaml."""
     raw = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("storage")
-    return isinstance(raw, str) and is_url(raw) and "${" not in raw and masked(raw) != raw
+    return isinstance(raw, str) and is_url(raw) and "${" not in raw and _masked(raw) != raw
 
 
 def masked_config(config: DictConfig) -> DictConfig:

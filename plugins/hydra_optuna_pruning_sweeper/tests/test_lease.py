@@ -66,3 +66,25 @@ def test_a_dead_searchs_lease_is_taken_over(tmp_path: Path) -> None:
     lease.acquire("here")
     assert holder_of(journal_study(journal)) == lease.holder
     lease.release()
+
+
+class FailingStorage(JournalStorage):
+    """A storage that fails when the lease's thread first asks it for the study (a database gone)."""
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        raise optuna.exceptions.StorageInternalError("the database went away")
+
+
+def test_a_storage_that_fails_under_the_lease_thread_leaves_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the fuzz campaign (tests/fuzz/: a sqlite storage that failed as the thread started):
+    the thread's first call was outside its try, so the failure printed a traceback."""
+    died = []
+    monkeypatch.setattr("threading.excepthook", died.append)
+    journal = tmp_path / "optuna.journal"
+    lease = Lease(journal_study(journal), lambda: FailingStorage(JournalFileBackend(str(journal))))
+    lease.acquire("here")
+    lease.release()
+    assert not died
+    assert "cannot be renewed (the database went away); it expires by itself" in caplog.text

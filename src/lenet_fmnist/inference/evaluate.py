@@ -53,8 +53,10 @@ def load_classifier(path: str | Path, uint8_input: bool) -> tuple[Classifier, di
     """The checkpoint's model as a Classifier on the CPU, and the checkpoint itself (epoch, config).
     The model holds the checkpoint's evaluated weights: the moving average's when it has one."""
     state = checkpoint.load(path)
+    checkpoint.require(state, path, checkpoint.CLASSIFIED)
     model = checkpoint.model_from(state, path)
-    test_flip = bool(state["config"]["augmentation"]["test_flip"])
+    augmentation = state["config"].get("augmentation")
+    test_flip = bool(augmentation.get("test_flip")) if isinstance(augmentation, dict) else False
     return Classifier(model, test_flip, uint8_input), state
 
 

@@ -32,6 +32,7 @@ from lenet_fmnist.run.admission import claim_output
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import ONNX_MODEL, SIDECAR_SUFFIX, TORCHSCRIPT_MODEL
 from lenet_fmnist.run.locking import unlock
+from lenet_fmnist.run.paths import user_path
 from lenet_fmnist.run.storage import write_atomic, write_json
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training.augment import normalise
@@ -169,7 +170,7 @@ def _check_images(cfg: ExportConfig) -> tuple[torch.Tensor, Path]:
 def export_checkpoint(cfg: ExportConfig, run_dir: Path) -> dict[str, Any]:
     """The `export` command: serialise, check, then write the model file and its sidecar into
     `run_dir`, this export's own directory, or into out=DIR, which it holds meanwhile (lock)."""
-    directory = Path(cfg.out).expanduser() if cfg.out else run_dir
+    directory = user_path(cfg.out, "out") if cfg.out else run_dir
     if directory.resolve() == run_dir.resolve():  # claimed already, before Hydra wrote into it
         return _export(cfg, directory)
     claim_output(directory, "out")

@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import is_dir, is_file, user_path
 
 SIZE = 28  # Fashion-MNIST's images are SIZE x SIZE
 WORK_SIDE = 4 * SIZE  # longest side the item is looked for at: 4 px per output pixel
@@ -48,6 +49,10 @@ WORK_SIDE = 4 * SIZE  # longest side the item is looked for at: 4 px per output 
 # item a quarter of the picture wide still has >= 4 px per output pixel (and decoding is up to 64x cheaper).
 DECODE_SIDE = 4 * WORK_SIDE
 MIN_SIDE = 3  # a border to tell the background by, and something inside it
+# JPEG's own limit, far beyond any camera's: a header that claims a longer side is refused before
+# decoding (Pillow's decompression-bomb limit counts pixels, and a canvas 16 million pixels wide and
+# 2 high passes it, yet takes minutes to decode).
+MAX_SIDE = 65_535
 FOREGROUND = 0.05  # how far above the background a pixel must be to belong to the item
 FRAMED = (26, 28)  # item sizes (longer side, px) of 99.98% of Fashion-MNIST's images: kept as they are
 # Pillow's names of the formats read (its JPEG reader also opens cameras' multi-picture JPEGs).
@@ -75,10 +80,10 @@ def _has_glob(pattern: str) -> bool:
 def find_images(spec: str) -> list[Path]:
     """The files `images=` names: a file, a folder's files (not its sub-folders; hidden files
     skipped), or a glob's matching files (`**` reaches into sub-folders). Sorted by name."""
-    path = Path(spec).expanduser()
-    if path.is_file():
+    path = user_path(spec, "images")
+    if is_file(path):
         return [path]
-    if path.is_dir():
+    if is_dir(path):
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         if not files:
             raise UserError(
@@ -108,10 +113,18 @@ def _open(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # big photos are fine: JPEGs decode small
             with Image.open(path, formats=FORMATS) as image:
+                if max(image.size) > MAX_SIDE:
+                    raise BadImage(
+                        f"{image.width} x {image.height} pixels: a side over {MAX_SIDE} is too large to decode"
+                    )
                 image.draft(None, (DECODE_SIDE, DECODE_SIDE))  # JPEG only; a no-op for the others
                 image.load()
+                if image.mode in ("P", "PA") and image.palette is None:
+                    raise BadImage("a palette image whose file holds no palette")
                 ImageOps.exif_transpose(image, in_place=True)
                 return image
+    except BadImage:
+        raise
     except UnidentifiedImageError:
         raise BadImage("not a PNG, JPEG, BMP, TIFF or WebP image") from None
     except Image.DecompressionBombError as error:
@@ -226,7 +239,9 @@ def prepare(grey: np.ndarray, invert: str) -> Prepared:
             f"{width} x {height} pixels is too small: an image needs at least {MIN_SIDE} x {MIN_SIDE} "
             "(a border to tell the background by, and an item inside it)"
         )
-    small = _resize(grey, *reversed(_fit(height, width, WORK_SIDE))) if max(height, width) > WORK_SIDE else grey
+    # The shrunk copy keeps MIN_SIDE pixels a side, however long and thin the image.
+    work = tuple(max(MIN_SIDE, side) for side in _fit(height, width, WORK_SIDE))
+    small = _resize(grey, *reversed(work)) if max(height, width) > WORK_SIDE else grey
     rows, cols, _, _ = _border(small.shape)
     inverted = invert == "true" or (invert == "auto" and _median(small[rows, cols]) > 0.5)
     if inverted:

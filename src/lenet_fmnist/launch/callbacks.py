@@ -19,8 +19,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_fmnist.run.admission import claim_run, claim_sweep
-from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.errors import UserError, paragraph
 from lenet_fmnist.run.metrics_file import sweep_failures
+from lenet_fmnist.run.paths import user_path
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,13 @@ log = logging.getLogger(__name__)
 def _refuse(message: str) -> None:
     """Stop before Hydra touches anything: one logged paragraph, exit status 1, no traceback
     (Hydra reports an ordinary exception with a stack trace, but lets SystemExit through)."""
-    log.error("%s", message)
+    log.error("%s", paragraph(message))
     raise SystemExit(1)
 
 
 def _output_dir(config: DictConfig, key: str) -> Path:
     HydraConfig.instance().set_config(config)  # for ${hydra:...} in the directory's name; run_job sets it again
-    return Path(str(OmegaConf.select(config, key))).expanduser()
+    return user_path(str(OmegaConf.select(config, key)), key)
 
 
 class OutputDirCheck(Callback):

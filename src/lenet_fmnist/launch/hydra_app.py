@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 from lenet_fmnist.launch import search_trial
 from lenet_fmnist.run.endings import Ending, ending_of
-from lenet_fmnist.run.errors import Reported
+from lenet_fmnist.run.errors import Reported, paragraph
 from lenet_fmnist.run.locking import lock, unlock
 from lenet_fmnist.run.next_step import next_step
 
@@ -37,7 +39,7 @@ def announce(error: Reported | KeyboardInterrupt, then: Callable[[], str]) -> tu
     """The ending of `error` (run.endings.ENDINGS) and its message: one paragraph, followed by the
     command that goes on (`then()`) where the ending has one."""
     ending = ending_of(error)
-    message = ending.message or str(error)
+    message = paragraph(ending.message or str(error))
     return ending, f"{message} {then()}" if ending.next_step else message
 
 
@@ -90,6 +92,57 @@ def modes(args: list[str]) -> list[str]:
     return sorted({MODE_FLAGS[arg] for arg in args if arg in MODE_FLAGS})
 
 
+# Hydra's own line after an error it reports: it prints a stack trace when this variable is 1.
+HYDRA_FULL_ERROR = "HYDRA_FULL_ERROR"
+HYDRA_HINT = f"Set the environment variable {HYDRA_FULL_ERROR}=1 for a complete stack trace."
+# Modules of this toolkit and its sweeper: an exception that came through them is not Hydra's trouble.
+_OURS = ("lenet_fmnist.", "optuna_pruning_sweeper", "hydra_plugins.")
+
+
+def _raised_by_us(error: BaseException) -> bool:
+    """Whether `error` came through code of ours called from Hydra (a task, a callback, a plugin):
+    a bug or a refusal of ours, never Hydra's trouble with the command line."""
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+    called = [i for i, frame in enumerate(frames) if frame.f_code is run_hydra.__code__]
+    below = frames[called[0] + 1 :] if called else frames
+    return any(str(frame.f_globals.get("__name__", "")).startswith(_OURS) for frame in below)
+
+
+def _hydra_message(error: Exception, args: list[str]) -> str:
+    """Hydra's refusal of a command line, as Hydra words a compact one (its message and the
+    OmegaConf error under it); any other exception it raised is named with the overrides."""
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(error, CompactHydraException):
+        cause = error.__cause__
+        return f"{error}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(error)
+    detail = " ".join(str(error).split())
+    return f"Hydra cannot use this command line ({type(error).__name__}: {detail}); its arguments: {' '.join(args)}"
+
+
+@contextlib.contextmanager
+def hydra_errors_told(args: list[str]) -> Iterator[None]:
+    """Hydra prints a stack trace for some command lines it cannot use (a config group given a
+    number, a hydra.verbose or hydra.job.name it cannot log with) and lets others escape its
+    --help and --cfg: each is said here instead, its message then HYDRA_HINT, exit status 1. Hydra
+    is asked to raise them (HYDRA_FULL_ERROR), unless the user set that: then the traces are
+    wanted. What code of ours raised goes on (_raised_by_us)."""
+    if os.environ.get(HYDRA_FULL_ERROR) == "1":
+        yield
+        return
+    os.environ[HYDRA_FULL_ERROR] = "1"
+    try:
+        yield
+    except Exception as error:
+        if _raised_by_us(error):
+            raise
+        sys.stderr.write(f"{_hydra_message(error, args)}\n\n{HYDRA_HINT}\n")
+        raise SystemExit(1) from None
+    finally:
+        os.environ.pop(HYDRA_FULL_ERROR, None)
+
+
 @contextlib.contextmanager
 def hydra_argv(command: str, args: list[str]) -> Iterator[None]:
     """Hydra reads its command line from sys.argv: `lenet-fmnist COMMAND` and the command's
@@ -130,7 +183,7 @@ def run_hydra(command: str, config_name: str, config_dir: Path, task: Task, args
     # SIGTERM (a scheduler's pre-emption, `kill`) behaves like Ctrl-C: while training, the run's
     # own handlers turn both into a saved, resumable stop; elsewhere they end up below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with hydra_argv(command, args):
+    with hydra_argv(command, args), hydra_errors_told(args):
         try:
             app()
         except KeyboardInterrupt as error:

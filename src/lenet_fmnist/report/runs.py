@@ -24,6 +24,7 @@ from lenet_fmnist.run.endings import REPORT_NAMES, UNFINISHED, Status
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.files import HYDRA_CONFIG, HYDRA_RUNTIME, METRICS_FILE, SWEEP_CONFIG, is_run_directory
 from lenet_fmnist.run.metrics_file import load_metrics
+from lenet_fmnist.run.paths import exists, is_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,15 @@ class Run:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        return list(self.metrics.get("history") or [])
+        """metrics.json's per-epoch records (a record that is no JSON object, as a hand edit may leave, is not one)."""
+        history = self.metrics.get("history")
+        return [record for record in history if isinstance(record, dict)] if isinstance(history, list) else []
 
     @property
     def warnings(self) -> list[str]:
         """What the run warned about (e.g. that it was not learning); metrics.json's `warnings`."""
-        return [str(warning) for warning in self.metrics.get("warnings") or []]
+        warnings = self.metrics.get("warnings")
+        return [str(warning) for warning in warnings] if isinstance(warnings, list) else []
 
     @cached_property
     def measures(self) -> dict[str, float]:
@@ -66,8 +70,8 @@ def find(directories: list[Path]) -> list[Path]:
     """Every run directory under `directories`, in a stable order. Raises UserError for a
     directory that does not exist and when there is no run at all."""
     for directory in directories:
-        if not directory.is_dir():
-            what = "is not a directory" if directory.exists() else "does not exist"
+        if not is_dir(directory):
+            what = "is not a directory" if exists(directory) else "does not exist"
             raise UserError(
                 f"{directory} {what}. Give the report one or more directories that hold training runs, "
                 "such as a sweep directory (outputs/sweeps/...) or outputs/ itself."
@@ -114,12 +118,17 @@ def _experiment(path: Path, choices: dict[str, str]) -> str:
     return "single runs"
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if it is a mapping, else an empty one: a file edited by hand may hold anything."""
+    return value if isinstance(value, dict) else {}
+
+
 def load(path: Path) -> Run:
     config = _read_yaml(path / HYDRA_CONFIG) if (path / HYDRA_CONFIG).exists() else None
     hydra_file = path / HYDRA_RUNTIME
-    hydra = (_read_yaml(hydra_file) or {}).get("hydra", {}) if hydra_file.exists() else {}
-    choices = {str(key): str(value) for key, value in (hydra.get("runtime", {}).get("choices") or {}).items()}
-    job_num = hydra.get("job", {}).get("num")
+    hydra = _mapping(_mapping(_read_yaml(hydra_file)).get("hydra")) if hydra_file.exists() else {}
+    choices = {str(key): str(value) for key, value in _mapping(_mapping(hydra.get("runtime")).get("choices")).items()}
+    job_num = _mapping(hydra.get("job")).get("num")
     metrics, problem = load_metrics(path)
     if metrics is None:
         status, detail = UNFINISHED, problem

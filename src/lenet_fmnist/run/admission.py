@@ -15,7 +15,7 @@ from lenet_fmnist.host.cpu import processor
 from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, config_changes
 from lenet_fmnist.run.endings import Status
 from lenet_fmnist.run.errors import UserError
-from lenet_fmnist.run.files import LAST_CHECKPOINT, METRICS_FILE, SWEEP_CONFIG, holds_run
+from lenet_fmnist.run.files import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, SWEEP_CONFIG, holds_run
 from lenet_fmnist.run.locking import lock
 from lenet_fmnist.run.metrics_file import read_metrics
 
@@ -146,6 +146,11 @@ def admit(
             log.info("%s holds no saved epoch; the run starts from the beginning.", run_dir)
             return Admission()
         raise UserError(_nothing_to_resume(run_dir))
+    if not (run_dir / BEST_CHECKPOINT).exists():  # written with every epoch's last.pt, and tested at the end
+        raise UserError(
+            f"resume=true, but {run_dir / BEST_CHECKPOINT} is missing: the run's best epoch could not be tested. "
+            "Restore the file, or train the run afresh in another directory."
+        )
     saved = load(run_dir / LAST_CHECKPOINT)
     _check_same_config(saved["config"], config)
     _check_device_kind(saved["rng"]["cuda"] is not None, device, run_dir / LAST_CHECKPOINT)

@@ -3,9 +3,17 @@ say what happened: the user's mistake, the machine's fault, and a run's outcome.
 says how each family ends a run, its command, its sweep and its search; nothing decides by the
 order of except clauses."""
 
+import re
+
 
 class Reported(Exception):
     """An ending the command reports as one paragraph, never as a traceback."""
+
+
+def paragraph(message: str) -> str:
+    """`message` as one paragraph: a blank line inside it (a path or value the user gave may hold
+    one) would end it early."""
+    return re.sub(r"\n\s*\n", "\n", message.strip())
 
 
 class UserError(Reported):

@@ -13,6 +13,7 @@ import torch
 
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import is_file, user_path
 from lenet_fmnist.run.storage import write_atomic
 
 # v2: a step's arithmetic no longer depends on the thread count (training.step), so a v1 run would
@@ -35,8 +36,8 @@ def load(
 ) -> dict[str, Any]:
     """Read a checkpoint written by `save`, or raise UserError saying why the file is not one; a
     missing file is named as the config `key` that gave it, with `hint` saying what to do."""
-    path = Path(path).expanduser()
-    if not path.is_file():
+    path = user_path(str(path), key)
+    if not is_file(path):
         raise UserError(f"{key}={str(path)!r} does not exist or is not a file: {hint}")
     try:
         with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it all
@@ -65,6 +66,75 @@ def load(
     return state
 
 
+def _weights(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` holds only what JSON does (what a run's config, history and sidecar hold)."""
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _plain(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _rng(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and all(isinstance(value.get(key), torch.Tensor) for key in ("torch", "generator"))
+        and "cuda" in value
+        and (value["cuda"] is None or isinstance(value["cuda"], torch.Tensor))
+    )
+
+
+# What `save` writes (training.state.TrainingState.state_dict), each entry with its check and what
+# it holds in words; EMA only in runs with a weight average.
+ENTRIES = {
+    "model": (_weights, "weights (names and tensors)"),
+    "config": (lambda v: isinstance(v, dict) and _plain(v), "the run's configuration (plain values)"),
+    "epoch": (_count, "a number of epochs"),
+    "optimizer": (lambda v: isinstance(v, dict), "the optimizer's state"),
+    "scheduler": (lambda v: isinstance(v, dict), "the schedule's state"),
+    "rng": (_rng, "the random generators' states"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) and _plain(r) for r in v), "epoch records"),
+    "best_epoch": (_count, "a number of epochs"),
+    "best_val_acc": (lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)), "an accuracy"),
+    "warnings": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of warnings"),
+    EMA: (lambda v: isinstance(v, dict) and _weights(v.get("model")) and _count(v.get("updates")), "a weight average"),
+}
+CLASSIFIED = ("model", "config", "epoch", EMA)  # what eval, predict and export read
+
+
+def require(state: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
+    """Refuse a checkpoint whose entries `keys` (of ENTRIES) are missing or not what `save` writes:
+    one damaged or edited by hand. EMA may be missing (a run without a weight average)."""
+    for key in keys:
+        if key not in state:
+            if key == EMA:
+                continue
+            raise UserError(
+                f"{path} has no {key!r} entry: it is not a whole lenet_fmnist checkpoint (damaged, or edited)."
+            )
+        check, holds = ENTRIES[key]
+        if not check(state[key]):
+            shown = repr(state[key]) if len(repr(state[key])) <= 40 else f"a {type(state[key]).__name__}"
+            raise UserError(
+                f"{path} holds {shown} as its {key!r} entry, not {holds}: the checkpoint is damaged or was edited."
+            )
+
+
+def resumable(path: Path) -> dict[str, Any]:
+    """last.pt as a resume reads it: `load`, then every entry `save` writes checked."""
+    state = load(path)
+    require(state, path, tuple(ENTRIES))
+    return state
+
+
 def evaluated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights that validation, the test, `eval`, `predict` and `export` use: the moving
     average's when the run kept one (ema.decay; the checkpoint's EMA entry, written by
@@ -77,7 +147,8 @@ def weights_used(state: dict[str, Any]) -> str:
     """Which weights `evaluated_weights` gives, in words (logs, eval.json, export's sidecar)."""
     if state.get(EMA) is None:
         return "the trained weights"
-    decay = state.get("config", {}).get("ema", {}).get("decay")
+    ema = state.get("config", {}).get("ema")
+    decay = ema.get("decay") if isinstance(ema, dict) else None
     return f"the exponential moving average of the weights (ema.decay={decay})"
 
 
@@ -94,4 +165,9 @@ def model_from(state: dict[str, Any], source: str | Path) -> LeNet5:
         raise UserError(
             f"{source} does not hold weights of this LeNet-5 (another architecture or a damaged file): {detail}"
         ) from None
+    if broken := [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]:
+        raise UserError(
+            f"{source} holds weights that are not finite numbers (NaN or infinite, in {', '.join(broken[:3])}): "
+            "such a model classifies nothing. Use a checkpoint saved before its run diverged."
+        )
     return model

@@ -33,6 +33,7 @@ from torch import nn
 from lenet_fmnist.config import DistillConfig
 from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.run.paths import user_path
 from lenet_fmnist.training import checkpoint
 from lenet_fmnist.training.augment import normalise
 from lenet_fmnist.workers import Workers
@@ -139,9 +140,16 @@ def load(paths: Sequence[str], student_data: dict[str, Any], device: torch.devic
         return None
     models, files, splits = [], [], []
     for name in paths:
-        path = Path(name).expanduser()
+        path = user_path(name, "distill.teachers")
         state = checkpoint.load(path, key="distill.teachers", hint=MISSING_TEACHER_HINT)
-        check_unseen(state, student_data, name)
+        checkpoint.require(state, path, ("model", "config"))
+        try:
+            check_unseen(state, student_data, name)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            raise UserError(
+                f"{path} does not say which images its run trained on (config.data.val_size and split_seed), so it "
+                "cannot teach a run that validates: a checkpoint damaged or edited."
+            ) from None
         with torch.random.fork_rng(devices=[]):  # building a network draws initial weights: not from the run's RNG
             teacher = checkpoint.model_from(state, path)
         models.append(teacher.to(device, memory_format=CHANNELS_LAST))

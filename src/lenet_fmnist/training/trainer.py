@@ -38,7 +38,8 @@ from lenet_fmnist.host.registry import registered_while_running
 from lenet_fmnist.host.threads import ONE_GPU_THREAD, Threads, training_threads
 from lenet_fmnist.inference.evaluate import Classifier, Evaluation, confusion_matrix
 from lenet_fmnist.run import admission, validation
-from lenet_fmnist.run.errors import Diverged, Interrupted
+from lenet_fmnist.run.errors import Diverged, Interrupted, UserError
+from lenet_fmnist.run.files import LAST_CHECKPOINT
 from lenet_fmnist.run.metrics_file import Circumstances, EpochRecord
 from lenet_fmnist.training import checkpoint, distill
 from lenet_fmnist.training.augment import Augmenter, Erasing, augment
@@ -253,7 +254,9 @@ def train(
     never started starts on resume (run.admission.admit)."""
     compute_on_one_thread()  # every computation of the run: its numbers must not depend on a thread count
     config, device = to_plain(cfg), select_device(cfg.device)
-    admitted = admission.admit(run_dir, config, str(device), load=checkpoint.load, start_if_unsaved=start_if_unsaved)
+    admitted = admission.admit(
+        run_dir, config, str(device), load=checkpoint.resumable, start_if_unsaved=start_if_unsaved
+    )
     if admitted.completed is not None:
         return admitted.completed
     watch = LoadWatch()  # the load of other programs, watched while the data loads
@@ -275,7 +278,14 @@ def train(
 
 def _resume(state: TrainingState, admitted: admission.Admission, processor: str, run_dir: Path) -> None:
     """Continue `state` from the checkpoint `admit` read; say so if another processor computes now."""
-    state.load_state_dict(admitted.saved)
+    try:
+        state.load_state_dict(admitted.saved)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as error:
+        detail = " ".join(str(error).split())[:300]
+        raise UserError(
+            f"{run_dir / LAST_CHECKPOINT} cannot be resumed from: its state does not fit this run ({type(error).__name__}: "
+            f"{detail}); the checkpoint is damaged or was edited. Restore it, or train the run afresh elsewhere."
+        ) from None
     log.info("Resuming %s after epoch %d", run_dir, state.epoch)
     if moved := admitted.facts.moved(processor, state.epoch):
         log.warning(moved)
