@@ -136,12 +136,13 @@ def run_child(args: argparse.Namespace) -> None:
     from lenet_fmnist.workers import Workers
 
     device = torch.device(args.device) if conventional else select_device(args.device)
-    if args.threads and conventional:
-        torch.set_num_threads(args.threads)
+    torch_default = torch.get_num_threads()  # before the team below sets one intra-op thread
     team = threads.count if threads and device.type == "cpu" else 1
     with Workers(team) as workers:  # every thread of the child computes with one intra-op thread from here
-        if args.child == "floor" and threads:
-            torch.set_num_threads(threads.count)  # torch's own step: all of them on the whole batch
+        if conventional:  # a user's script: torch's own threads
+            torch.set_num_threads(args.threads or torch_default)
+        elif args.child == "floor":  # torch's own step: all of the run's threads on the whole batch
+            torch.set_num_threads(threads.count)
         result = bench_loops.measure(args.child, vars(args), device, workers)
     reason = threads.reason if threads else ("--threads" if args.threads else "torch's default")
     count = team if args.child in ("sharded-floor", "accuracy") else torch.get_num_threads()

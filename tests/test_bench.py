@@ -46,6 +46,9 @@ def test_each_variant_measures_with_its_own_settings(plain_data: Path, variant: 
     assert (result["threads_reason"] == "torch's default") == variant.startswith("conventional")
     if variant.startswith("conventional"):
         assert result["cudnn_deterministic"] is False
+        fresh = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+        default = subprocess.run(fresh, env=bench.user_env(), capture_output=True, text=True, check=True)
+        assert result["threads"] == int(default.stdout), "the conventional loop runs with torch's own threads"
 
 
 @pytest.mark.cuda
