@@ -280,6 +280,14 @@ def _load_args(data: Path, run_dir: Path) -> list[str]:
     return [arg for arg in plain_args(data, run_dir, *LOAD_ARGS) if arg not in {"threads=1", "epochs=3"}]
 
 
+def _wait_for_line(log: Path, text: str, timeout: float = 120.0) -> None:
+    """Until a process's log holds `text`."""
+    deadline = time.monotonic() + timeout
+    while not (log.exists() and text in log.read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"no {text!r} in {log} after {timeout:.0f} s"
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def free_env(cli: CLI) -> CLI:
     """The command line without the OMP_NUM_THREADS of the tests' environment: the load decides."""
@@ -291,7 +299,7 @@ def test_the_same_command_computes_the_same_bits_alone_beside_a_busy_program_and
     free_env: CLI, plain_data: Path, tmp_path: Path
 ) -> None:
     """relu, max pool, augmentation, 2 epochs: alone it takes the free cores; beside a spinning
-    program, and started a second after another of our runs, it takes what is left. Every figure,
+    program, and started while another of our runs trains, it takes what is left. Every figure,
     weight and curve is the same."""
     alone = tmp_path / "alone"
     assert_ok(free_env.run(*_load_args(plain_data, alone)))
@@ -304,9 +312,12 @@ def test_the_same_command_computes_the_same_bits_alone_beside_a_busy_program_and
         spinner.kill()
         spinner.wait()
 
-    first = free_env.start(*_load_args(plain_data, tmp_path / "first"), log=tmp_path / "first.log")
+    # The run beside which the last one starts trains long enough to be training when that one
+    # decides (2 epochs of this data take half a second), and is compared with nothing.
+    first_args = [arg if arg != "epochs=2" else "epochs=40" for arg in _load_args(plain_data, tmp_path / "first")]
+    first = free_env.start(*first_args, log=tmp_path / "first.log")
     try:
-        time.sleep(1.0)
+        _wait_for_line(tmp_path / "first.log", "Training starts")
         assert_ok(free_env.run(*_load_args(plain_data, tmp_path / "beside")))
     finally:
         assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
