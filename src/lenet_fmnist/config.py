@@ -274,9 +274,11 @@ def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
 
 def _absent_keys(node: DictConfig, prefix: str = "") -> list[str]:
     """Keys of the schema that `node` holds no value for: left ??? (a required value not given) or
-    deleted with `~KEY` (OmegaConf would build the dataclass with ??? in their place)."""
+    deleted with `~KEY` (OmegaConf would build the dataclass with ??? in their place), and keys
+    added with `+KEY=???`."""
     schema = OmegaConf.get_type(node)
-    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else list(node)
+    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+    names += [name for name in node if name not in names]
     absent = []
     for name in names:
         if name not in node or OmegaConf.is_missing(node, name):

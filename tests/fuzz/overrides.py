@@ -184,6 +184,7 @@ def _names(overrides: list[str], flags: list[str], paths: dict[str, str]) -> lis
     for override in overrides:
         key, value = _key(override), _resolve(override.split("=", 1)[-1], paths)
         names += [_resolve(override, paths), value, value.strip("'\""), repr(value)[1:-1], key, key.split(".")[0]]
+        names.append(value.rstrip("/"))  # a path is named as Path prints it: `runs/` as `runs`
     return names
 
 

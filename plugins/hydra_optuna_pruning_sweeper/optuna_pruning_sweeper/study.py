@@ -35,7 +35,19 @@ from optuna_pruning_sweeper.space import Space
 from optuna_pruning_sweeper.storage import Location, read_location
 
 
-def _space_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def _is_space(saved: Any) -> bool:
+    """Whether `saved` has the form Space.describe gives (a study's attribute can be edited by hand)."""
+    return (
+        isinstance(saved, dict)
+        and isinstance(saved.get(SPACE_PARAMS), dict)
+        and isinstance(saved.get(SPACE_FIXED), list)
+        and all(isinstance(override, str) for override in saved[SPACE_FIXED])
+    )
+
+
+def _space_changes(saved: Any, current: dict[str, Any]) -> list[str]:
+    if not _is_space(saved):
+        return [f"the study's own record of its space is not one this sweeper writes: {json.dumps(saved)[:200]}"]
     changes = []
     for key in sorted(saved[SPACE_PARAMS].keys() | current[SPACE_PARAMS].keys()):
         old, new = saved[SPACE_PARAMS].get(key), current[SPACE_PARAMS].get(key)

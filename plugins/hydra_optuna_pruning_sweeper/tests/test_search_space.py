@@ -19,7 +19,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hydra_plugins.optuna_pruning_sweeper import config
 from hydra_plugins.optuna_pruning_sweeper.optuna_pruning_sweeper import OptunaSweeper
 from optuna_pruning_sweeper.errors import SweeperError
-from optuna_pruning_sweeper.names import JOURNAL_FILE, PrunerName
+from optuna_pruning_sweeper.names import JOURNAL_FILE, SPACE_ATTR, PrunerName
 from optuna_pruning_sweeper.samplers import for_installed_optuna, make_sampler
 from optuna_pruning_sweeper.settings import Settings
 from optuna_pruning_sweeper.space import Space, parse_space, trial_overrides
@@ -130,6 +130,16 @@ def test_a_study_with_trials_is_not_reused_without_resume_and_the_message_names_
     with pytest.raises(SweeperError) as refused:
         open_study(settings(), space, StudyRequest(tmp_path, False, "python app.py"))
     assert f"in {tmp_path / JOURNAL_FILE} already holds" in str(refused.value) and "None" not in str(refused.value)
+
+
+@pytest.mark.parametrize("saved", [{"fixed": []}, {"params": {}}, {"params": [], "fixed": []}, "x"])
+def test_a_resume_refuses_a_study_whose_record_of_its_space_was_edited(tmp_path: Path, saved: Any) -> None:
+    """The space a study keeps is a user attribute, which anyone can rewrite: a form the sweeper
+    does not write is refused with one message, not a KeyError from comparing it."""
+    space = space_of("x=interval(0, 1)")
+    open_ended(tmp_path, space).set_user_attr(SPACE_ATTR, saved)
+    with pytest.raises(SweeperError, match="the study's own record of its space is not one this sweeper writes"):
+        open_study(settings(), space, StudyRequest(tmp_path, True, "python app.py"))
 
 
 @pytest.mark.parametrize(("launcher_jobs", "expected"), [(None, 1), (3, 3), (-1, "cores"), (-2, "cores - 1")])

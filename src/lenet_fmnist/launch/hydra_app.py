@@ -108,6 +108,11 @@ def _raised_by_us(error: BaseException) -> bool:
     return any(str(frame.f_globals.get("__name__", "")).startswith(_OURS) for frame in below)
 
 
+def _names_an_argument(message: str, args: list[str]) -> bool:
+    """Whether `message` names one of the command line's arguments, or the key one sets."""
+    return any(word and word in message for arg in args for word in (arg, arg.split("=", 1)[0].lstrip("+~")))
+
+
 def _hydra_message(error: Exception, args: list[str]) -> str:
     """Hydra's refusal of a command line, as Hydra words a compact one (its message and the
     OmegaConf error under it); any other exception it raised is named with the overrides."""
@@ -116,7 +121,10 @@ def _hydra_message(error: Exception, args: list[str]) -> str:
 
     if isinstance(error, CompactHydraException):
         cause = error.__cause__
-        return f"{error}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(error)
+        message = f"{error}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(error)
+        if _names_an_argument(message, args):
+            return message
+        return f"{message}\nThe command line's arguments: {' '.join(args)}"  # e.g. `~` alone: "Could not delete ''"
     detail = " ".join(str(error).split())
     return f"Hydra cannot use this command line ({type(error).__name__}: {detail}); its arguments: {' '.join(args)}"
 
