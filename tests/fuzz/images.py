@@ -153,10 +153,13 @@ def _png_header(draw: st.DrawFn) -> bytes:
 def _file(draw: st.DrawFn) -> bytes:
     content = _png_header(draw) if draw(st.integers(0, 5)) == 0 else _encoded(draw, _image(draw))
     damage = draw(st.sampled_from(("none", "none", "none", "cut", "flip", "garbage")))
+    # Where to damage, drawn apart from the content's length: some of Pillow's encoders do not
+    # give the same length twice for the same image, and Hypothesis replays its draws exactly.
+    place = draw(st.integers(0, 2**32 - 1))
     if damage == "cut" and len(content) > 1:
-        return content[: draw(st.integers(0, len(content) - 1))]
+        return content[: place % len(content)]
     if damage == "flip" and content:
-        at = draw(st.integers(0, len(content) - 1))
+        at = place % len(content)
         return content[:at] + bytes([content[at] ^ draw(st.integers(1, 255))]) + content[at + 1 :]
     return content + (b"\x00garbage" * 4 if damage == "garbage" else b"")
 

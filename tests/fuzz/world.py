@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import synthetic_split, tiny_args, write_dataset
+from fuzz.harness import fresh_logging
 from lenet_fmnist import data
 
 EPOCHS = 1  # the world's run; the cases that train run as few
@@ -182,7 +183,10 @@ def build(root: Path) -> World:
     world = at(root)
     write_dataset(world.data, train=256, test=64, gz=True)
     _images(world.images)
-    with guarded(world), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as log:
+    # fresh_logging: Hydra's handlers of the run (its train.log among them) go with it, so that no
+    # later case in this process writes into the world's files.
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    with guarded(world), fresh_logging(), quiet[0], quiet[1] as log:
         code = main(world.train_args(world.run))
         assert code == 0 and (world.run / "metrics.json").is_file(), log.getvalue()
         _search(world.search)
