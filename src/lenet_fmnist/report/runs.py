@@ -135,7 +135,8 @@ def load(path: Path) -> Run:
     else:
         raw = str(metrics.get("status", "unknown"))
         status = REPORT_NAMES.get(raw, FAILED)
-        epochs = metrics.get("epochs_completed", len(metrics.get("history") or []))
+        history = metrics.get("history")
+        epochs = metrics.get("epochs_completed", len(history) if isinstance(history, list) else 0)
         detail = "" if status == COMPLETED else f"status {raw!r} after {epochs} epoch(s)"
     return Run(
         path=path,
