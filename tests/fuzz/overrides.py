@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from fuzz.harness import Failure, NotACase, Outcome, judge_cli, snapshot, unchanged
 from fuzz.world import World
+from lenet_fmnist.run.config_keys import key_of
 
 MAX_EPOCHS = 2
 COMMANDS = ("train", "eval", "predict", "export", "report")
@@ -174,15 +175,11 @@ def _resolve(text: str, paths: dict[str, str]) -> str:
     return text
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _names(overrides: list[str], flags: list[str], paths: dict[str, str]) -> list[str]:
     """What a refusal of a case may name: an override, its key (or the key's group), its value."""
     names = list(flags)
     for override in overrides:
-        key, value = _key(override), _resolve(override.split("=", 1)[-1], paths)
+        key, value = key_of(override), _resolve(override.split("=", 1)[-1], paths)
         names += [_resolve(override, paths), value, value.strip("'\""), repr(value)[1:-1], key, key.split(".")[0]]
         names.append(value.rstrip("/"))  # a path is named as Path prints it: `runs/` as `runs`
     return names
@@ -202,8 +199,8 @@ def _read(data: bytes) -> tuple[str, list[str], list[str]]:
 def args_of(command: str, overrides: list[str], flags: list[str], paths: dict[str, str]) -> list[str]:
     """The command line of a case: the harness's overrides (those the case gives a key of left
     out), then the case's, then its flags; placeholders resolved."""
-    given = {_key(o) for o in overrides}
-    base = [o for o in BASE.get(command, []) if _key(o) not in given]
+    given = {key_of(o) for o in overrides}
+    base = [o for o in BASE.get(command, []) if key_of(o) not in given]
     return [_resolve(arg, paths) for arg in [command, *base, *overrides, *flags]]
 
 

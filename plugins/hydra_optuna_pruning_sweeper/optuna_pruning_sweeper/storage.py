@@ -68,10 +68,15 @@ class Location:
             return None
         return Path(self.storage) if self.storage is not None else sweep_dir / JOURNAL_FILE
 
+    def holds_study(self, storage: BaseStorage) -> bool:
+        """Whether `storage` holds this location's study (asked by name: loading a missing one raises
+        KeyError, as a damaged journal record does)."""
+        return any(known.study_name == self.study_name for known in storage.get_all_studies())
+
     def load(self, sweep_dir: Path) -> optuna.Study:
         storage = self.open(sweep_dir)
         with self.problems(sweep_dir):  # a journal's record that lacks a key raises KeyError too: asked first
-            if not any(known.study_name == self.study_name for known in storage.get_all_studies()):
+            if not self.holds_study(storage):
                 raise SweeperError(f"The storage of {sweep_dir} holds no study named {self.study_name!r}.")
             return optuna.load_study(study_name=self.study_name, storage=storage)
 

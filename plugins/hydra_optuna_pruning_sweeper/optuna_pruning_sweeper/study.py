@@ -67,7 +67,7 @@ def _find(location: Location, sweep_dir: Path) -> tuple[BaseStorage, optuna.Stud
     command writes nothing)."""
     storage = location.open(sweep_dir)
     with location.problems(sweep_dir):
-        if any(known.study_name == location.study_name for known in storage.get_all_studies()):
+        if location.holds_study(storage):
             return storage, optuna.load_study(study_name=location.study_name, storage=storage)
     return storage, None
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lenet_fmnist.launch import search_trial
+from lenet_fmnist.run.config_keys import key_of
 from lenet_fmnist.run.endings import Ending, ending_of
 from lenet_fmnist.run.errors import Reported, paragraph
 from lenet_fmnist.run.locking import lock, unlock
@@ -110,7 +111,7 @@ def _raised_by_us(error: BaseException) -> bool:
 
 def _names_an_argument(message: str, args: list[str]) -> bool:
     """Whether `message` names one of the command line's arguments, or the key one sets."""
-    return any(word and word in message for arg in args for word in (arg, arg.split("=", 1)[0].lstrip("+~")))
+    return any(word and word in message for arg in args for word in (arg, key_of(arg)))
 
 
 def _hydra_message(error: Exception, args: list[str]) -> str:
