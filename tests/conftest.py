@@ -37,7 +37,7 @@ from lenet_fmnist import data
 from lenet_fmnist.host.threads import usable_cores
 from lenet_fmnist.run.files import LOCK_FILE
 from lenet_fmnist.run.next_step import RESUME_WITH, RUN_AGAIN_WITH
-from lenet_fmnist.training.checkpoint import EMA
+from lenet_fmnist.training.checkpoint import AVERAGES
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
@@ -432,10 +432,11 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         theirs = torch.load(reference / "checkpoints" / name, weights_only=True)
         assert mine["epoch"] == theirs["epoch"]
         assert_same_weights(mine["model"], theirs["model"], name)
-        assert (EMA in mine) == (EMA in theirs), f"{name}: a weight average in one run only"
-        if EMA in mine:
-            assert_same_weights(mine[EMA]["model"], theirs[EMA]["model"], f"{name}: weight average")
-            assert mine[EMA]["updates"] == theirs[EMA]["updates"], name
+        for average in AVERAGES:
+            assert (average in mine) == (average in theirs), f"{name}: a weight average in one run only"
+            if average in mine:
+                assert_same_weights(mine[average]["model"], theirs[average]["model"], f"{name}: {average}")
+                assert mine[average]["updates"] == theirs[average]["updates"], name
         for index, buffers in mine["optimizer"]["state"].items():
             for key, value in buffers.items():
                 assert torch.equal(value, theirs["optimizer"]["state"][index][key]), f"{name}: optimizer {key}"

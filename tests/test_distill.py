@@ -19,10 +19,13 @@ from lenet_fmnist.training.augment import normalise
 VALIDATING = {"val_size": 10_000, "split_seed": 0}
 
 
-def _save_teacher(path: Path, seed: int, data: dict[str, Any], **extra: Any) -> Path:
+def _save_teacher(path: Path, seed: int, data: dict[str, Any], width: int = 1, **extra: Any) -> Path:
     torch.manual_seed(seed)
-    model = LeNet5("relu", "max", 0.5)
-    config = {"activation": {"name": "relu"}, "pool": {"name": "max"}, "dropout": {"p": 0.5}, "data": data}
+    model = LeNet5("relu", "max", 0.5, width)
+    config = {
+        "model": {"name": "lenet5" if width == 1 else "lenet5_wide", "width": width},
+        **{"activation": {"name": "relu"}, "pool": {"name": "max"}, "dropout": {"p": 0.5}, "data": data},
+    }
     checkpoint.save(path, {"model": model.state_dict(), "config": config, **extra})
     return path
 
@@ -40,7 +43,7 @@ def test_the_loss_is_the_hard_loss_at_alpha_0_and_the_scaled_kl_at_alpha_1() -> 
 
 
 def test_teachers_average_their_logits_in_eval_mode_and_keep_no_gradient(tmp_path: Path) -> None:
-    paths = [_save_teacher(tmp_path / f"t{i}.pt", i, VALIDATING) for i in range(2)]
+    paths = [_save_teacher(tmp_path / f"t{i}.pt", i, VALIDATING, width=1 + 3 * i) for i in range(2)]  # one wide
     teachers = distill.load([str(p) for p in paths], VALIDATING, torch.device("cpu"))
     assert teachers is not None
     teachers.train()  # a caller's train() must not turn the teachers' dropout on
@@ -64,10 +67,11 @@ def test_teachers_average_their_logits_in_eval_mode_and_keep_no_gradient(tmp_pat
         ({"val_size": 5_000, "split_seed": 0}, r"another split \(data.val_size=5000"),
     ],
 )
+@pytest.mark.parametrize("width", [1, 4])  # model=lenet5 and model=lenet5_wide
 def test_a_teacher_that_saw_the_students_validation_images_is_refused(
-    tmp_path: Path, teacher_data: dict[str, int], why: str
+    tmp_path: Path, teacher_data: dict[str, int], why: str, width: int
 ) -> None:
-    path = _save_teacher(tmp_path / "t.pt", 0, teacher_data)
+    path = _save_teacher(tmp_path / "t.pt", 0, teacher_data, width)
     with pytest.raises(UserError, match=why) as error:
         distill.load([str(path)], VALIDATING, torch.device("cpu"))
     assert str(path) in str(error.value) and "never have seen" in str(error.value)
@@ -79,11 +83,12 @@ def test_a_final_fit_may_learn_from_any_teacher(tmp_path: Path) -> None:
     assert teachers is not None and teachers.record()["splits"] == [[0, 3]]
 
 
-def test_what_a_distilled_teacher_learned_from_counts_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("width", [1, 4])
+def test_what_a_distilled_teacher_learned_from_counts_too(tmp_path: Path, width: int) -> None:
     """A teacher trained on the student's split but distilled from one that saw everything carries
     the validation images in its soft targets: refused."""
     inherited = {distill.CHECKPOINT_KEY: {"teachers": [], "splits": [[0, 0]]}}
-    path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING, **inherited)
+    path = _save_teacher(tmp_path / "t.pt", 0, VALIDATING, width, **inherited)
     with pytest.raises(UserError, match=r"learned from all 60,000 training images"):
         distill.load([str(path)], VALIDATING, torch.device("cpu"))
 

@@ -41,6 +41,22 @@ def test_size_and_output_shape(activation: str, pool: str, dropout: float) -> No
     assert model.features(inputs).shape == (5, 16, 5, 5)  # 400 features into the first FC layer
 
 
+@pytest.mark.parametrize(("option", "parameters"), [("lenet5", 61_706), ("lenet5_wide", 972_554)])
+def test_each_model_option_is_the_study_s_layout_at_its_width(option: str, parameters: int) -> None:
+    """conf/model/'s options: the study's layers, every hidden one `width` times as wide, dropout
+    masks drawn for the widened layers."""
+    width = OmegaConf.load(config_dir() / "model" / f"{option}.yaml")["width"]
+    model = LeNet5("relu", "max", 0.5, width)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    convs = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
+    assert convs == [(1, 6 * width), (6 * width, 16 * width)]
+    assert linears == [(400 * width, 120 * width), (120 * width, 84 * width), (84 * width, 10)]
+    masks = model.draw_dropout_masks(5, torch.device("cpu"))
+    assert masks is not None and [mask.shape[1] for mask in masks] == [400 * width, 120 * width, 84 * width]
+    assert model(torch.randn(5, 1, 28, 28), masks).shape == (5, 10)
+
+
 @pytest.mark.parametrize(("activation", "pool"), list(itertools.product(ACTIVATIONS, POOLS)))
 def test_layers_are_the_studys(activation: str, pool: str) -> None:
     model = LeNet5(activation, pool)

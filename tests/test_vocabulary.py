@@ -43,6 +43,16 @@ def test_resume_may_change_the_neutral_keys_and_nothing_else() -> None:
     assert config_changes(saved, other, RESULT_NEUTRAL_KEYS) == ["data.val_size: 10 -> 20", "seed: 0 -> 1"]
 
 
+def test_a_run_saved_before_the_model_and_swa_keys_reads_as_the_study_s_network_without_swa() -> None:
+    """Runs saved before conf/model/ and swa.epochs existed resume as what they were: LeNet-5, no SWA."""
+    current = {"seed": 0, "model": {"name": "lenet5", "width": 1}, "swa": {"epochs": None}}
+    assert config_changes({"seed": 0}, current, RESULT_NEUTRAL_KEYS) == []
+    wide = {**current, "model": {"name": "lenet5_wide", "width": 4}, "swa": {"epochs": 5}}
+    assert config_changes({"seed": 0}, wide, RESULT_NEUTRAL_KEYS) == [
+        "model.name: 'lenet5' -> 'lenet5_wide'", "model.width: 1 -> 4", "swa.epochs: None -> 5",
+    ]  # fmt: skip
+
+
 def test_the_report_side_imports_no_torch() -> None:
     """Every module of lenet_fmnist.report, the vocabulary and the run directory's module load
     without torch."""

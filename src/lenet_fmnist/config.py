@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lenet_fmnist.run.errors import UserError
+from lenet_fmnist.schema_keys import absent_keys, unknown_keys
 
 _DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 # torch's seeds: a 64-bit integer, signed or not (torch.manual_seed raises outside this range).
@@ -28,6 +29,8 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 # More threads than any machine's cores: a team that large only waits on itself (each thread is
 # started at once, so a mistyped count could otherwise exhaust the system's threads).
 MAX_THREADS = 1024
+# A LeNet-5 this many times wider has about 2.5e9 parameters (they grow with the width squared).
+MAX_WIDTH = 64
 
 
 class Activation(Enum):
@@ -173,6 +176,22 @@ class EMAConfig:
 
 
 @dataclass
+class SWAConfig:
+    epochs: int | None = MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # the model group's option, for logs and reports
+    width: int = MISSING
+
+    def __post_init__(self) -> None:
+        require(
+            1 <= self.width <= MAX_WIDTH, "model.width", self.width, f"from 1 to {MAX_WIDTH} (1: the study's LeNet-5)"
+        )
+
+
+@dataclass
 class DistillConfig:
     teachers: list[str] = MISSING
     alpha: float = MISSING
@@ -215,6 +234,7 @@ def check_threads(threads: int | None) -> None:
 
 @dataclass
 class TrainConfig:
+    model: ModelConfig = MISSING
     activation: ActivationConfig = MISSING
     pool: PoolConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -222,6 +242,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = MISSING
     data: DataConfig = MISSING
     ema: EMAConfig = MISSING
+    swa: SWAConfig = MISSING
     distill: DistillConfig = MISSING
     label_smoothing: float = MISSING
     epochs: int = MISSING
@@ -236,6 +257,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1) (0: none)")
         require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        swa = self.swa.epochs
+        require(
+            swa is None or 1 <= swa <= self.epochs,
+            "swa.epochs",
+            swa,
+            f"null (none) or from 1 to epochs ({self.epochs})",
+        )
+        require(
+            swa is None or self.ema.decay is None,
+            "swa.epochs",
+            swa,
+            "null while ema.decay is set (one average per run)",
+        )
         require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         require(1 <= self.shards <= self.batch_size, "shards", self.shards, f"from 1 to batch_size ({self.batch_size})")
         require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, ">= 1")
@@ -260,34 +294,6 @@ def register() -> None:
 Schema = TypeVar("Schema")
 
 
-def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
-    """Keys in `node` that the dataclass `obj` has no field for (Hydra lets `+key=value` add them)."""
-    names = {f.name: f for f in dataclasses.fields(obj)}
-    unknown = []
-    for key in node:
-        if key not in names:
-            unknown.append(f"{prefix}{key}")
-        elif dataclasses.is_dataclass(getattr(obj, key)):
-            unknown += _unknown_keys(node[key], getattr(obj, key), f"{prefix}{key}.")
-    return unknown
-
-
-def _absent_keys(node: DictConfig, prefix: str = "") -> list[str]:
-    """Keys of the schema that `node` holds no value for: left ??? (a required value not given) or
-    deleted with `~KEY` (OmegaConf would build the dataclass with ??? in their place), and keys
-    added with `+KEY=???`."""
-    schema = OmegaConf.get_type(node)
-    names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
-    names += [name for name in node if name not in names]
-    absent = []
-    for name in names:
-        if name not in node or OmegaConf.is_missing(node, name):
-            absent.append(f"{prefix}{name}")
-        elif OmegaConf.is_dict(node._get_node(name)):
-            absent += _absent_keys(node[name], f"{prefix}{name}.")
-    return absent
-
-
 def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
     """Return the composed `cfg` as a `schema` instance, or raise UserError naming the bad value.
 
@@ -295,7 +301,7 @@ def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
     the dataclasses runs each `__post_init__` range check, and the key comparisons catch keys
     added with `+key=value` and deleted with `~key`, which Hydra accepts even on a typed config.
     """
-    if absent := _absent_keys(cfg):
+    if absent := absent_keys(cfg):
         raise UserError(
             f"Invalid configuration: no value for {', '.join(absent)}. Give each as KEY=VALUE (a `~KEY` override "
             "deletes a key's value; see `--cfg job` for the full tree)."
@@ -311,7 +317,7 @@ def validate(cfg: DictConfig, schema: type[Schema]) -> Schema:
         raise UserError(f"Invalid configuration: {message}") from None
     if not isinstance(typed, schema):
         raise UserError(f"Invalid configuration: expected a {schema.__name__} configuration.")
-    unknown = _unknown_keys(cfg, typed)
+    unknown = unknown_keys(cfg, typed)
     if unknown:
         allowed = ", ".join(f.name for f in dataclasses.fields(typed))
         raise UserError(

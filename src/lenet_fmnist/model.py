@@ -28,7 +28,9 @@ CHANNELS_LAST = torch.channels_last
 class LeNet5(nn.Module):
     """conv 1->6 5x5 pad 2, act, pool 2 -> conv 6->16 5x5, act, pool 2 -> FC 400->120 -> 84 -> 10.
 
-    61,706 parameters whatever the activation, pooling or dropout. Dropout (when p > 0) sits before
+    61,706 parameters whatever the activation, pooling or dropout. `width` multiplies every hidden
+    layer's channels and units (model=lenet5_wide: 4, 972,554 parameters, a teacher for
+    distillation); the layout stays the study's. Dropout (when p > 0) sits before
     each fully connected layer. Inputs are normalised 1 x 28 x 28 images; outputs are logits.
 
     With max pooling an increasing activation (MONOTONIC) runs after the pooling: max(act(x)) =
@@ -37,9 +39,10 @@ class LeNet5(nn.Module):
     the activations that are not increasing (gelu, silu), keep the textbook conv -> act -> pool.
     """
 
-    def __init__(self, activation: str = "tanh", pool: str = "avg", dropout: float = 0.0) -> None:
+    def __init__(self, activation: str = "tanh", pool: str = "avg", dropout: float = 0.0, width: int = 1) -> None:
         super().__init__()
         act, pooling = ACTIVATIONS[activation], POOLS[pool]
+        conv1, conv2, fc1, fc2 = 6 * width, 16 * width, 120 * width, 84 * width
 
         def drop() -> nn.Module:  # p=0 adds no layer, so "no dropout" costs nothing per step
             return nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -49,14 +52,14 @@ class LeNet5(nn.Module):
             return [pooling(2), act()] if pool_first else [act(), pooling(2)]
 
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, kernel_size=5, padding=2), *act_pool(),
-            nn.Conv2d(6, 16, kernel_size=5), *act_pool(),
+            nn.Conv2d(1, conv1, kernel_size=5, padding=2), *act_pool(),
+            nn.Conv2d(conv1, conv2, kernel_size=5), *act_pool(),
         )  # fmt: skip
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            drop(), nn.Linear(16 * 5 * 5, 120), act(),
-            drop(), nn.Linear(120, 84), act(),
-            drop(), nn.Linear(84, 10),
+            drop(), nn.Linear(conv2 * 5 * 5, fc1), act(),
+            drop(), nn.Linear(fc1, fc2), act(),
+            drop(), nn.Linear(fc2, 10),
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor, dropout_masks: list[torch.Tensor] | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 
 from lenet_fmnist.report.runs import COMPLETED, Run
 from lenet_fmnist.run import validation
-from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, flatten
+from lenet_fmnist.run.config_keys import RESULT_NEUTRAL_KEYS, flatten, with_added_keys
 
 # Keys that tell runs of one configuration apart (the seed), or change only where and how fast
 # they run (dotted keys of the flattened config).
@@ -27,7 +27,7 @@ def _settings(run: Run) -> dict[str, Any]:
     trained on a GPU also has `device: cuda`: a GPU computes other bits than a CPU, so its runs
     form configurations of their own (a run that recorded no device, which never trained, stays
     with the CPU's)."""
-    config = run.config or {}
+    config = with_added_keys(run.config) if run.config else {}
     settings = {key: value for key, value in flatten(config).items() if key not in IGNORED}
     if str(run.metrics.get("device", "")).startswith("cuda"):
         settings["device"] = "cuda"

@@ -23,6 +23,16 @@ RESULT_NEUTRAL_KEYS = ("resume", "device", "threads", "eval_batch_size", "data.r
 # decides how many of a batch's shards are computed at once, never a bit (lenet_fmnist.training.step).
 
 
+# Config nodes added to train since checkpoint format v2, with the values that runs saved before
+# them had: such a run resumes, is evaluated and is pooled as if it had recorded them.
+ADDED_KEYS: dict[str, Any] = {"model": {"name": "lenet5", "width": 1}, "swa": {"epochs": None}}
+
+
+def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (a run's, as saved) with ADDED_KEYS filled in where it lacks them."""
+    return {**ADDED_KEYS, **config}
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts as one dict with dotted keys ({"data": {"root": x}} -> {"data.root": x})."""
     if not isinstance(tree, dict):
@@ -35,7 +45,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
     """The differences between two configs, as `key: old -> new`, leaving out the `allowed` keys."""
-    old, new = flatten(saved), flatten(current)
+    old, new = flatten(with_added_keys(saved)), flatten(with_added_keys(current))
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(old.keys() | new.keys())

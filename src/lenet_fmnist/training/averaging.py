@@ -1,6 +1,9 @@
-"""An exponential moving average (EMA) of the weights, kept beside the trained model.
+"""Averages of the weights, kept beside the trained model: the exponential moving average (EMA,
+`ema.decay`) or the stochastic weight average (SWA, `swa.epochs`), never both.
 
-Updated after every optimizer step; validation, the choice of the best epoch, the test, `eval`,
+The EMA is updated after every optimizer step; SWA takes the weights at the end of each of the
+run's last `swa.epochs` epochs and averages them equally (Izmailov et al. 2018, here on the tail
+of the run's own schedule). Once an average holds any weights, validation, the choice of the best epoch, the test, `eval`,
 `predict` and `export` then use the averaged weights (checkpoint.evaluated_weights), which sit in
 a flatter part of the loss surface than the last step's and usually generalise better.
 
@@ -18,35 +21,32 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
+from torch.optim.swa_utils import get_ema_multi_avg_fn, get_swa_multi_avg_fn
+
+from lenet_fmnist.config import TrainConfig
 
 WARMUP = 9  # update n uses min(decay, n / (n + WARMUP)): TensorFlow's num_updates rule
 
 
 class WeightAverage:
-    """The moving average of `model`'s parameters, as a copy of the model (`self.model`, on the
-    same device, never trained) that evaluation runs. LeNet-5 has parameters only, no buffers."""
+    """An average of `model`'s parameters, as a copy of the model (`self.model`, on the same
+    device, never trained) that evaluation runs once `updates` > 0. LeNet-5 has parameters only, no
+    buffers. `key` names its entry in a checkpoint (training.checkpoint.AVERAGES)."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
+    key = ""
+
+    def __init__(self, model: nn.Module) -> None:
         self.model = copy.deepcopy(model).requires_grad_(False)  # draws no random numbers
         self.updates = 0
 
-    def decay_at(self, update: int) -> float:
-        """The factor of the average so far at update number `update` (from 0)."""
-        return min(self.decay, update / (update + WARMUP))
+    def after_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step."""
 
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Fold `model`'s current weights in: average = f * average + (1 - f) * weights, f =
-        decay_at(updates), as one fused lerp over all parameters (torch's EMA step). Call it after
-        each optimizer step."""
-        averaged, current = list(self.model.parameters()), [p.detach() for p in model.parameters()]
-        get_ema_multi_avg_fn(self.decay_at(self.updates))(averaged, current, None)
-        self.updates += 1
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Called after each epoch's last step, before validation."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The checkpoint's "ema" entry: the averaged weights and the update count."""
+        """The checkpoint's entry: the averaged weights and the update count."""
         return {"model": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -54,7 +54,52 @@ class WeightAverage:
         self.updates = int(state["updates"])
 
 
-def build(model: nn.Module, decay: float | None) -> WeightAverage | None:
-    """The run's average of `model` (call once the model is on its device), or None when
-    ema.decay is null: then nothing is copied, computed or saved."""
-    return None if decay is None else WeightAverage(model, decay)
+class MovingAverage(WeightAverage):
+    """The exponential moving average: a step's weights count `1 - decay` in it."""
+
+    key = "ema"
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__(model)
+        self.decay = decay
+
+    def decay_at(self, update: int) -> float:
+        """The factor of the average so far at update number `update` (from 0)."""
+        return min(self.decay, update / (update + WARMUP))
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """Fold `model`'s current weights in: average = f * average + (1 - f) * weights, f =
+        decay_at(updates), as one fused lerp over all parameters (torch's EMA step)."""
+        averaged, current = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        get_ema_multi_avg_fn(self.decay_at(self.updates))(averaged, current, None)
+        self.updates += 1
+
+
+class EpochAverage(WeightAverage):
+    """The stochastic weight average: the equal mean of the weights at the end of each epoch from
+    `first_epoch` on (the n-th fold moves the average 1/n of the way to the weights: torch's SWA update)."""
+
+    key = "swa"
+
+    def __init__(self, model: nn.Module, first_epoch: int) -> None:
+        super().__init__(model)
+        self.first_epoch = first_epoch
+
+    @torch.no_grad()
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        if epoch < self.first_epoch:
+            return
+        averaged, current = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        get_swa_multi_avg_fn()(averaged, current, self.updates)
+        self.updates += 1
+
+
+def build(model: nn.Module, cfg: TrainConfig) -> WeightAverage | None:
+    """The run's average of `model` (call once the model is on its device), or None when neither
+    ema.decay nor swa.epochs is set: then nothing is copied, computed or saved."""
+    if cfg.ema.decay is not None:
+        return MovingAverage(model, cfg.ema.decay)
+    if cfg.swa.epochs is not None:
+        return EpochAverage(model, first_epoch=cfg.epochs - cfg.swa.epochs + 1)
+    return None

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lenet_fmnist.model import LeNet5
+from lenet_fmnist.run import config_keys
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.paths import is_file, user_path
 from lenet_fmnist.run.storage import write_atomic
@@ -19,9 +20,11 @@ from lenet_fmnist.run.storage import write_atomic
 # v2: a step's arithmetic no longer depends on the thread count (training.step), so a v1 run would
 # resume with other bits; v1 also recorded a thread count that nothing reads any more.
 FORMAT = "lenet_fmnist.checkpoint.v2"
-# The key of the weight average's state (a dict: "model", its state dict, and "updates"), present
-# only in checkpoints of runs with ema.decay set.
-EMA = "ema"
+# The keys of the weight averages' states (each a dict: "model", its state dict, and "updates"):
+# EMA only in checkpoints of runs with ema.decay set, SWA only in those with swa.epochs set
+# (training.averaging: MovingAverage.key, EpochAverage.key).
+EMA, SWA = "ema", "swa"
+AVERAGES = (EMA, SWA)
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -105,17 +108,23 @@ ENTRIES = {
     "best_epoch": (_count, "a number of epochs"),
     "best_val_acc": (lambda v: v is None or (isinstance(v, int | float) and not isinstance(v, bool)), "an accuracy"),
     "warnings": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of warnings"),
-    EMA: (lambda v: isinstance(v, dict) and _weights(v.get("model")) and _count(v.get("updates")), "a weight average"),
+    **{
+        key: (
+            lambda v: isinstance(v, dict) and _weights(v.get("model")) and _count(v.get("updates")),
+            "a weight average",
+        )
+        for key in AVERAGES
+    },
 }
-CLASSIFIED = ("model", "config", "epoch", EMA)  # what eval, predict and export read
+CLASSIFIED = ("model", "config", "epoch", *AVERAGES)  # what eval, predict and export read
 
 
 def require(state: dict[str, Any], path: str | Path, keys: tuple[str, ...]) -> None:
     """Refuse a checkpoint whose entries `keys` (of ENTRIES) are missing or not what `save` writes:
-    one damaged or edited by hand. EMA may be missing (a run without a weight average)."""
+    one damaged or edited by hand. AVERAGES may be missing (a run without that weight average)."""
     for key in keys:
         if key not in state:
-            if key == EMA:
+            if key in AVERAGES:
                 continue
             raise UserError(
                 f"{path} has no {key!r} entry: it is not a whole lenet_fmnist checkpoint (damaged, or edited)."
@@ -135,31 +144,44 @@ def resumable(path: Path) -> dict[str, Any]:
     return state
 
 
+def _average(state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The checkpoint's weight average (its key and entry) if it holds any weights yet (a SWA
+    starts in one of the last epochs)."""
+    for key in AVERAGES:
+        if (average := state.get(key)) is not None and average["updates"] > 0:
+            return key, average
+    return None
+
+
 def evaluated_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights that validation, the test, `eval`, `predict` and `export` use: the moving
-    average's when the run kept one (ema.decay; the checkpoint's EMA entry, written by
-    averaging.WeightAverage.state_dict), else the trained weights ("model")."""
-    average = state.get(EMA)
-    return average["model"] if average is not None else state["model"]
+    """The weights that validation, the test, `eval`, `predict` and `export` use: the weight
+    average's when the run keeps one that holds any weights yet (ema.decay or swa.epochs; written
+    by training.averaging), else the trained weights ("model")."""
+    average = _average(state)
+    return average[1]["model"] if average is not None else state["model"]
 
 
 def weights_used(state: dict[str, Any]) -> str:
     """Which weights `evaluated_weights` gives, in words (logs, eval.json, export's sidecar)."""
-    if state.get(EMA) is None:
+    if (average := _average(state)) is None:
         return "the trained weights"
-    ema = state.get("config", {}).get("ema")
-    decay = ema.get("decay") if isinstance(ema, dict) else None
-    return f"the exponential moving average of the weights (ema.decay={decay})"
+    key, entry = average
+    settings = state.get("config", {}).get(key)
+    setting = next(iter(settings.values()), None) if isinstance(settings, dict) and settings else None
+    if key == SWA:
+        return f"the average of the weights at the end of {entry['updates']} epochs (swa.epochs={setting})"
+    return f"the exponential moving average of the weights (ema.decay={setting})"
 
 
 def model_from(state: dict[str, Any], source: str | Path) -> LeNet5:
-    """The LeNet-5 described by the checkpoint's config, with its evaluated weights (the moving
+    """The LeNet-5 described by the checkpoint's config, with its evaluated weights (the weight
     average's when it has one) loaded strictly."""
     config = state.get("config", {})
     try:
-        model = LeNet5(config["activation"]["name"], config["pool"]["name"], config["dropout"]["p"])
+        width = config_keys.with_added_keys(config)["model"]["width"]
+        model = LeNet5(config["activation"]["name"], config["pool"]["name"], config["dropout"]["p"], width)
         model.load_state_dict(evaluated_weights(state))
-    except (KeyError, TypeError, RuntimeError) as error:
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
         # load_state_dict lists each missing key and size mismatch on its own line: one paragraph.
         detail = " ".join(line.strip() for line in str(error).strip().splitlines())
         raise UserError(

@@ -11,7 +11,7 @@ from lenet_fmnist.config import TrainConfig
 from lenet_fmnist.model import CHANNELS_LAST, LeNet5
 from lenet_fmnist.run import validation
 from lenet_fmnist.run.metrics_file import EpochRecord
-from lenet_fmnist.training import averaging, checkpoint, distill, optim
+from lenet_fmnist.training import averaging, distill, optim
 
 
 class TrainingState:
@@ -33,9 +33,9 @@ class TrainingState:
         torch.manual_seed(cfg.seed)  # initial weights and dropout masks
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)  # shuffling and augmentation
         self.device, self.config, self.distillation = device, config, distillation
-        self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p)
+        self.model = LeNet5(cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.model.width)
         self.model.to(device, memory_format=CHANNELS_LAST)
-        self.average = averaging.build(self.model, cfg.ema.decay)  # None without ema.decay
+        self.average = averaging.build(self.model, cfg)  # None without ema.decay or swa.epochs
         self.optimizer = optim.build_optimizer(cfg.optimizer, self.model.parameters())
         self.steps_per_epoch = optim.steps_per_epoch(train_images, cfg.batch_size)
         self.scheduler = optim.build_scheduler(
@@ -50,8 +50,8 @@ class TrainingState:
 
     @property
     def evaluated_model(self) -> nn.Module:
-        """The model that validation runs: the weight average when the run keeps one."""
-        return self.model if self.average is None else self.average.model
+        """The model that validation runs: the weight average once it holds any weights."""
+        return self.model if self.average is None or self.average.updates == 0 else self.average.model
 
     def complete_epoch(self, record: EpochRecord) -> bool:
         """Count the epoch whose record is last in the history; whether it is the best so far.
@@ -80,18 +80,18 @@ class TrainingState:
             "warnings": self.warnings,
         }
         if self.average is not None:  # only then: the checkpoints of runs without one keep their keys
-            state[checkpoint.EMA] = self.average.state_dict()
+            state[self.average.key] = self.average.state_dict()
         if self.distillation is not None:  # likewise
             state[distill.CHECKPOINT_KEY] = self.distillation.teachers.record()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint; its config (ema.decay included) was already checked against this
+        """Continue from a checkpoint; its config (its weight average included) was already checked against this
         run's, and its teachers' files must be the same as when it started."""
         distill.check_resume(state.get(distill.CHECKPOINT_KEY), self.distillation)
         self.model.load_state_dict(state["model"])
         if self.average is not None:
-            self.average.load_state_dict(state[checkpoint.EMA])
+            self.average.load_state_dict(state[self.average.key])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])

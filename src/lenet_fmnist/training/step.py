@@ -80,7 +80,7 @@ class Objective:
 @dataclass(frozen=True)
 class Updates:
     """How a step's gradients change the weights: the `optimizer`, its per-step `scheduler`, and
-    the weight `average` that takes in the weights after every step (None: none kept)."""
+    the weight `average` told of every step (None: none kept)."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -90,7 +90,7 @@ class Updates:
         self.optimizer.step()
         self.scheduler.step()
         if self.average is not None:
-            self.average.update(model)
+            self.average.after_step(model)
 
 
 class ShardedStep:

@@ -49,6 +49,7 @@ from lenet_fmnist.training.step import Objective, ShardedStep, Updates
 from lenet_fmnist.workers import Workers, compute_on_one_thread
 
 log = logging.getLogger(__name__)
+MODEL_NAMES = {"lenet5": "LeNet-5", "lenet5_wide": "LeNet-5, 4x wider,"}  # the model group's options, in logs
 
 # Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
 # with status "pruned": a hyperparameter search's pruner does so (launch.search_trial.epoch_reporter).
@@ -170,6 +171,8 @@ class Training:
         trained = train_epoch(self.epochs, stop, f"epoch {epoch}/{self.cfg.epochs}")
         if trained is None:
             raise _interrupted_in(epoch, self.recorder.last)
+        if self.state.average is not None:
+            self.state.average.after_epoch(self.state.model, epoch)
         train_seconds = time.perf_counter() - started
         val_loss, val_acc = None, None
         if (val := self.splits.val) is not None:  # a run without validation has neither, never a stand-in
@@ -306,7 +309,7 @@ def _circumstances(state: TrainingState, threads: Threads) -> Circumstances:
 
 def _log_recipe(cfg: TrainConfig, ran: Circumstances) -> None:
     log.info(
-        "LeNet-5 (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
-        cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
+        "%s (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
+        MODEL_NAMES.get(cfg.model.name, cfg.model.name), cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
         ran.parameters, ran.device, ran.threads,
     )  # fmt: skip
