@@ -49,7 +49,7 @@ from lenet_fmnist.training.step import Objective, ShardedStep, Updates
 from lenet_fmnist.workers import Workers, compute_on_one_thread
 
 log = logging.getLogger(__name__)
-MODEL_NAMES = {"lenet5": "LeNet-5", "lenet5_wide": "LeNet-5, 4x wider,"}  # the model group's options, in logs
+MODEL_NAMES = {"lenet5": "LeNet-5", "lenet5_wide": "LeNet-5 4x wide"}  # the model group's options, in logs
 
 # Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
 # with status "pruned": a hyperparameter search's pruner does so (launch.search_trial.epoch_reporter).
