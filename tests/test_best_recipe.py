@@ -66,6 +66,21 @@ def test_each_teacher_is_a_searched_configuration_trained_as_the_search_trained_
         assert teacher.distill.teachers == []
 
 
+def test_a_wide_teacher_is_the_winner_4x_wider_on_the_students_split(hydra_conf: None) -> None:
+    """experiment=best_wide_teachers: trial 37's settings on model=lenet5_wide, trained as the
+    search trained its trials (50 epochs, the 50,000 images of split seed 0), one directory per seed."""
+    sweep = compose("train", overrides=["experiment=best_wide_teachers"], return_hydra_config=True)
+    assert sweep.hydra.sweep.dir == "outputs/sweeps/best_wide_teachers"
+    assert sweep_jobs("best_wide_teachers") == [["seed=0"]]
+    teacher = job_config("best_wide_teachers", ["seed=0"])
+    validate(teacher, TrainConfig)
+    assert (teacher.model.name, teacher.model.width) == ("lenet5_wide", 4)
+    winner = _values(job_config("best_teachers", [f"+searched={_teacher_names()[0]}"]))
+    wide = _values(teacher)
+    differing = {key for key in winner.keys() | wide.keys() if winner.get(key) != wide.get(key)}
+    assert differing == {"model.name", "model.width"}
+
+
 def test_best_is_the_winner_refitted_with_five_fresh_seeds(hydra_conf: None) -> None:
     names = _teacher_names()
     jobs = sweep_jobs("best")
