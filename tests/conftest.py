@@ -185,6 +185,8 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         XDG_CACHE_HOME=str(base / "empty-cache"),  # no cached dataset can be found or written
+        # The tests' runs see each other, not the user's runs training beside the suite (host.registry).
+        XDG_RUNTIME_DIR=str(base / "runtime"),
         MPLCONFIGDIR=str(base / "matplotlib"),  # one font cache for all runs, outside $HOME
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
