@@ -20,7 +20,10 @@ from lenet_fmnist.run.config_keys import flatten
 from lenet_fmnist.training import distill
 from test_experiments import choices, job_config, sweep_jobs
 
-FRESH_SEEDS = ["25", "26", "27", "28", "29"]  # no search or earlier recipe used them (docs/results.md, step 7)
+# No search, study or earlier recipe used them (docs/results.md, the third attempt's protocol).
+FRESH_SEEDS = ["30", "31", "32", "33", "34"]
+USED_SEEDS = {0, 1, 2, 3, 4, 10, 11, 12, *range(20, 30)}
+WIDE_TEACHER = "outputs/sweeps/best_wide_teachers/seed0/checkpoints/best.pt"
 TEACHERS_DIR = "outputs/sweeps/best_teachers"
 
 
@@ -86,17 +89,22 @@ def test_best_is_the_winner_refitted_with_five_fresh_seeds(hydra_conf: None) -> 
     jobs = sweep_jobs("best")
     assert jobs == [[f"seed={seed}"] for seed in FRESH_SEEDS]
     search = compose("train", overrides=["experiment=search"], return_hydra_config=True)
-    assert str(search.seed) not in FRESH_SEEDS
+    assert str(search.seed) not in FRESH_SEEDS and not USED_SEEDS & {int(seed) for seed in FRESH_SEEDS}
     best = job_config("best", jobs[0])
     validate(best, TrainConfig)
     assert best.data.val_size == 0  # the refit: all 60,000, tested once
-    assert (search.epochs, best.epochs) == (50, 100)  # step 7 of the protocol: twice the search's budget
-    # The winner is the first teacher: the recipe is its configuration, refitted for longer.
+    assert (search.epochs, best.epochs) == (50, 200)  # the third attempt's step 1
+    # The winner is the first teacher: the recipe is its configuration, refitted for longer and
+    # distilled from the wide teacher (step 3), which experiment=best_wide_teachers writes there.
     winner, recipe = _values(job_config("best_teachers", [f"+searched={names[0]}"])), _values(best)
     differing = {key for key in winner.keys() | recipe.keys() if winner.get(key) != recipe.get(key)}
-    assert differing == {"seed", "data.val_size", "epochs"}
+    assert differing == {"seed", "data.val_size", "epochs", "distill.teachers"}
+    assert best.distill.teachers == [WIDE_TEACHER] and (best.model.name, best.ema.decay) == ("lenet5", 0.999)
+    wide = compose("train", overrides=["experiment=best_wide_teachers"], return_hydra_config=True)
+    assert best.distill.teachers[0].startswith(f"{wide.hydra.sweep.dir}/seed0/")
     ablated = job_config("ablation", ["+ablation=recipe"])
     assert ablated.epochs == search.epochs, "the ablation repeats what it measured: the 50-epoch recipe"
+    assert ablated.distill.teachers == [], "and without the wide teacher, which it never had"
     distilled = job_config("ablation", ["+ablation=with_distillation"])
     assert distilled.distill.teachers == [f"{TEACHERS_DIR}/{name}/checkpoints/best.pt" for name in names]
 
@@ -145,4 +153,41 @@ def test_distilling_without_the_teachers_says_how_to_train_them(cli: CLI, tiny_d
     result = empty.run("train", *DISTILLED, *_small(tiny_data), f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1 and "Traceback" not in output(result), output(result)
     assert "experiment=best_teachers" in output(result)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(cli: CLI, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> CLI:
+    """experiment=best_wide_teachers run in an empty directory (one epoch, a 64-image validation split)."""
+    here = CLI(cli.env, tmp_path_factory.mktemp("wide"))
+    assert_ok(
+        here.run("train", "-m", "experiment=best_wide_teachers", *_small(tiny_data), "data.val_size=64", timeout=600)
+    )
+    return here
+
+
+def test_the_recipe_trains_one_run_with_any_seed_from_the_wide_teacher(wide_teacher: CLI, tiny_data: Path) -> None:
+    """`train experiment=best seed=N`, without -m, once the teacher is trained: one run of the
+    recipe, the seed asked for, a final fit on every training image, distilled from the checkpoint
+    experiment=best_wide_teachers wrote (recorded with its SHA-256)."""
+    run_dir = wide_teacher.cwd / "best"
+    assert_ok(wide_teacher.run("train", "experiment=best", "seed=7", *_small(tiny_data), f"hydra.run.dir={run_dir}"))
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "completed" and metrics["val_acc"] is None
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    saved = state["config"]
+    assert saved["seed"] == 7 and saved["data"]["val_size"] == 0 and saved["model"]["name"] == "lenet5"
+    assert (saved["activation"]["name"], saved["optimizer"]["name"]) == ("relu", "rmsprop")
+    (teacher,) = state[distill.CHECKPOINT_KEY]["teachers"]
+    assert teacher["path"] == WIDE_TEACHER
+    assert teacher["sha256"] == distill.sha256_of(wide_teacher.cwd / WIDE_TEACHER)
+    assert torch.load(wide_teacher.cwd / WIDE_TEACHER, weights_only=True)["config"]["model"]["width"] == 4
+    assert not list(run_dir.parent.glob("best/**/multirun.yaml"))  # one run, not the recipe's sweep of five seeds
+
+
+def test_the_recipe_without_its_teacher_says_how_to_train_it(cli: CLI, tiny_data: Path, tmp_path: Path) -> None:
+    empty = CLI(cli.env, tmp_path)
+    result = empty.run("train", "experiment=best", *_small(tiny_data), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "Traceback" not in output(result), output(result)
+    assert "experiment=best_wide_teachers" in output(result)
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -131,22 +131,3 @@ def test_a_final_fit_trains_on_every_image_and_tests_the_last_epoch(
     cells = {name.strip(): cell.strip() for name, cell in zip(header.split("|"), row.split("|"), strict=True)}
     assert cells["val acc"] == "n/a" and cells["test acc"].startswith(f"{metrics['test_acc']:.4f}")
     assert "## Runs without validation" in report
-
-
-def test_the_recipe_trains_one_run_with_any_seed(cli: CLI, plain_data: Path, tmp_path: Path) -> None:
-    """`train experiment=best seed=N`, without -m, trains one run of the recipe (here for one epoch on
-    the small data): the recipe's values, the seed asked for, a final fit on every training image."""
-    run_dir = tmp_path / "best"
-    result = cli.run(
-        "train", "experiment=best", "seed=7", "epochs=1", f"data.root={plain_data}", "device=cpu", "threads=1",
-        f"hydra.run.dir={run_dir}",
-    )  # fmt: skip
-    assert_ok(result)
-    metrics = read_metrics(run_dir)
-    assert metrics["status"] == "completed" and metrics["val_acc"] is None
-    assert [record["train_images"] for record in metrics["history"]] == [TRAINING_IMAGES]
-    saved = checkpoint.load(run_dir / "checkpoints" / "last.pt")["config"]
-    assert saved["seed"] == 7 and saved["data"]["val_size"] == 0
-    assert (saved["activation"]["name"], saved["optimizer"]["name"]) == ("relu", "rmsprop")
-    assert saved["augmentation"]["erase_p"] > 0 and saved["label_smoothing"] > 0
-    assert not list(tmp_path.glob("**/multirun.yaml"))  # one run, not the recipe's sweep of three seeds

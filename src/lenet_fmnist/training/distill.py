@@ -129,8 +129,9 @@ class Teachers(nn.Module):
 
 MISSING_TEACHER_HINT = (
     "a teacher is a checkpoint (best.pt or last.pt) that a training run of this toolkit wrote. Train the "
-    "teachers first (those of +ablation=with_distillation with `python -m lenet_fmnist train -m "
-    "experiment=best_teachers`), or give their paths."
+    "teachers first (experiment=best's with `python -m lenet_fmnist train -m experiment=best_wide_teachers`, "
+    "those of +ablation=with_distillation with `python -m lenet_fmnist train -m experiment=best_teachers`), or "
+    "give their paths."
 )
 
 
