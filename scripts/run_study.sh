@@ -6,7 +6,8 @@
 #   1. the five experiments (activation, pooling, optimizer, dropout, augmentation), 3 seeds each:
 #      by default as the single sweep experiment=study (8 distinct configurations x 3 seeds = 24
 #      runs), or with --separate as five sweeps (36 runs; the base configuration runs five times);
-#   2. experiment=best, 5 seeds;
+#   2. experiment=best, 5 seeds, after its teacher (experiment=best_wide_teachers, in the fixed place
+#      where experiment=best reads it; kept if already trained): about 3.5 hours on 2 cores;
 #   3. with --factorial, experiment=factorial (216 runs: hours);
 #   4. python -m lenet_fmnist report OUTPUT_DIR  ->  OUTPUT_DIR/report.md, report.csv, *.png
 #
@@ -71,6 +72,13 @@ if ((separate)); then
     done
 else
     sweep study "$out/study"
+fi
+# The recipe's teacher goes where conf/experiment/best.yaml reads it, not under OUTPUT_DIR.
+teachers=outputs/sweeps/best_wide_teachers
+if [[ -f $teachers/seed0/checkpoints/best.pt && -f $teachers/seed0/metrics.json ]] && grep -q '"status": "completed"' "$teachers/seed0/metrics.json"; then
+    echo "== experiment=best_wide_teachers: $teachers/seed0 is trained"
+else
+    sweep best_wide_teachers "$teachers"
 fi
 sweep best "$out/best"
 ((factorial)) && sweep factorial "$out/factorial"
