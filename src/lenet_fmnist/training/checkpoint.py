@@ -166,8 +166,8 @@ def weights_used(state: dict[str, Any]) -> str:
     if (average := _average(state)) is None:
         return "the trained weights"
     key, entry = average
-    settings = state.get("config", {}).get(key)
-    setting = next(iter(settings.values()), None) if isinstance(settings, dict) and settings else None
+    settings = state.get("config", {}).get(key)  # the config's ema or swa node
+    setting = settings.get("epochs" if key == SWA else "decay") if isinstance(settings, dict) else None
     if key == SWA:
         return f"the average of the weights at the end of {entry['updates']} epochs (swa.epochs={setting})"
     return f"the exponential moving average of the weights (ema.decay={setting})"
