@@ -73,13 +73,9 @@ if ((separate)); then
 else
     sweep study "$out/study"
 fi
-# The recipe's teacher goes where conf/experiment/best.yaml reads it, not under OUTPUT_DIR.
-teachers=outputs/sweeps/best_wide_teachers
-if [[ -f $teachers/seed0/checkpoints/best.pt && -f $teachers/seed0/metrics.json ]] && grep -q '"status": "completed"' "$teachers/seed0/metrics.json"; then
-    echo "== experiment=best_wide_teachers: $teachers/seed0 is trained"
-else
-    sweep best_wide_teachers "$teachers"
-fi
+# The recipe's teacher goes where conf/experiment/best.yaml reads it, not under OUTPUT_DIR; once
+# trained, `sweep` resumes it, which skips it.
+sweep best_wide_teachers outputs/sweeps/best_wide_teachers
 sweep best "$out/best"
 ((factorial)) && sweep factorial "$out/factorial"
 

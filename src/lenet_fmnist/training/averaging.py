@@ -24,6 +24,7 @@ from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn, get_swa_multi_avg_fn
 
 from lenet_fmnist.config import TrainConfig
+from lenet_fmnist.training import checkpoint
 
 WARMUP = 9  # update n uses min(decay, n / (n + WARMUP)): TensorFlow's num_updates rule
 
@@ -57,7 +58,7 @@ class WeightAverage:
 class MovingAverage(WeightAverage):
     """The exponential moving average: a step's weights count `1 - decay` in it."""
 
-    key = "ema"
+    key = checkpoint.EMA
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model)
@@ -80,7 +81,7 @@ class EpochAverage(WeightAverage):
     """The stochastic weight average: the equal mean of the weights at the end of each epoch from
     `first_epoch` on (the n-th fold moves the average 1/n of the way to the weights: torch's SWA update)."""
 
-    key = "swa"
+    key = checkpoint.SWA
 
     def __init__(self, model: nn.Module, first_epoch: int) -> None:
         super().__init__(model)

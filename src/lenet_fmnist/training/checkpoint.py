@@ -22,7 +22,7 @@ from lenet_fmnist.run.storage import write_atomic
 FORMAT = "lenet_fmnist.checkpoint.v2"
 # The keys of the weight averages' states (each a dict: "model", its state dict, and "updates"):
 # EMA only in checkpoints of runs with ema.decay set, SWA only in those with swa.epochs set
-# (training.averaging: MovingAverage.key, EpochAverage.key).
+# (training.averaging's MovingAverage and EpochAverage write them under these keys).
 EMA, SWA = "ema", "swa"
 AVERAGES = (EMA, SWA)
 

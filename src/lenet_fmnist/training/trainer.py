@@ -49,7 +49,6 @@ from lenet_fmnist.training.step import Objective, ShardedStep, Updates
 from lenet_fmnist.workers import Workers, compute_on_one_thread
 
 log = logging.getLogger(__name__)
-MODEL_NAMES = {"lenet5": "LeNet-5", "lenet5_wide": "LeNet-5 4x wide"}  # the model group's options, in logs
 
 # Called with each epoch's record once the epoch is saved. It may raise Pruned to end the run there
 # with status "pruned": a hyperparameter search's pruner does so (launch.search_trial.epoch_reporter).
@@ -310,6 +309,6 @@ def _circumstances(state: TrainingState, threads: Threads) -> Circumstances:
 def _log_recipe(cfg: TrainConfig, ran: Circumstances) -> None:
     log.info(
         "%s (%s, %s pool, dropout %.2f), %s lr %g, %d parameters, on %s with %d threads",
-        MODEL_NAMES.get(cfg.model.name, cfg.model.name), cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
+        "LeNet-5" if cfg.model.width == 1 else f"LeNet-5 {cfg.model.width}x wide", cfg.activation.name.value, cfg.pool.name.value, cfg.dropout.p, cfg.optimizer.name, cfg.optimizer.lr,
         ran.parameters, ran.device, ran.threads,
     )  # fmt: skip
