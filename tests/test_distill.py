@@ -1,4 +1,5 @@
-"""Knowledge distillation's parts: the loss, the teachers' mean logits, the leak rule, the resume check."""
+"""Knowledge distillation's parts: the loss, the teachers' mean logits, labelling each flipped and shifted
+copy once, the leak rule, the resume check."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from lenet_fmnist.config import TrainConfig, compose
 from lenet_fmnist.model import LeNet5
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.training import checkpoint, distill
-from lenet_fmnist.training.augment import normalise
+from lenet_fmnist.training.augment import Augmenter, Erasing, normalise
+from lenet_fmnist.workers import Workers
 
 VALIDATING = {"val_size": 10_000, "split_seed": 0}
 
@@ -127,3 +129,46 @@ def test_sha256_of_a_file_is_the_sha256_of_its_bytes(tmp_path: Path, size: int) 
     path = tmp_path / "file"
     path.write_bytes(bytes(range(256)) * (size // 256) + bytes(size % 256))
     assert distill.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("flip, max_shift", [(True, 1), (False, 0), (True, 2)])
+def test_labelling_each_copy_once_gives_the_teachers_logits_of_every_drawn_image(
+    tmp_path: Path, flip: bool, max_shift: int
+) -> None:
+    """Labelled once, a drawn image that erasing left alone gets its flipped and shifted copy's
+    logits, which are the teachers' for the drawn image itself; an erased one is labelled anew."""
+    teachers = distill.load([str(_save_teacher(tmp_path / "t.pt", 0, VALIDATING))], VALIDATING, torch.device("cpu"))
+    assert teachers is not None
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    augmenter = Augmenter(images, flip, max_shift, Erasing(0.5, 0.1, 0.25))
+    distillation = distill.Distillation(teachers, alpha=0.5, temperature=4.0, label_batch=16)
+    draw = augmenter.draw(
+        torch.randperm(40, generator=torch.Generator().manual_seed(4)), torch.Generator().manual_seed(5)
+    )
+    assert draw.erased is not None and 0 < draw.erased.sum() < 40
+    with Workers(2) as workers:
+        once = distill.SoftTargets(distillation, augmenter, workers, once=True)(draw)
+        each_epoch = distill.SoftTargets(distillation, augmenter, workers, once=False)(draw)
+    assert torch.equal(each_epoch, teachers.label(draw.images, 16))
+    torch.testing.assert_close(once, each_epoch)  # equal but for the rounding of other batches
+    every_copy = teachers.label(augmenter.variant_images(torch.arange(augmenter.variants)), 16)
+    kept = ~draw.erased
+    assert torch.equal(once[kept], every_copy[draw.variants[kept]])
+    assert torch.equal(once[draw.erased], teachers.label(draw.images[draw.erased], 16))
+
+
+@pytest.mark.parametrize(
+    ("variants_per_image", "epochs", "erase_p", "once"),
+    [
+        (18, 200, 0.21, True),  # experiment=best: 18 + 42 passes per image instead of 200
+        (18, 18, 0.0, False),  # as many passes either way: each epoch's, which start at once
+        (50, 10, 0.0, False),  # augmentation=standard's 50 copies, 10 epochs
+        (1, 3, 0.5, True),  # no flip or shift: the training images themselves, and the erased ones
+        (2, 3, 0.2, True),
+        (2, 3, 0.5, False),
+    ],
+)
+def test_the_copies_are_labelled_once_when_that_takes_fewer_teacher_passes(
+    variants_per_image: int, epochs: int, erase_p: float, once: bool
+) -> None:
+    assert distill.labels_once(variants_per_image, epochs, erase_p) is once

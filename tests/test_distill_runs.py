@@ -1,10 +1,13 @@
 """Knowledge distillation end to end, through the command line: with alpha 0 a distilled run is the
 plain run bit for bit (the teachers draw no random numbers and change nothing else), with alpha > 0
 it learns something else, records its teachers by content and resumes bit for bit after SIGTERM in
-epoch 2; a teacher that saw the student's validation images stops the run before training."""
+epoch 2, whether the teachers label each flipped and shifted copy once (with erasing or without)
+or each epoch's images; a teacher that saw the student's validation images stops the run before
+training."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,13 @@ from conftest import (
 from lenet_fmnist.training import distill
 
 TEACHER, LEAKY_TEACHER, PLAIN, SILENT, DISTILLED = "teacher", "leaky", "plain", "alpha0", "distilled"
+# Students at alpha 0.5 and how their teachers label (distill.labels_once, for 3 epochs): the
+# augmentation, and how many copies are labelled once (None: each epoch's images instead).
+LABELLING = {
+    DISTILLED: ((), 1536),  # no augmentation: the 1,536 training images themselves
+    "erased": (("augmentation.flip=true", "augmentation.erase_p=0.2"), 2 * 1536),  # + the erased each epoch
+    "each_epoch": (("augmentation=standard",), None),  # 50 copies of each image cost more than 3 epochs
+}
 
 
 def _teacher(runs: Path, name: str) -> str:
@@ -43,7 +53,10 @@ def runs(cli: CLI, plain_data: Path, tmp_path_factory: pytest.TempPathFactory) -
         plain_args(plain_data, base / LEAKY_TEACHER, "seed=1", "data.val_size=0", "epochs=1"),
         plain_args(plain_data, base / PLAIN),
         _student_args(plain_data, base, base / SILENT, "distill.alpha=0"),
-        _student_args(plain_data, base, base / DISTILLED, "distill.alpha=0.5"),
+        *(
+            _student_args(plain_data, base, base / name, "distill.alpha=0.5", *args)
+            for name, (args, _) in LABELLING.items()
+        ),
     ]
     for code, text in run_each(cli, commands):
         assert code == 0 and "Traceback" not in text, text
@@ -67,13 +80,19 @@ def test_a_distilled_run_learns_from_its_teachers_and_records_them(runs: Path) -
     assert read_metrics(runs / DISTILLED)["status"] == "completed"
 
 
-def test_a_distilled_run_resumes_bit_for_bit(cli: CLI, plain_data: Path, runs: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    hint = sigterm_in_epoch_2(cli, _student_args(plain_data, runs, run_dir, "distill.alpha=0.5"), run_dir)
+@pytest.mark.parametrize("student", LABELLING)
+def test_a_distilled_run_resumes_bit_for_bit(
+    cli: CLI, plain_data: Path, runs: Path, tmp_path: Path, student: str
+) -> None:
+    run_dir, (augmentation, copies) = tmp_path / "run", LABELLING[student]
+    student_args = _student_args(plain_data, runs, run_dir, "distill.alpha=0.5", *augmentation)
+    hint = sigterm_in_epoch_2(cli, student_args, run_dir)
     resumed = cli.run_hint(hint)
     assert_ok(resumed)
     assert "after epoch 1" in output(resumed)
-    assert_same_run(run_dir, runs / DISTILLED)
+    assert_same_run(run_dir, runs / student)
+    labelled_once = re.findall(r"labelled the (\d+) flipped and shifted copies", (run_dir / "train.log").read_text())
+    assert labelled_once == ([] if copies is None else [str(copies)] * 2)  # at the start and on resuming
 
 
 def test_a_teacher_that_saw_the_validation_images_stops_the_run_before_training(

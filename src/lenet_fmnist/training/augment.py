@@ -60,15 +60,28 @@ class Erasing:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """`images` (uint8 B x H x W) with their rectangles erased; every draw from `generator`."""
-        if self.p == 0:
-            return images
+        return images if self.p == 0 else self.apply(images, generator)[0]
+
+    def apply(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`images` with their rectangles erased, and which of them got one (bool, B)."""
         count, height, width = images.shape
         top, left, rows, columns = self.rectangles(count, height, width, generator)
         y = torch.arange(height, device=images.device)
         x = torch.arange(width, device=images.device)
         in_rows = (y >= top[:, None]) & (y < (top + rows)[:, None])
         in_columns = (x >= left[:, None]) & (x < (left + columns)[:, None])
-        return images.masked_fill(in_rows[:, :, None] & in_columns[:, None, :], 0)
+        return images.masked_fill(in_rows[:, :, None] & in_columns[:, None, :], 0), rows > 0
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Augmented copies of images (uint8 B x H x W) and what made each: its `variants` (which
+    image, mirrored or not, shifted by how much: Augmenter.variant_images rebuilds the copy from
+    it) and, when the run erases, which copies erasing changed (`erased`, bool B)."""
+
+    images: torch.Tensor
+    variants: torch.Tensor
+    erased: torch.Tensor | None
 
 
 class Augmenter:
@@ -81,11 +94,17 @@ class Augmenter:
     window of that tensor, starting at a random offset in the image or in its mirror image (the
     mirror of a window is a window of the mirror), so a call is a single `index_select` of whole
     windows: ~10x faster than a per-pixel gather on CPU.
+
+    Before erasing, an image has `variants_per_image` possible copies (2 mirrorings x (2 *
+    max_shift + 1)^2 shifts); variant v of them all is image v // variants_per_image of the set,
+    so a run can label each variant once (training.distill.SoftTargets).
     """
 
     def __init__(self, images: torch.Tensor, flip: bool, max_shift: int, erasing: Erasing | None = None) -> None:
         self.count, height, width = images.shape
         self.flip, self.max_shift, self.erasing = flip, max_shift, erasing
+        self.shifts = 2 * max_shift + 1  # the offsets of a window in x, and in y
+        self.variants_per_image = (2 if flip else 1) * self.shifts**2
         padded = F.pad(images, (max_shift,) * 4) if max_shift else images
         # 2x the padded images' memory with flips; the view below keeps it alive.
         source = (torch.cat([padded, padded.flip(-1)]) if flip else padded).contiguous()
@@ -95,20 +114,40 @@ class Augmenter:
         starts = source.numel() - (height - 1) * padded_width - width + 1
         self.windows = source.as_strided((starts, height, width), (1, padded_width, 1))
 
+    @property
+    def variants(self) -> int:
+        """How many distinct copies flips and shifts can make of the images."""
+        return self.count * self.variants_per_image
+
     def __call__(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augmented copies of images `index` (int64 on the images' device), uint8 B x H x W,
-        image i of the result made from image index[i]. Every random draw comes from `generator`,
-        so a run is reproducible and resumable."""
+        """Augmented copies of images `index`, as `draw` makes them."""
+        return self.draw(index, generator).images
+
+    def draw(self, index: torch.Tensor, generator: torch.Generator) -> Draw:
+        """Augmented copies of images `index` (int64 on the images' device), image i of the result
+        made from image index[i]. Every random draw comes from `generator`, so a run is
+        reproducible and resumable."""
         batch, device = len(index), index.device
-        start = index * self.image_stride
+        source_image = index  # in the source: the mirror of image i is image count + i
         if self.flip:
             mirrored = torch.rand(batch, device=device, generator=generator) < 0.5
-            start += mirrored * (self.count * self.image_stride)
+            source_image = index + mirrored * self.count
+        variants = source_image * self.shifts**2
         if self.max_shift:
-            offsets = torch.randint(0, 2 * self.max_shift + 1, (2, batch), device=device, generator=generator)
-            start += offsets[0] * self.row_stride + offsets[1]
-        windows = self.windows.index_select(0, start)
-        return windows if self.erasing is None else self.erasing(windows, generator)
+            offsets = torch.randint(0, self.shifts, (2, batch), device=device, generator=generator)
+            variants += offsets[0] * self.shifts + offsets[1]
+        images = self.variant_images(variants)
+        if self.erasing is None or self.erasing.p == 0:
+            return Draw(images, variants, None)
+        erased_images, erased = self.erasing.apply(images, generator)
+        return Draw(erased_images, variants, erased)
+
+    def variant_images(self, variants: torch.Tensor) -> torch.Tensor:
+        """The copies (uint8 B x H x W) that flips and shifts make for `variants` (int64, B)."""
+        source_image, offset = variants.div(self.shifts**2, rounding_mode="floor"), variants % self.shifts**2
+        rows, columns = offset.div(self.shifts, rounding_mode="floor"), offset % self.shifts
+        start = source_image * self.image_stride + rows * self.row_stride + columns
+        return self.windows.index_select(0, start)
 
 
 def augment(

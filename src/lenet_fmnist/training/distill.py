@@ -6,11 +6,10 @@ With `distill.teachers` set (checkpoints this toolkit wrote), the training loss 
 
 with alpha = `distill.alpha`, T = `distill.temperature` and `teachers` the mean of the teachers'
 logits (Hinton et al. 2015; the T^2 keeps the soft term's gradients on the hard term's scale).
-The teachers see exactly the student's augmented images: the epoch's images are drawn once at
-its start (train.train_epoch), and the teachers label them all there in large inference
-batches, which costs far less than a forward pass per training step. Teachers are in eval mode
-(no dropout) and draw no random numbers, so a run resumes bit for bit; the checkpoint records
-each teacher's SHA-256, and a resume whose teachers changed on disk is refused.
+The teachers see exactly the student's augmented images (SoftTargets), labelled in large
+inference batches, which costs far less than a forward pass per training step. Teachers are in
+eval mode (no dropout) and draw no random numbers, so a run resumes bit for bit; the checkpoint
+records each teacher's SHA-256, and a resume whose teachers changed on disk is refused.
 
 A teacher must never have seen what the student is judged on: when the student validates, each
 teacher must have been trained on the same 50,000 images (the same data.val_size and
@@ -21,6 +20,8 @@ training run ever sees.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,13 @@ from lenet_fmnist.model import CHANNELS_LAST
 from lenet_fmnist.run.errors import UserError
 from lenet_fmnist.run.paths import user_path
 from lenet_fmnist.training import checkpoint
-from lenet_fmnist.training.augment import normalise
+from lenet_fmnist.training.augment import Augmenter, Draw, normalise
 from lenet_fmnist.workers import Workers
+
+log = logging.getLogger(__name__)
+
+# Labelling images in blocks of this many bounds the memory of labelling every variant once (40 MB of uint8).
+VARIANT_BLOCK = 50_000
 
 # In a distilled run's checkpoints: {"teachers": [{"path", "sha256"}, ...], "splits": what they learned from}.
 CHECKPOINT_KEY = "distill"
@@ -168,12 +174,57 @@ class Distillation:
     temperature: float
     label_batch: int  # images per teacher forward pass (eval_batch_size: no effect on results)
 
-    def soft_targets(self, epoch_images: torch.Tensor, workers: Workers) -> torch.Tensor:
-        """The teachers' mean logits for each of the epoch's augmented images, in training order."""
-        return self.teachers.label(epoch_images, self.label_batch, workers)
-
     def loss(self, hard: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return loss(hard, student, teacher, alpha=self.alpha, temperature=self.temperature)
+
+
+class SoftTargets:
+    """The teachers' mean logits for each epoch's augmented images (augment.Draw), in its order.
+
+    A flipped and shifted image is one of `augmenter.variants` fixed copies of the training
+    images (18 per image with a flip and a 1 px shift), which the epochs draw again and again.
+    When labelling each of them once costs less than labelling every epoch's images (`labels_once`,
+    decided by the config alone, so a resumed run labels as the uninterrupted one did), the
+    teachers label them all at the start of the run and each epoch only its erased images, which
+    are new. Either way an image's logits come from the teachers in eval mode: the two ways differ
+    only by the rounding that batching makes, and a run always uses the same one.
+    """
+
+    def __init__(self, distillation: Distillation, augmenter: Augmenter, workers: Workers, *, once: bool) -> None:
+        self.teachers, self.batch, self.workers = distillation.teachers, distillation.label_batch, workers
+        self.variants = self._label_variants(augmenter) if once else None
+
+    def __call__(self, draw: Draw) -> torch.Tensor:
+        if self.variants is None:
+            return self._label(draw.images)
+        logits = self.variants[draw.variants]
+        erased = draw.erased.nonzero().squeeze(1) if draw.erased is not None else None
+        if erased is not None and len(erased):
+            logits[erased] = self._label(draw.images[erased])
+        return logits
+
+    def _label(self, images: torch.Tensor) -> torch.Tensor:
+        return self.teachers.label(images, self.batch, self.workers)
+
+    def _label_variants(self, augmenter: Augmenter) -> torch.Tensor:
+        started, count = time.perf_counter(), augmenter.variants
+        device = augmenter.windows.device
+        blocks = [
+            self._label(augmenter.variant_images(torch.arange(start, min(start + VARIANT_BLOCK, count), device=device)))
+            for start in range(0, count, VARIANT_BLOCK)
+        ]
+        log.info(
+            "The teachers labelled the %d flipped and shifted copies of the training images once, in %.0f s",
+            count, time.perf_counter() - started,
+        )  # fmt: skip
+        return torch.cat(blocks)
+
+
+def labels_once(variants_per_image: int, epochs: int, erase_p: float) -> bool:
+    """Whether labelling each flipped and shifted copy of an image once (then each epoch's erased
+    images, a fraction `erase_p` of them) costs fewer teacher passes than labelling every image of
+    every one of `epochs` epochs."""
+    return variants_per_image + epochs * erase_p < epochs
 
 
 def configured(

@@ -103,11 +103,6 @@ class ShardedStep:
         self.parameters = list(model.parameters())
         self.shards = shards if self.parameters[0].device.type == "cpu" else 1
 
-    def soft_targets(self, epoch_images: torch.Tensor) -> torch.Tensor | None:
-        """The teachers' mean logits for the epoch's augmented images (None without distillation)."""
-        distillation = self.objective.distillation
-        return None if distillation is None else distillation.soft_targets(epoch_images, self.workers)
-
     def __call__(
         self, images: torch.Tensor, targets: torch.Tensor, soft_targets: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:

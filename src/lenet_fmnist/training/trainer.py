@@ -58,13 +58,15 @@ EpochCallback = Callable[[EpochRecord], None]
 @dataclass(frozen=True)
 class Epochs:
     """What every epoch of a run draws from: the `step`, the training images (`augmenter`'s) and
-    their `labels`, the `generator` of their order and augmentation, and the batch size."""
+    their `labels`, the `generator` of their order and augmentation, the batch size, and the
+    teachers' labels of the drawn images when the run distils."""
 
     step: ShardedStep
     augmenter: Augmenter
     labels: torch.Tensor
     generator: torch.Generator
     batch_size: int
+    soft_targets: distill.SoftTargets | None = None
 
 
 def train_epoch(epochs: Epochs, stop: threading.Event, description: str) -> tuple[float, float] | None:
@@ -80,8 +82,8 @@ def train_epoch(epochs: Epochs, stop: threading.Event, description: str) -> tupl
     step, labels, count = epochs.step, epochs.labels, len(epochs.labels)
     step.model.train()
     order = torch.randperm(count, device=labels.device, generator=epochs.generator)
-    images, labels = epochs.augmenter(order, epochs.generator), labels[order]
-    soft_targets = step.soft_targets(images)
+    drawn, labels = epochs.augmenter.draw(order, epochs.generator), labels[order]
+    images, soft_targets = drawn.images, epochs.soft_targets(drawn) if epochs.soft_targets else None
     loss_sum = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in tqdm(range(0, count, epochs.batch_size), desc=description, leave=False, disable=None):
@@ -133,7 +135,8 @@ class Training:
         objective = Objective(cfg.label_smoothing, state.distillation)
         step = ShardedStep(state.model, updates, objective, workers=workers, shards=cfg.shards)
         augmenter = self._augmenter(splits.train.images)
-        self.epochs = Epochs(step, augmenter, splits.train.labels, state.generator, cfg.batch_size)
+        soft_targets = self._soft_targets(augmenter, workers)
+        self.epochs = Epochs(step, augmenter, splits.train.labels, state.generator, cfg.batch_size, soft_targets)
         self.evaluation = Evaluation(cfg.eval_batch_size, workers)
 
     def fit(self, on_epoch: EpochCallback | None = None) -> None:
@@ -163,6 +166,13 @@ class Training:
             preview = torch.Generator(device=state.device).manual_seed(cfg.seed)
             self.recorder.samples(augment(images[:64], flip, max_shift, preview, erasing))
         return Augmenter(images, flip, max_shift, erasing)
+
+    def _soft_targets(self, augmenter: Augmenter, workers: Workers) -> distill.SoftTargets | None:
+        """How the teachers label the drawn images, when the run distils."""
+        if self.state.distillation is None:
+            return None
+        once = distill.labels_once(augmenter.variants_per_image, self.cfg.epochs, self.cfg.augmentation.erase_p)
+        return distill.SoftTargets(self.state.distillation, augmenter, workers, once=once)
 
     def _epoch(self, epoch: int, stop: threading.Event) -> EpochRecord:
         """Train epoch `epoch`, then validate the evaluated weights (the average's, if kept)."""
