@@ -195,12 +195,12 @@ class SoftTargets:
         self.variants = self._label_variants(augmenter) if once else None
 
     def __call__(self, draw: Draw) -> torch.Tensor:
+        """The teachers' mean logits (B x 10) for `draw`'s images, in its order."""
         if self.variants is None:
             return self._label(draw.images)
         logits = self.variants[draw.variants]
-        erased = draw.erased.nonzero().squeeze(1) if draw.erased is not None else None
-        if erased is not None and len(erased):
-            logits[erased] = self._label(draw.images[erased])
+        if draw.erased is not None and draw.erased.any():
+            logits[draw.erased] = self._label(draw.images[draw.erased])
         return logits
 
     def _label(self, images: torch.Tensor) -> torch.Tensor:
